@@ -1,0 +1,1 @@
+"""pytest plugin for nanostream-trio (registered through the ``pytest11`` entry point)."""

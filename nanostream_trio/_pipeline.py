@@ -1,0 +1,433 @@
+"""Pipeline: collects a graph of linked nodes and runs it in one nursery.
+
+``Pipeline(node)`` walks every link from ``node`` and checks the graph.
+``await pipeline.run()`` builds fresh edges, starts one task per node plus a
+monitor task, and returns a :class:`PipelineStatistics` summary when every
+source is exhausted and every item has reached the end. ``global_start()``
+wraps that in ``trio.run`` with SIGINT/SIGTERM handling.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+import trio
+
+from ._edges import Edge
+from ._exceptions import ConfigError, GraphError, PipelineStateError
+from ._node import NanoNode, Port
+from ._runtime import NodeRun
+from ._stats import NodeStatistics, PipelineStatistics, PipelineStatus
+
+__all__ = ["Pipeline"]
+
+#: Seconds between ``pipeline_stats`` events by default.
+DEFAULT_STATS_INTERVAL = 10.0
+#: Seconds an inbox may hold items without progress before ``node_stalled``.
+DEFAULT_STALL_TIMEOUT = 30.0
+
+
+def _collect(nodes: Iterable[NanoNode]) -> list[NanoNode]:
+    """Every node connected to ``nodes`` by any link, in topological order."""
+    found: dict[int, NanoNode] = {}
+    stack = [n._ns_entry() for n in nodes]
+    while stack:
+        node = stack.pop()
+        if id(node) in found:
+            continue
+        found[id(node)] = node
+        stack.extend(node._ns_downstream)
+        stack.extend(node._ns_dead_letters.downstream)
+        stack.extend(u.node if isinstance(u, Port) else u for u in node._ns_upstream)
+    # Kahn's algorithm, stable in discovery order.
+    indegree = {id(n): len(n._ns_upstream) for n in found.values()}
+    order: list[NanoNode] = []
+    ready = [n for n in found.values() if indegree[id(n)] == 0]
+    while ready:
+        node = ready.pop(0)
+        order.append(node)
+        for target in [*node._ns_downstream, *node._ns_dead_letters.downstream]:
+            indegree[id(target)] -= 1
+            if indegree[id(target)] == 0:
+                ready.append(target)
+    return order
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The single real failure in a nursery's group, or the group itself."""
+    _, rest = group.split(trio.Cancelled)
+    if rest is None:
+        return group
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [rest]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else rest
+
+
+class Pipeline:
+    """A runnable graph of linked nodes.
+
+    Args:
+        *nodes: any nodes of the graph; everything linked to them is included.
+        name: the pipeline's name in events.
+        stats_interval: seconds (Trio clock) between ``pipeline_stats``
+            events; ``None`` turns them off.
+        stall_timeout: seconds a node's inbox may hold items without the node
+            taking any before a ``node_stalled`` event; ``None`` turns it off.
+        logger: a structlog logger to emit events on; default
+            ``structlog.get_logger("nanostream_trio")``.
+
+    Raises:
+        GraphError: no nodes, a processor nothing links into, a source with
+            an upstream, or two nodes with the same name.
+        ConfigError: ``on_error="dead_letter"`` without a linked ``dead_letters``.
+
+    Example::
+
+        summary = trio.run(Pipeline(source > Double() > sink).run)
+    """
+
+    def __init__(
+        self,
+        *nodes: NanoNode,
+        name: str = "pipeline",
+        stats_interval: float | None = DEFAULT_STATS_INTERVAL,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        logger: Any = None,
+    ) -> None:
+        for node in nodes:
+            if not isinstance(node, NanoNode):
+                msg = f"Pipeline() takes NanoNode objects; got {type(node).__name__} {node!r}"
+                raise GraphError(msg)
+        if not nodes:
+            msg = "Pipeline() needs at least one node"
+            raise GraphError(msg)
+        for value, what in ((stats_interval, "stats_interval"), (stall_timeout, "stall_timeout")):
+            if value is not None and not value > 0:
+                msg = f"Pipeline {what} must be a positive number of seconds or None; got {value!r}"
+                raise ConfigError(msg, key=what)
+        self.name = name
+        self._nodes = _collect(nodes)
+        self._check()
+        self._stats_interval = stats_interval
+        self._stall_timeout = stall_timeout
+        self._logger = logger if logger is not None else structlog.get_logger("nanostream_trio")
+        self._runs: dict[str, NodeRun] = {}
+        self._status: PipelineStatus = "pending"
+        self._started_at: float | None = None
+        self._ended_at: float | None = None
+        self._stop_requested = False
+        self._cancel_scope: trio.CancelScope | None = None
+
+    def _check(self) -> None:
+        names: dict[str, NanoNode] = {}
+        for node in self._nodes:
+            if node.name in names:
+                msg = (
+                    f"two nodes are named {node.name!r} ({names[node.name]!r} and {node!r}); "
+                    "names must be unique within a pipeline: pass name=... to tell them apart"
+                )
+                raise GraphError(msg, upstream=node.name)
+            names[node.name] = node
+            if node._ns_kind == "source" and node._ns_upstream:
+                upstream = ", ".join(
+                    repr(u.node.name if isinstance(u, Port) else u.name) for u in node._ns_upstream
+                )
+                msg = (
+                    f"node {node.name!r} is a source (it defines generator) but is linked "
+                    f"from {upstream}; a source cannot receive items"
+                )
+                raise GraphError(msg, downstream=node.name)
+            if node._ns_kind == "processor" and not node._ns_upstream:
+                msg = (
+                    f"node {node.name!r} defines process_item but nothing is linked into it; "
+                    f"link a source to it ('source > {node.name}') or give it a generator"
+                )
+                raise GraphError(msg, downstream=node.name)
+            if node.on_error == "dead_letter" and not node.dead_letters.downstream:
+                msg = (
+                    f"node {node.name!r} has on_error='dead_letter' but its dead_letters port "
+                    f"is not linked; link it to a sink: {node.name}.dead_letters > sink"
+                )
+                raise ConfigError(msg, node=node.name, key="on_error")
+
+    # -- introspection ---------------------------------------------------------------
+
+    @property
+    def nodes(self) -> tuple[NanoNode, ...]:
+        """Every node of the pipeline, upstream before downstream."""
+        return tuple(self._nodes)
+
+    @property
+    def status(self) -> PipelineStatus:
+        """``"pending"``, ``"running"``, ``"stopping"``, ``"finished"``, ``"failed"`` or ``"cancelled"``."""
+        return self._status
+
+    def statistics(self) -> PipelineStatistics:
+        """A frozen snapshot of every node's counters (see :class:`NodeStatistics`)."""
+        now = self._now()
+        nodes: dict[str, NodeStatistics] = {}
+        for node in self._nodes:
+            run = self._runs.get(node.name)
+            nodes[node.name] = self._node_statistics(node, run, now)
+        elapsed = 0.0
+        if self._started_at is not None:
+            elapsed = (self._ended_at if self._ended_at is not None else now) - self._started_at
+        return PipelineStatistics(name=self.name, status=self._status, elapsed=elapsed, nodes=nodes)
+
+    def _now(self) -> float:
+        try:
+            return trio.current_time()
+        except RuntimeError:  # outside trio.run: a snapshot after the run
+            return self._ended_at if self._ended_at is not None else 0.0
+
+    @staticmethod
+    def _node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStatistics:
+        role = "source" if node._ns_kind == "source" else (
+            "processor" if node._ns_downstream else "sink"
+        )
+        if run is None:
+            return NodeStatistics(
+                name=node.name, role=role, status="pending", items_in=0, items_out=0,
+                skipped=0, retried=0, dead_lettered=0, inbox_queued=0,
+                inbox_capacity=0 if role == "source" else node._ns_capacity, inbox_peak=0,
+                blocked_seconds=0.0, rate=0.0, last_progress=0.0,
+            )  # fmt: skip
+        end = run.ended_at if run.ended_at is not None else now
+        running = end - run.started_at
+        counted = run.outbox.sent if role == "source" else run.items_in
+        inbox = run.inbox
+        return NodeStatistics(
+            name=node.name,
+            role=role,
+            status=run.status,
+            items_in=run.items_in,
+            items_out=run.outbox.sent,
+            skipped=run.skipped,
+            retried=run.retried,
+            dead_lettered=run.dead_lettered,
+            inbox_queued=inbox.queued if inbox is not None else 0,
+            inbox_capacity=inbox.capacity if inbox is not None else 0,
+            inbox_peak=inbox.peak if inbox is not None else 0,
+            blocked_seconds=run.outbox.blocked_seconds + run.dead_letter_outbox.blocked_seconds,
+            rate=counted / running if running > 0 else 0.0,
+            last_progress=run.last_progress,
+        )
+
+    # -- control ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop gracefully: sources stop, everything already emitted drains, ``run()`` returns.
+
+        Safe to call from the Trio thread at any time, also before ``run()``
+        starts (the run then ends at once) and more than once.
+        """
+        self._stop_requested = True
+        if self._status == "running":
+            self._status = "stopping"
+            self._log().info("pipeline_stopping")
+        for run in self._runs.values():
+            if run.node._ns_kind == "source":
+                run.request_stop()
+
+    def cancel(self) -> None:
+        """Cancel every node now; items in flight are dropped and ``run()`` returns."""
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel(reason="Pipeline.cancel() was called")
+
+    def _log(self) -> Any:
+        return self._logger.bind(pipeline=self.name)
+
+    # -- running ------------------------------------------------------------------------
+
+    def _prepare(self) -> list[NodeRun]:
+        log = self._log()
+        inboxes: dict[int, Edge] = {}
+        for node in self._nodes:
+            if node._ns_kind != "source":
+                inboxes[id(node)] = Edge(node._ns_capacity, node.name)
+        runs = []
+        for node in self._nodes:
+            run = NodeRun(node, inboxes.get(id(node)), log.bind(node=node.name))
+            run.outbox.edges = [inboxes[id(d)] for d in node._ns_downstream]
+            run.dead_letter_outbox.edges = [inboxes[id(d)] for d in node.dead_letters.downstream]
+            runs.append(run)
+        return runs
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> PipelineStatistics:
+        """Run every node as a task in one nursery until all items have reached the end.
+
+        With ``await nursery.start(pipeline.run)`` this returns (to ``start``)
+        once every node is ready: its ``setup`` has returned, so a source has
+        opened what it reads.
+
+        Returns:
+            The final :class:`PipelineStatistics`.
+
+        Raises:
+            Exception: the first failure of a node whose policy is ``"raise"``,
+                with its original type and a note naming the node and the item.
+            PipelineStateError: the pipeline is already running.
+        """
+        if self._status in ("running", "stopping"):
+            msg = f"pipeline {self.name!r} is already running"
+            raise PipelineStateError(msg)
+        runs = self._prepare()
+        self._runs = {run.name: run for run in runs}
+        self._status = "running"
+        self._started_at = trio.current_time()
+        self._ended_at = None
+        log = self._log()
+        log.info(
+            "pipeline_started",
+            nodes=[run.name for run in runs],
+            sources=[run.name for run in runs if run.node._ns_kind == "source"],
+        )
+        if self._stop_requested:
+            self.stop()
+        pending = len(runs)
+        all_ready = trio.Event()
+
+        def ready() -> None:
+            nonlocal pending
+            pending -= 1
+            if pending == 0:
+                all_ready.set()
+
+        try:
+            with trio.CancelScope() as self._cancel_scope:
+                async with trio.open_nursery() as monitor_nursery:
+                    monitor_nursery.start_soon(self._monitor, log)
+                    async with trio.open_nursery() as node_nursery:
+                        for run in runs:
+                            node_nursery.start_soon(run.run, ready, name=f"nanostream:{run.name}")
+                        await all_ready.wait()
+                        task_status.started()
+                    monitor_nursery.cancel_scope.cancel(reason="pipeline finished")
+            self._status = "cancelled" if self._cancel_scope.cancelled_caught else "finished"
+        except BaseExceptionGroup as group:
+            self._status = "failed"
+            failure = _unwrap(group)
+            if failure is group:
+                raise
+            raise failure from None
+        except BaseException:
+            self._status = "failed" if self._status != "cancelled" else self._status
+            raise
+        finally:
+            self._ended_at = trio.current_time()
+            if self._status not in ("finished", "cancelled", "failed"):
+                self._status = "cancelled"
+            self._cancel_scope = None
+            summary = self.statistics()
+            log.info(
+                "pipeline_finished",
+                status=self._status,
+                elapsed=summary.elapsed,
+                nodes={name: _counts(stats) for name, stats in summary.nodes.items()},
+            )
+        return summary
+
+    async def _monitor(self, log: Any) -> None:
+        """Emit ``pipeline_stats`` periodically and ``node_stalled`` when a node stops moving."""
+        stats_every = self._stats_interval
+        stall_after = self._stall_timeout
+        if stats_every is None and stall_after is None:
+            return
+        now = trio.current_time()
+        next_stats = now + stats_every if stats_every is not None else math.inf
+        stalled: set[str] = set()
+        while True:
+            now = trio.current_time()
+            if now >= next_stats:
+                stats = self.statistics()
+                log.info(
+                    "pipeline_stats",
+                    elapsed=stats.elapsed,
+                    nodes={name: node.as_dict() for name, node in stats.nodes.items()},
+                )
+                next_stats = now + stats_every  # type: ignore[operator]
+            wake = next_stats
+            if stall_after is not None:
+                wake = min(wake, now + stall_after / 4)
+                for run in self._runs.values():
+                    inbox = run.inbox
+                    if inbox is None or run.status != "running" or not inbox.queued:
+                        stalled.discard(run.name)
+                        continue
+                    deadline = run.last_progress + stall_after
+                    if now >= deadline and run.name not in stalled:
+                        stalled.add(run.name)
+                        log.bind(node=run.name).warning(
+                            "node_stalled",
+                            inbox_queued=inbox.queued,
+                            seconds=now - run.last_progress,
+                            items_in=run.items_in,
+                        )
+                    elif now < deadline:
+                        stalled.discard(run.name)
+                        wake = min(wake, deadline)
+            await trio.sleep_until(wake)
+
+    def start(self) -> PipelineStatistics:
+        """Run the pipeline with ``trio.run``, handling SIGINT and SIGTERM.
+
+        The first signal stops gracefully (:meth:`stop`); a second cancels
+        at once and ends the process with status 130. This is what
+        ``node.global_start()`` calls.
+
+        Returns:
+            The final :class:`PipelineStatistics`.
+        """
+        summary: PipelineStatistics = trio.run(self._run_with_signals)
+        if summary.status == "cancelled":
+            raise SystemExit(130)
+        return summary
+
+    async def _run_with_signals(self) -> PipelineStatistics:
+        if threading.current_thread() is not threading.main_thread():
+            return await self.run()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, signals)
+                try:
+                    return await self.run()
+                finally:
+                    nursery.cancel_scope.cancel(reason="pipeline ended")
+
+    async def _watch_signals(self, signals: Any) -> None:
+        received = 0
+        async for signum in signals:
+            received += 1
+            self._log().warning(
+                "signal_received", signal=signal.Signals(signum).name, action=(
+                    "stop" if received == 1 else "cancel"
+                )
+            )  # fmt: skip
+            if received == 1:
+                self.stop()
+            else:
+                self.cancel()
+
+
+def _counts(stats: NodeStatistics) -> dict[str, Any]:
+    return {
+        "status": stats.status,
+        "items_in": stats.items_in,
+        "items_out": stats.items_out,
+        "skipped": stats.skipped,
+        "retried": stats.retried,
+        "dead_lettered": stats.dead_lettered,
+    }

@@ -1,0 +1,187 @@
+"""Worker threads bridged into Trio: for blocking sources and blocking nodes.
+
+Two shapes of blocking code run off the Trio thread:
+
+* :class:`ThreadedSource` iterates a blocking iterable (the seed's sources call
+  ``time.sleep``) in a dedicated thread. The thread appends items to a
+  bounded buffer under a lock and only wakes the Trio side when that side is
+  parked waiting, so the Trio side takes whole batches and a fast source costs
+  one lock round trip per item, not one scheduler trip.
+* :class:`ThreadWorker` runs one blocking call at a time for a node whose
+  ``process_item`` is declared ``blocking=True``.
+
+Both threads are started by us, named after their node, told to stop when the
+pipeline stops or is cancelled, and joined before the node's task ends. The
+one thing a thread cannot be told is to interrupt a call already in progress
+(a ``time.sleep(5)`` runs to its end); cancellation waits for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import outcome
+import trio
+
+__all__ = ["ThreadWorker", "ThreadedSource"]
+
+
+class ThreadedSource:
+    """Iterate ``make_iterable()`` in a worker thread, with a bounded hand-off.
+
+    Args:
+        make_iterable: called in the worker thread; returns what to iterate.
+        capacity: how many items may wait in the hand-off before the thread blocks.
+        name: the thread's name.
+    """
+
+    def __init__(self, make_iterable: Callable[[], Iterable[Any]], capacity: int, name: str):
+        self._make_iterable = make_iterable
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._buffer: list[Any] = []
+        self._stop = False
+        self._done = False
+        self._error: BaseException | None = None
+        self._consumer_waiting = False
+        self._token = trio.lowlevel.current_trio_token()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._finished = trio.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    def _main(self) -> None:
+        iterator = None
+        try:
+            iterator = iter(self._make_iterable())
+            for item in iterator:
+                with self._lock:
+                    while len(self._buffer) >= self._capacity and not self._stop:
+                        self._room.wait()
+                    # After a stop the item in hand still goes out (the hand-off
+                    # is over capacity by at most this one item), then we quit.
+                    self._buffer.append(item)
+                    wake = self._consumer_waiting
+                    self._consumer_waiting = False
+                    stop = self._stop
+                if wake:
+                    self._token.run_sync_soon(self._lot.unpark_all)
+                if stop:
+                    break
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    self._error = self._error or exc
+            with self._lock:
+                self._done = True
+            self._token.run_sync_soon(self._on_thread_end)
+
+    def _on_thread_end(self) -> None:
+        self._lot.unpark_all()
+        self._finished.set()
+
+    def stop(self) -> None:
+        """Ask the thread to stop after the item it is producing now."""
+        with self._lock:
+            self._stop = True
+            self._room.notify_all()
+
+    async def receive_batch(self) -> list[Any] | None:
+        """Everything the thread has produced since the last call, or None at the end.
+
+        Raises:
+            BaseException: whatever the iterable raised in the thread.
+        """
+        while True:
+            with self._lock:
+                if self._buffer:
+                    batch = self._buffer
+                    self._buffer = []
+                    self._room.notify_all()
+                    return batch
+                if self._done:
+                    if self._error is not None:
+                        raise self._error
+                    return None
+                self._consumer_waiting = True
+            await self._lot.park()
+
+    async def aclose(self) -> None:
+        """Stop the thread and join it, even when the caller is being cancelled."""
+        self.stop()
+        if self._thread.ident is None:
+            return
+        with trio.CancelScope(shield=True):
+            await self._finished.wait()
+        self._thread.join()
+
+
+class ThreadWorker:
+    """A dedicated thread that runs one blocking call at a time for a node.
+
+    Args:
+        name: the thread's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._job: tuple[Callable[..., Any], tuple[Any, ...], trio.lowlevel.Task] | None = None
+        self._job_ready = threading.Condition()
+        self._closing = False
+        self._finished = trio.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            while True:
+                with self._job_ready:
+                    while self._job is None and not self._closing:
+                        self._job_ready.wait()
+                    if self._job is None:
+                        return
+                    func, args, task = self._job
+                    self._job = None
+                result = outcome.capture(func, *args)
+                self._token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+        finally:
+            self._token.run_sync_soon(self._finished.set)
+
+    async def run(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` in the worker thread and return its result.
+
+        A cancellation waits for the call in progress to end, then is raised.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with self._job_ready:
+            self._job = (func, args, trio.lowlevel.current_task())
+            self._job_ready.notify()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            # The call cannot be interrupted; the result arrives anyway and the
+            # cancellation is delivered at our next checkpoint.
+            return trio.lowlevel.Abort.FAILED
+
+        result = await trio.lowlevel.wait_task_rescheduled(abort)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return result
+
+    async def aclose(self) -> None:
+        """Let the thread finish and join it, even when the caller is being cancelled."""
+        with self._job_ready:
+            self._closing = True
+            self._job_ready.notify()
+        with trio.CancelScope(shield=True):
+            await self._finished.wait()
+        self._thread.join()
