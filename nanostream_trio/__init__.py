@@ -44,6 +44,20 @@ __all__ = [
     "resolve_node_class",
 ]
 
+# The seed README's built-in nodes, importable from the top level as in the
+# original; they live in nanostream_trio.nodes (imported on first use, since
+# that module pulls in watchdog).
+_SEED_NODES = frozenset({"CSVReader", "LocalDirectoryWatchdog", "LocalFileReader", "PrinterOfThings"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _SEED_NODES:
+        from . import nodes
+
+        return getattr(nodes, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 def _fix_module_names() -> None:
     # Tracebacks and reprs should show nanostream_trio.NanoNode, not the private module.
