@@ -318,13 +318,18 @@ class Pipeline:
                     monitor_nursery.cancel_scope.cancel(reason="pipeline finished")
             self._status = "cancelled" if self._cancel_scope.cancelled_caught else "finished"
         except BaseExceptionGroup as group:
-            self._status = "failed"
             failure = _unwrap(group)
+            self._status = "cancelled" if failure is group and not group.split(
+                trio.Cancelled
+            )[1] else "failed"
             if failure is group:
                 raise
             raise failure from None
+        except trio.Cancelled:
+            self._status = "cancelled"
+            raise
         except BaseException:
-            self._status = "failed" if self._status != "cancelled" else self._status
+            self._status = "failed"
             raise
         finally:
             self._ended_at = trio.current_time()

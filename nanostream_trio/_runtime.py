@@ -128,6 +128,8 @@ class NodeRun:
     # -- sources -------------------------------------------------------------------
 
     async def _run_source(self) -> None:
+        if self.stop_requested:  # stopped before (or during) setup
+            return
         node = self.node
         style = node._ns_style
         blocking = node._ns_blocking

@@ -1,0 +1,405 @@
+"""Running pipelines: delivery, styles, fan-out/in, back-pressure, threads, stop, cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from nanostream_trio import NanoNode, Pipeline, PipelineStateError
+
+
+class Numbers(NanoNode):
+    """Async source of range(n), optionally one item per `interval` virtual seconds."""
+
+    def __init__(self, n: int, interval: float = 0.0, **kwargs: Any) -> None:
+        self.n = n
+        self.interval = interval
+        self.emitted = 0
+        super().__init__(**kwargs)
+
+    async def generator(self):  # type: ignore[no-untyped-def]
+        for i in range(self.n):
+            if self.interval:
+                await trio.sleep(self.interval)
+            self.emitted += 1
+            yield i
+
+
+class Collect(NanoNode):
+    def __init__(self, delay: float = 0.0, **kwargs: Any) -> None:
+        self.items: list[Any] = []
+        self.times: list[float] = []
+        self.delay = delay
+        super().__init__(**kwargs)
+
+    async def process_item(self, item: Any) -> None:
+        if self.delay:
+            await trio.sleep(self.delay)
+        self.items.append(item)
+        self.times.append(trio.current_time())
+
+
+class Double(NanoNode):
+    def process_item(self, item: int) -> int:
+        return item * 2
+
+
+class TestDelivery:
+    async def test_linear_in_order(self) -> None:
+        """Every item reaches the sink, in order, and the summary counts each node."""
+        src, sink = Numbers(1000), Collect()
+        src > Double() > sink
+        summary = await Pipeline(src).run()
+        assert sink.items == [2 * i for i in range(1000)]
+        assert summary["Double"].items_in == 1000
+        assert summary["Double"].items_out == 1000
+        assert summary[src.name].items_out == 1000
+        assert summary[sink.name].items_in == 1000
+        assert summary.status == "finished"
+
+    @pytest.mark.parametrize("style", ["function", "generator", "async_function", "async_generator"])
+    async def test_processor_styles(self, style: str) -> None:
+        """process_item may be a function, generator, async function or async generator."""
+        namespace: dict[str, Any] = {}
+        code = {
+            "function": "def process_item(self, item):\n    return None if item % 3 == 0 else item\n",
+            "generator": "def process_item(self, item):\n    if item % 3:\n        yield item\n",
+            "async_function": (
+                "async def process_item(self, item):\n"
+                "    await trio.sleep(0)\n    return None if item % 3 == 0 else item\n"
+            ),
+            "async_generator": (
+                "async def process_item(self, item):\n"
+                "    if item % 3:\n        await trio.sleep(0)\n        yield item\n"
+            ),
+        }[style]
+        exec(code, {"trio": trio}, namespace)
+        node_class = type(f"Drop3{style}", (NanoNode,), namespace)
+        src, sink = Numbers(10), Collect()
+        src > node_class() > sink
+        await Pipeline(src).run()
+        assert sink.items == [1, 2, 4, 5, 7, 8]
+
+    async def test_many_outputs_per_input(self) -> None:
+        """A generator may yield several outputs per input, all delivered in order."""
+
+        class Repeat(NanoNode):
+            def process_item(self, item: int):  # type: ignore[no-untyped-def]
+                for _ in range(item):
+                    yield item
+
+        src, sink = Numbers(4), Collect()
+        src > Repeat() > sink
+        await Pipeline(src).run()
+        assert sink.items == [1, 2, 2, 3, 3, 3]
+
+    @pytest.mark.parametrize("style", ["sync_generator", "function", "async_function"])
+    async def test_source_styles(self, style: str) -> None:
+        """A generator() may also be a sync generator, or a (sync or async) function returning items."""
+        code = {
+            "sync_generator": "def generator(self):\n    yield from ['a', 'b', 'c']\n",
+            "function": "def generator(self):\n    return ['a', 'b', 'c']\n",
+            "async_function": "async def generator(self):\n    return ['a', 'b', 'c']\n",
+        }[style]
+        namespace: dict[str, Any] = {}
+        exec(code, {}, namespace)
+        source_class = type(f"Letters{style}", (NanoNode,), namespace)
+        src, sink = source_class(), Collect()
+        src > sink
+        await Pipeline(src).run()
+        assert sink.items == ["a", "b", "c"]
+
+    async def test_fan_out_copies(self) -> None:
+        """With a > b and a > c, b and c each receive every item."""
+        src, left, right = Numbers(300), Collect(), Collect()
+        src > [left, right]
+        await Pipeline(src).run()
+        assert left.items == right.items == list(range(300))
+
+    async def test_fan_in_ends_after_all_upstreams(self, autojump_clock: trio.testing.MockClock) -> None:
+        """c receives both streams, each in order, and ends only after the slower one ends."""
+        fast, slow, sink = Numbers(3, interval=1), Numbers(3, interval=10), Collect()
+        fast > sink
+        slow > sink
+        start = trio.current_time()
+        summary = await Pipeline(sink).run()
+        assert sorted(sink.items) == [0, 0, 1, 1, 2, 2]
+        assert sink.times[-1] - start == 30
+        assert summary.elapsed == 30
+        assert summary[sink.name].items_in == 6
+
+    async def test_run_twice(self) -> None:
+        """A finished pipeline can run again with fresh edges."""
+        src, sink = Numbers(5), Collect()
+        src > sink
+        pipeline = Pipeline(src)
+        await pipeline.run()
+        await pipeline.run()
+        assert sink.items == [*range(5), *range(5)]
+
+    async def test_running_twice_at_once(self) -> None:
+        """Starting a pipeline that is running raises PipelineStateError."""
+        src, sink = Numbers(5, interval=1), Collect()
+        src > sink
+        pipeline = Pipeline(src)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            with pytest.raises(PipelineStateError, match="already running"):
+                await pipeline.run()
+            pipeline.cancel()
+
+
+class TestBackPressure:
+    async def test_bound_holds_with_slow_sink(self, autojump_clock: trio.testing.MockClock) -> None:
+        """Emitted minus consumed never exceeds the path's capacities plus the items in hand."""
+        src = Numbers(500)
+        mid = Double(capacity=4)
+        sink = Collect(delay=1.0, capacity=8)
+        src > mid > sink
+        worst = 0
+
+        async def watch() -> None:
+            nonlocal worst
+            while True:
+                worst = max(worst, src.emitted - len(sink.items))
+                await trio.sleep(0.5)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            summary = await Pipeline(src).run()
+            nursery.cancel_scope.cancel()
+        # capacities 4 + 8, plus in hand: one item in the source, a batch in mid
+        # (at most its capacity), the batch the sink took (at most its capacity).
+        assert worst <= (4 + 8) + 1 + 4 + 8
+        assert worst >= 12  # the edges really filled up
+        assert sink.items == [2 * i for i in range(500)]
+        assert summary[mid.name].inbox_peak <= 4
+        assert summary[sink.name].inbox_peak <= 8
+        assert summary[mid.name].blocked_seconds > 0
+
+    async def test_memory_is_flat_for_long_input(self, autojump_clock: trio.testing.MockClock) -> None:
+        """However long the input, no inbox grows past its capacity."""
+        src = Numbers(20_000)
+        sink = Collect(delay=0.001, capacity=16)
+        src > Double(capacity=16) > sink
+        summary = await Pipeline(src).run()
+        assert all(s.inbox_peak <= 16 for s in summary.nodes.values())
+        assert len(sink.items) == 20_000
+
+
+class TestThreads:
+    async def test_blocking_source_does_not_stall(self) -> None:
+        """A sync generator calling time.sleep runs in a thread; another task keeps running."""
+        release = threading.Event()
+
+        class Blocking(NanoNode):
+            def generator(self):  # type: ignore[no-untyped-def]
+                yield "first"
+                # Blocks this worker thread until the Trio side has shown it is alive.
+                assert release.wait(timeout=10)
+                time.sleep(0.01)
+                yield "second"
+
+        src, sink = Blocking(), Collect()
+        src > sink
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                if ticks == 20:
+                    release.set()
+                await trio.sleep(0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            with trio.fail_after(10):
+                await Pipeline(src).run()
+            nursery.cancel_scope.cancel()
+        assert sink.items == ["first", "second"]
+        assert ticks >= 20
+        assert not [t for t in threading.enumerate() if t.name.startswith("nanostream-")]
+
+    async def test_blocking_process_item_in_thread(self) -> None:
+        """blocking=True runs a sync process_item in a named worker thread, joined at the end."""
+        seen_threads: set[str] = set()
+
+        class Lookup(NanoNode):
+            def process_item(self, item: int) -> int:
+                seen_threads.add(threading.current_thread().name)
+                time.sleep(0.001)
+                return item + 100
+
+        src, sink = Numbers(5), Collect()
+        src > Lookup(blocking=True) > sink
+        await Pipeline(src).run()
+        assert sink.items == [100, 101, 102, 103, 104]
+        assert seen_threads == {"nanostream-Lookup"}
+        assert not [t for t in threading.enumerate() if t.name.startswith("nanostream-")]
+
+    async def test_back_pressure_reaches_thread(self) -> None:
+        """A sync source thread blocks when the hand-off is full instead of queueing unboundedly."""
+        produced = 0
+        gate = trio.Event()
+
+        class Fast(NanoNode):
+            def generator(self):  # type: ignore[no-untyped-def]
+                nonlocal produced
+                for i in range(1000):
+                    produced += 1
+                    yield i
+
+        class Gated(NanoNode):
+            async def process_item(self, item: int) -> None:
+                await gate.wait()
+
+        src = Fast()
+        src > Gated(capacity=10)
+        pipeline = Pipeline(src)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pipeline.run)
+            # Let the thread run into the bound: wait until it stops advancing.
+            with trio.fail_after(10):
+                last = -1
+                while produced != last:
+                    last = produced
+                    await trio.sleep(0.05)
+            # the sink's batch in hand (10) + its inbox (10) + the source's batch in
+            # hand (10) + the thread hand-off (10) + the one item in the thread
+            assert produced <= 10 + 10 + 10 + 10 + 1
+            gate.set()
+        assert produced == 1000
+
+
+class TestStopAndCancel:
+    async def test_stop_loses_nothing_emitted(self, autojump_clock: trio.testing.MockClock) -> None:
+        """pipeline.stop() stops the source; every item it emitted reaches the sink."""
+        src = Numbers(1_000_000, interval=0.01)
+        sink = Collect(delay=0.5, capacity=50)
+        src > Double(capacity=50) > sink
+        pipeline = Pipeline(src)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            await trio.sleep(5)
+            pipeline.stop()
+        assert 0 < src.emitted < 1_000_000
+        assert sink.items == [2 * i for i in range(src.emitted)]
+        assert pipeline.status == "finished"
+
+    async def test_stop_threaded_source(self) -> None:
+        """stop() also ends a sync source running in a thread, and joins the thread."""
+
+        class Endless(NanoNode):
+            def generator(self):  # type: ignore[no-untyped-def]
+                i = 0
+                while True:
+                    yield i
+                    i += 1
+
+        src, sink = Endless(), Collect(capacity=4)
+        src > sink
+        pipeline = Pipeline(src)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pipeline.run)
+                while len(sink.items) < 100:
+                    await trio.sleep(0.001)
+                pipeline.stop()
+        summary = pipeline.statistics()
+        assert sink.items == list(range(len(sink.items)))
+        assert summary[src.name].items_out == len(sink.items)
+        assert not [t for t in threading.enumerate() if t.name.startswith("nanostream-")]
+
+    async def test_stop_before_run(self) -> None:
+        """stop() before run() makes the run end at once without items."""
+        src, sink = Numbers(10, interval=1), Collect()
+        src > sink
+        pipeline = Pipeline(src)
+        pipeline.stop()
+        with trio.fail_after(5):
+            await pipeline.run()
+        assert sink.items == []
+
+    async def test_outside_cancel_is_prompt_and_joins_threads(self) -> None:
+        """A cancel from outside ends the run promptly and leaves no worker threads."""
+        started = threading.Event()
+
+        class Endless(NanoNode):
+            def generator(self):  # type: ignore[no-untyped-def]
+                started.set()
+                while True:
+                    yield 1
+
+        class Slow(NanoNode):
+            def process_item(self, item: int) -> None:
+                time.sleep(0.001)
+
+        src = Endless()
+        src > Slow(blocking=True)
+        with trio.move_on_after(0.2) as scope:
+            await Pipeline(src).run()
+        assert scope.cancelled_caught
+        assert started.is_set()
+        assert not [t for t in threading.enumerate() if t.name.startswith("nanostream-")]
+
+    async def test_cancel_method(self, autojump_clock: trio.testing.MockClock) -> None:
+        """pipeline.cancel() ends the run now; run() returns with status 'cancelled'."""
+        src, sink = Numbers(100, interval=1), Collect()
+        src > sink
+        pipeline = Pipeline(src)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pipeline.run)
+            await trio.sleep(10.5)
+            pipeline.cancel()
+        assert pipeline.status == "cancelled"
+        assert len(sink.items) == 10
+
+    async def test_nursery_start_returns_when_ready(self) -> None:
+        """nursery.start(pipeline.run) returns after every node's setup has run."""
+        opened: list[str] = []
+
+        class Opening(NanoNode):
+            async def setup(self) -> None:
+                await trio.sleep(0.01)
+                opened.append("source")
+
+            async def generator(self):  # type: ignore[no-untyped-def]
+                await trio.sleep_forever()
+                yield  # pragma: no cover
+
+        class Sink(NanoNode):
+            def setup(self) -> None:
+                opened.append("sink")
+
+            def process_item(self, item: object) -> None: ...
+
+        src = Opening()
+        src > Sink()
+        pipeline = Pipeline(src)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            assert sorted(opened) == ["sink", "source"]
+            pipeline.stop()
+
+    async def test_teardown_runs_on_failure(self) -> None:
+        """teardown runs however the node ends, failure included."""
+        closed: list[str] = []
+
+        class Boom(NanoNode):
+            def process_item(self, item: int) -> None:
+                raise RuntimeError("boom")
+
+            def teardown(self) -> None:
+                closed.append("boom")
+
+        src = Numbers(3)
+        src > Boom()
+        with pytest.raises(RuntimeError, match="boom"):
+            await Pipeline(src).run()
+        assert closed == ["boom"]
