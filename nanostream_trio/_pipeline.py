@@ -354,6 +354,9 @@ class Pipeline:
         now = trio.current_time()
         next_stats = now + stats_every if stats_every is not None else math.inf
         stalled: set[str] = set()
+        # When the monitor first saw each inbox non-empty: an item that arrived
+        # a moment ago at an idle node is not a stall.
+        busy_since: dict[str, float] = {}
         while True:
             now = trio.current_time()
             if now >= next_stats:
@@ -371,14 +374,16 @@ class Pipeline:
                     inbox = run.inbox
                     if inbox is None or run.status != "running" or not inbox.queued:
                         stalled.discard(run.name)
+                        busy_since.pop(run.name, None)
                         continue
-                    deadline = run.last_progress + stall_after
+                    since = max(run.last_progress, busy_since.setdefault(run.name, now))
+                    deadline = since + stall_after
                     if now >= deadline and run.name not in stalled:
                         stalled.add(run.name)
                         log.bind(node=run.name).warning(
                             "node_stalled",
                             inbox_queued=inbox.queued,
-                            seconds=now - run.last_progress,
+                            seconds=now - since,
                             items_in=run.items_in,
                         )
                     elif now < deadline:
