@@ -1,0 +1,95 @@
+"""Built-in nodes: files, directories, CSV, JSON lines, log tailing and transforms.
+
+Sources:
+
+* :class:`LocalDirectoryWatchdog` emits the paths of files that appear or change.
+* :class:`TailFile` follows a file or a glob like ``tail -F`` and emits lines.
+
+Processors and sinks:
+
+* :class:`LocalFileReader` reads a file's text, whole or per line.
+* :class:`CSVReader` turns CSV text into one dict per row.
+* :class:`JSONLinesParser` and :class:`JSONLinesWriter` read and write JSON Lines.
+* :class:`PrinterOfThings` prints items.
+* :class:`Map`, :class:`Filter`, :class:`FlatMap`, :class:`Batch`,
+  :class:`TumblingWindow`, :class:`Throttle` and :class:`Dedupe` apply plain
+  functions.
+
+The seed's headline pipeline::
+
+    from nanostream_trio.nodes import (
+        CSVReader, LocalDirectoryWatchdog, LocalFileReader, PrinterOfThings,
+    )
+
+    watchdog = LocalDirectoryWatchdog(directory="./data_directory")
+    watchdog > LocalFileReader() > CSVReader() > PrinterOfThings()
+    watchdog.global_start()
+
+See ``docs/nodes.md`` for each node's behaviour in detail.
+"""
+
+from __future__ import annotations
+
+from ._csv import CSVReader as CSVReader
+from ._csv import CSVRecord as CSVRecord
+from ._errors import CSVRowError as CSVRowError
+from ._errors import FileDecodeError as FileDecodeError
+from ._errors import JSONLineError as JSONLineError
+from ._errors import LateItemError as LateItemError
+from ._errors import MalformedInputError as MalformedInputError
+from ._files import FileText as FileText
+from ._files import Line as Line
+from ._files import LocalFileReader as LocalFileReader
+from ._jsonl import JSONLinesParser as JSONLinesParser
+from ._jsonl import JSONLinesWriter as JSONLinesWriter
+from ._printer import PrinterOfThings as PrinterOfThings
+from ._tail import TailFile as TailFile
+from ._transforms import Batch as Batch
+from ._transforms import Dedupe as Dedupe
+from ._transforms import Filter as Filter
+from ._transforms import FlatMap as FlatMap
+from ._transforms import Map as Map
+from ._transforms import Throttle as Throttle
+from ._transforms import TumblingWindow as TumblingWindow
+from ._transforms import WindowResult as WindowResult
+from ._watch import LocalDirectoryWatchdog as LocalDirectoryWatchdog
+from ._watch import WatchStatistics as WatchStatistics
+
+__all__ = [
+    "Batch",
+    "CSVReader",
+    "CSVRecord",
+    "CSVRowError",
+    "Dedupe",
+    "FileDecodeError",
+    "FileText",
+    "Filter",
+    "FlatMap",
+    "JSONLineError",
+    "JSONLinesParser",
+    "JSONLinesWriter",
+    "LateItemError",
+    "Line",
+    "LocalDirectoryWatchdog",
+    "LocalFileReader",
+    "MalformedInputError",
+    "Map",
+    "PrinterOfThings",
+    "TailFile",
+    "Throttle",
+    "TumblingWindow",
+    "WatchStatistics",
+    "WindowResult",
+]
+
+
+def _fix_module_names() -> None:
+    # Tracebacks and reprs show nanostream_trio.nodes.CSVReader, not the private module.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith(f"{__name__}._"):
+            obj.__module__ = __name__
+
+
+_fix_module_names()
+del _fix_module_names

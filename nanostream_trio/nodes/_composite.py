@@ -1,0 +1,112 @@
+"""A node made of a few private inner nodes: how CSVReader, Batch and TumblingWindow work.
+
+Some built-in nodes need more than one task. CSVReader must send each bad row
+through the error policy while the other rows of the same file keep flowing,
+so the rows of a text become items of an inner node that carries the policy.
+Batch and TumblingWindow must emit on a timer and at the end of the stream, so
+an inner node runs a loop that owns the timing. The engine's composite hooks
+(``_ns_entry`` / ``_ns_exit``) make such a group look like one node when linked:
+links into it go to its entry stage, links out of it leave its exit stage.
+
+The *policy stage* is the inner node named exactly like the composite: it
+receives ``on_error`` and ``retry``, its ``dead_letters`` port is the
+composite's, and its events carry the composite's name. Other stages are named
+``<name>.<role>`` in events and statistics.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TypedDict
+
+from .._node import DeadLetterPort, NanoNode, Port
+from .._policy import ErrorPolicy, Retry
+
+__all__ = ["Composite", "EngineOptions"]
+
+
+class EngineOptions(TypedDict, total=False):
+    """The engine settings every built-in node passes on to :class:`NanoNode`."""
+
+    on_error: ErrorPolicy
+    retry: Retry
+    capacity: int
+    blocking: bool
+
+
+class Composite(NanoNode):
+    """Base of built-in nodes that run as a short chain of inner nodes.
+
+    Subclasses build their stages, then call :meth:`_ns_set_stages` before
+    ``NanoNode.__init__`` (which calls :meth:`configure`).
+    """
+
+    _ns_allow_abstract = True
+    _ns_stages: tuple[tuple[str, NanoNode], ...]
+    _ns_policy_stage: NanoNode
+
+    def _ns_set_stages(self, stages: list[tuple[str, NanoNode]], policy_stage: NanoNode) -> None:
+        """Record the stages (role, node) in order and link each to the next."""
+        self._ns_stages = tuple(stages)
+        self._ns_policy_stage = policy_stage
+        for (_, upstream), (_, downstream) in itertools.pairwise(stages):
+            _ = upstream > downstream
+        self._ns_rename(self._ns_name)
+
+    def _ns_rename(self, name: str) -> None:
+        for role, stage in self._ns_stages:
+            stage_name = name if stage is self._ns_policy_stage else f"{name}.{role}"
+            stage.configure(name=stage_name)
+
+    def configure(
+        self,
+        *,
+        name: str | None = None,
+        on_error: ErrorPolicy | None = None,
+        retry: Retry | None = None,
+        capacity: int | None = None,
+        blocking: bool | None = None,
+    ) -> NanoNode:
+        """Change engine settings: the name renames every stage, ``capacity`` sizes the
+        entry stage's inbox, ``on_error`` and ``retry`` go to the policy stage."""
+        super().configure(name=name)
+        if name is not None:
+            self._ns_rename(name)
+        self._ns_policy_stage.configure(on_error=on_error, retry=retry)
+        self._ns_entry().configure(capacity=capacity)
+        del blocking  # the stages decide for themselves whether they block
+        return self
+
+    def _ns_entry(self) -> NanoNode:
+        return self._ns_stages[0][1]
+
+    def _ns_exit(self) -> NanoNode:
+        return self._ns_stages[-1][1]
+
+    @property
+    def stages(self) -> tuple[NanoNode, ...]:
+        """The inner nodes, entry first; they appear under their own names in statistics."""
+        return tuple(stage for _, stage in self._ns_stages)
+
+    @property
+    def dead_letters(self) -> DeadLetterPort:
+        """The policy stage's ``dead_letters`` port."""
+        return self._ns_policy_stage.dead_letters
+
+    @property
+    def on_error(self) -> ErrorPolicy:
+        """The policy stage's effective error policy."""
+        return self._ns_policy_stage.on_error
+
+    @property
+    def downstream(self) -> tuple[NanoNode, ...]:
+        """Nodes linked after the exit stage."""
+        return self._ns_exit().downstream
+
+    @property
+    def upstream(self) -> tuple[NanoNode | Port, ...]:
+        """Nodes linked into the entry stage."""
+        return self._ns_entry().upstream
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._ns_name!r}>"

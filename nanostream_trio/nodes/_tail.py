@@ -1,0 +1,436 @@
+"""TailFile: follow one file, or every file matching a glob, like ``tail -F``.
+
+Each poll (every ``poll_interval`` seconds on the Trio clock while nothing
+is new):
+
+1. *Discover*: stat the watched name (or expand the glob). Files are tracked
+   by identity (device and inode), not by name, so a file renamed to another
+   matching name keeps its position.
+2. *Rotation by rename and create*: a tracked file no longer under any
+   watched name (renamed away or deleted) is read to its end, its
+   unterminated last line (if any) is emitted, and it is closed. The new file
+   under the name is a new identity and is read from its start.
+3. *Truncation and copy-truncate*: a tracked file smaller than the position
+   read so far, or whose first bytes no longer match what was read there (it
+   was truncated and written again between two polls), is read again from
+   its start.
+4. *Read*: new bytes are split into lines; complete lines are emitted as
+   :class:`~nanostream_trio.nodes.Line` objects (path and line number
+   attached); a partial last line is held until its line ending arrives.
+
+Offsets are saved to a small JSON checkpoint file (written to a temporary
+file, then renamed over the old one) every ``checkpoint_interval`` seconds
+while lines flow and when the node ends. A restart resumes every file whose
+identity and first bytes match the checkpoint at the saved offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import stat
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal, Unpack
+
+import structlog
+import trio
+
+from .._exceptions import ConfigError
+from .._node import NanoNode
+from ._composite import EngineOptions
+from ._files import Line, strip_line_ending
+
+__all__ = ["TailFile"]
+
+StartAt = Literal["beginning", "end"]
+#: Bytes at a file's start used to recognise it (truncated and rewritten, or resumed).
+FINGERPRINT_BYTES = 256
+#: Bytes read per system call.
+READ_CHUNK = 1 << 16
+#: Bytes read from one file before the other files get a turn.
+READ_BUDGET = 1 << 20
+CHECKPOINT_VERSION = 1
+
+
+@dataclasses.dataclass
+class _Tracked:
+    """One open file being followed."""
+
+    path: str
+    fd: int
+    identity: tuple[int, int]
+    offset: int = 0  # bytes consumed: the start of the first line not yet emitted
+    pos: int = 0  # bytes read (offset plus the held partial line, or the skipped long line)
+    lineno: int = 0  # lines emitted (or skipped) so far
+    partial: bytearray = dataclasses.field(default_factory=bytearray)
+    prefix: bytes = b""  # the file's first bytes, as read
+    skipping: bool = False  # inside a line longer than max_line_bytes
+    gone: bool = False  # no longer under a watched name: read to the end, then close
+
+
+def _fingerprint(prefix: bytes) -> str:
+    return hashlib.sha256(prefix).hexdigest()
+
+
+class TailFile(NanoNode):
+    """A source following a file, or all files matching a glob, and emitting their lines.
+
+    Emits one :class:`~nanostream_trio.nodes.Line` (a ``str`` with ``path``
+    and ``lineno``) per complete line, without its line ending, decoded with
+    ``encoding`` (undecodable bytes are replaced by default, so a line of
+    binary garbage still arrives and a parser downstream can reject it with
+    its line number).
+
+    It follows ``tail -F`` semantics: rotation by rename and create,
+    copy-truncate and plain truncation are detected (see the module notes in
+    ``docs/nodes.md``); a partial last line is held until it is complete; a
+    file that does not exist yet is waited for.
+
+    Where reading starts, for each file found at start-up:
+
+    * at the offset saved in ``checkpoint``, if the file there is the same
+      file (same inode and same first bytes);
+    * otherwise at ``start_at``: ``"beginning"`` (default, as Vector's file
+      source does without a checkpoint) or ``"end"`` (only new lines).
+
+    Files that appear later (after a rotation, or new matches of the glob)
+    are read from their beginning.
+
+    The node is ready once the files that exist are open. With
+    ``follow=False`` it reads what is there (emitting a last unterminated
+    line as well) and ends; otherwise it runs until the pipeline stops.
+
+    Delivery: after a graceful stop every line emitted has drained, and the
+    saved offsets continue exactly after it. After a crash, lines emitted
+    since the last checkpoint write are read again, and lines still in flight
+    at that write may be missing.
+
+    Args:
+        path: a file path or a glob such as ``"logs/*.log"``.
+        start_at: ``"beginning"`` or ``"end"``, for files without a checkpoint entry.
+        checkpoint: path of the checkpoint file (created if missing); ``None``
+            keeps no checkpoint.
+        follow: keep following (default) or stop at the end of the files.
+        poll_interval: seconds (Trio clock) between polls when nothing is new.
+        checkpoint_interval: seconds between checkpoint writes while lines flow.
+        encoding: text encoding of the files.
+        errors: decoding error handler (default ``"replace"``).
+        max_line_bytes: longer lines are skipped and reported by a
+            ``line_too_long`` event (so memory stays bounded).
+        name: the node's name.
+        **engine: engine settings (see :class:`NanoNode`).
+
+    Example::
+
+        TailFile("/var/log/app/*.log", checkpoint="app.checkpoint") > JSONLinesParser() > sink
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        start_at: StartAt = "beginning",
+        checkpoint: str | os.PathLike[str] | None = None,
+        follow: bool = True,
+        poll_interval: float = 0.25,
+        checkpoint_interval: float = 5.0,
+        encoding: str = "utf-8",
+        errors: str = "replace",
+        max_line_bytes: int = 1 << 20,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        super().__init__(name, **engine)
+        if start_at not in ("beginning", "end"):
+            msg = f"node {self.name!r} got start_at={start_at!r}; accepted: 'beginning', 'end'"
+            raise ConfigError(msg, node=self.name, key="start_at")
+        if not poll_interval > 0 or not checkpoint_interval > 0 or max_line_bytes < 1:
+            msg = (
+                f"node {self.name!r} needs poll_interval > 0, checkpoint_interval > 0 and "
+                f"max_line_bytes >= 1; got {poll_interval!r}, {checkpoint_interval!r}, "
+                f"{max_line_bytes!r}"
+            )
+            raise ConfigError(msg, node=self.name, key="poll_interval")
+        self.path = os.fspath(path)
+        self.is_glob = glob.has_magic(self.path)
+        self.start_at: StartAt = start_at
+        self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
+        self.follow = follow
+        self.poll_interval = poll_interval
+        self.checkpoint_interval = checkpoint_interval
+        self.encoding = encoding
+        self.errors = errors
+        self.max_line_bytes = max_line_bytes
+        self._tracked: dict[tuple[int, int], _Tracked] = {}
+        self._saved: list[dict[str, Any]] = []
+        self._dirty = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Load the checkpoint and open the files that exist now."""
+        self._tracked = {}
+        self._saved = self._load_checkpoint()
+        self._discover(startup=True)
+
+    async def teardown(self) -> None:
+        """Save the offsets and close every file."""
+        try:
+            if self._dirty:
+                self._save_checkpoint()
+        finally:
+            for tracked in self._tracked.values():
+                os.close(tracked.fd)
+            self._tracked = {}
+
+    async def generator(self) -> AsyncIterator[Line]:
+        """Yield lines as they are written, until stopped (or at the end without ``follow``)."""
+        next_save = trio.current_time() + self.checkpoint_interval
+        while True:
+            emitted = False
+            self._discover(startup=False)
+            for tracked in list(self._tracked.values()):
+                for line in self._read(tracked):
+                    emitted = True
+                    yield line
+                if tracked.gone or not self.follow:
+                    for line in self._finish(tracked):
+                        yield line
+            if self._dirty and trio.current_time() >= next_save:
+                self._save_checkpoint()
+                next_save = trio.current_time() + self.checkpoint_interval
+            if not self.follow and not emitted:
+                return
+            if emitted:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.sleep(self.poll_interval)
+
+    # -- discovery ---------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        if self.is_glob:
+            return sorted(glob.glob(self.path))
+        return [self.path]
+
+    def _discover(self, *, startup: bool) -> None:
+        present: set[tuple[int, int]] = set()
+        for name in self._names():
+            try:
+                info = os.stat(name)
+            except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            identity = (info.st_dev, info.st_ino)
+            present.add(identity)
+            tracked = self._tracked.get(identity)
+            if tracked is not None:
+                tracked.path = name
+                tracked.gone = False
+                continue
+            opened = self._open(name, startup)
+            if opened is not None:
+                self._tracked[opened.identity] = opened
+                present.add(opened.identity)
+        for identity, tracked in self._tracked.items():
+            if identity not in present:
+                tracked.gone = True
+
+    def _open(self, name: str, startup: bool) -> _Tracked | None:
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except OSError:
+            return None  # vanished between stat and open; the next poll sees what is there
+        info = os.fstat(fd)
+        tracked = _Tracked(name, fd, (info.st_dev, info.st_ino))
+        if startup:
+            if not self._resume(tracked, info.st_size) and self.start_at == "end":
+                self._seek_to_last_line_end(tracked, info.st_size)
+        self._dirty = True
+        return tracked
+
+    def _resume(self, tracked: _Tracked, size: int) -> bool:
+        for entry in self._saved:
+            if tuple(entry["identity"]) != tracked.identity:
+                continue
+            prefix = os.pread(tracked.fd, int(entry["prefix_len"]), 0)
+            if _fingerprint(prefix) != entry["prefix_sha256"] or size < entry["offset"]:
+                return False  # the same inode holds other content now: not a resume
+            tracked.offset = tracked.pos = int(entry["offset"])
+            tracked.lineno = int(entry["lineno"])
+            tracked.prefix = prefix
+            return True
+        return False
+
+    def _seek_to_last_line_end(self, tracked: _Tracked, size: int) -> None:
+        position = size
+        while position > 0:
+            start = max(0, position - READ_CHUNK)
+            chunk = os.pread(tracked.fd, position - start, start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                position = start + newline + 1
+                break
+            position = start
+        tracked.offset = tracked.pos = position
+        tracked.prefix = os.pread(tracked.fd, min(FINGERPRINT_BYTES, position), 0)
+        # Line numbers count from where we started; the lines before are not read.
+
+    # -- reading -------------------------------------------------------------------
+
+    def _rewritten(self, tracked: _Tracked, size: int) -> bool:
+        if size < tracked.pos:
+            return True
+        prefix = tracked.prefix
+        if not prefix or size <= tracked.pos:
+            return False
+        return os.pread(tracked.fd, len(prefix), 0) != prefix
+
+    def _read(self, tracked: _Tracked) -> Iterator[Line]:
+        size = os.fstat(tracked.fd).st_size
+        if self._rewritten(tracked, size):
+            self._log().info("file_truncated", path=tracked.path, offset=tracked.pos, size=size)
+            yield from self._flush_partial(tracked)
+            tracked.offset = tracked.pos = tracked.lineno = 0
+            tracked.prefix = b""
+            tracked.skipping = False
+            self._dirty = True
+        budget = READ_BUDGET
+        while budget > 0:
+            chunk = os.pread(tracked.fd, READ_CHUNK, tracked.pos)
+            if not chunk:
+                return
+            budget -= len(chunk)
+            if len(tracked.prefix) < FINGERPRINT_BYTES and tracked.pos < FINGERPRINT_BYTES:
+                tracked.prefix += chunk[: FINGERPRINT_BYTES - tracked.pos]
+            yield from self._split(tracked, chunk)
+
+    def _split(self, tracked: _Tracked, chunk: bytes) -> Iterator[Line]:
+        start = 0
+        while True:
+            newline = chunk.find(b"\n", start)
+            if newline < 0:
+                break
+            piece = chunk[start : newline + 1]
+            tracked.pos += len(piece)
+            start = newline + 1
+            if tracked.skipping:
+                tracked.skipping = False
+                tracked.offset = tracked.pos
+                continue
+            if tracked.partial:
+                tracked.partial += piece
+                raw = bytes(tracked.partial)
+                tracked.partial.clear()
+            else:
+                raw = piece
+            line = self._emit(tracked, raw)
+            if line is not None:
+                yield line
+        rest = chunk[start:]
+        tracked.pos += len(rest)
+        if tracked.skipping:
+            return
+        tracked.partial += rest
+        if len(tracked.partial) > self.max_line_bytes:
+            tracked.lineno += 1
+            self._log().warning(
+                "line_too_long",
+                path=tracked.path,
+                line=tracked.lineno,
+                max_line_bytes=self.max_line_bytes,
+            )
+            tracked.partial.clear()
+            tracked.skipping = True
+
+    def _emit(self, tracked: _Tracked, raw: bytes) -> Line | None:
+        tracked.lineno += 1
+        tracked.offset = tracked.pos
+        self._dirty = True
+        if len(raw) > self.max_line_bytes + 2:  # a long line that arrived in one chunk
+            self._log().warning(
+                "line_too_long",
+                path=tracked.path,
+                line=tracked.lineno,
+                max_line_bytes=self.max_line_bytes,
+            )
+            return None
+        text = strip_line_ending(raw).decode(self.encoding, self.errors)
+        return Line(text, tracked.path, tracked.lineno)
+
+    def _flush_partial(self, tracked: _Tracked) -> Iterator[Line]:
+        if tracked.partial:
+            raw = bytes(tracked.partial)
+            tracked.partial.clear()
+            tracked.pos = tracked.offset + len(raw)
+            line = self._emit(tracked, raw)
+            if line is not None:
+                yield line
+
+    def _finish(self, tracked: _Tracked) -> Iterator[Line]:
+        """Read a file to its end, emit a last unterminated line, close it if it is gone."""
+        yield from self._read(tracked)
+        if os.pread(tracked.fd, 1, tracked.pos):
+            return  # more to read than one budget: finish on the next poll
+        yield from self._flush_partial(tracked)
+        if tracked.gone:
+            os.close(tracked.fd)
+            del self._tracked[tracked.identity]
+            self._dirty = True
+
+    # -- checkpoint ----------------------------------------------------------------
+
+    def _log(self) -> Any:
+        return structlog.get_logger("nanostream_trio").bind(node=self.name)
+
+    def _load_checkpoint(self) -> list[dict[str, Any]]:
+        if self.checkpoint is None:
+            return []
+        try:
+            with open(self.checkpoint, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            msg = (
+                f"node {self.name!r}: checkpoint file {self.checkpoint} is not valid JSON "
+                f"({exc}); delete it to start over"
+            )
+            raise ConfigError(msg, node=self.name, key="checkpoint") from exc
+        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
+            msg = (
+                f"node {self.name!r}: checkpoint file {self.checkpoint} is not a TailFile "
+                f"checkpoint of version {CHECKPOINT_VERSION}; delete it to start over"
+            )
+            raise ConfigError(msg, node=self.name, key="checkpoint")
+        files: list[dict[str, Any]] = data.get("files", [])
+        return files
+
+    def _save_checkpoint(self) -> None:
+        self._dirty = False
+        if self.checkpoint is None:
+            return
+        files = [
+            {
+                "path": tracked.path,
+                "identity": list(tracked.identity),
+                "offset": tracked.offset,
+                "lineno": tracked.lineno,
+                "prefix_len": min(len(tracked.prefix), tracked.offset) if tracked.offset else 0,
+                "prefix_sha256": _fingerprint(
+                    tracked.prefix[: min(len(tracked.prefix), tracked.offset)]
+                ),
+            }
+            for tracked in self._tracked.values()
+        ]
+        data = {"version": CHECKPOINT_VERSION, "source": self.path, "files": files}
+        temporary = f"{self.checkpoint}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.checkpoint)

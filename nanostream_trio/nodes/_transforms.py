@@ -1,0 +1,564 @@
+"""Transforms built from plain functions: Map, Filter, FlatMap, Batch, TumblingWindow,
+Throttle and Dedupe.
+
+Per-item transforms are ordinary nodes whose ``process_item`` calls the user's
+function, so an exception from it goes through the node's error policy with the
+item that caused it.
+
+Batch and TumblingWindow must emit when a timer fires and when the stream
+ends, which a ``process_item`` cannot do (it only runs when an item arrives).
+Each is a composite of two inner nodes (see ``_composite.py``): ``<name>``
+takes the items (user functions run here, so a failing key function or
+reducer goes through the error policy for that item) and ``<name>.emit``,
+started by the first item, runs a loop that emits closed batches or windows
+when they are full, when their time comes on the Trio clock, and at the end of
+the stream. The intake waits while closed results pile up, so memory stays
+bounded and back-pressure reaches upstream.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import inspect
+import math
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
+from typing import Any, Final, Unpack
+
+import trio
+
+from .._exceptions import ConfigError
+from .._node import NanoNode
+from .._policy import short_repr
+from ._composite import Composite, EngineOptions
+from ._errors import LateItemError
+
+__all__ = [
+    "Batch",
+    "Dedupe",
+    "Filter",
+    "FlatMap",
+    "Map",
+    "Throttle",
+    "TumblingWindow",
+    "WindowResult",
+]
+
+
+def _check_sync_callable(node: str, what: str, func: object) -> None:
+    if not callable(func):
+        msg = f"node {node!r} needs a callable {what}; got {short_repr(func)}"
+        raise ConfigError(msg, node=node, key=what)
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        msg = (
+            f"node {node!r} got an async {what} {short_repr(func)}; transforms take plain "
+            "functions: write a NanoNode subclass with an async process_item instead"
+        )
+        raise ConfigError(msg, node=node, key=what)
+
+
+class Map(NanoNode):
+    """Emit ``func(item)`` for each item (nothing when it returns ``None``).
+
+    Args:
+        func: a plain function of one item.
+        name: the node's name.
+        **engine: ``on_error``, ``retry``, ``capacity``, ``blocking`` (see :class:`NanoNode`).
+
+    Example::
+
+        source > Map(str.upper) > sink
+    """
+
+    def __init__(
+        self,
+        func: Callable[[Any], Any],
+        *,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        super().__init__(name, **engine)
+        _check_sync_callable(self.name, "func", func)
+        self.func = func
+
+    def process_item(self, item: Any) -> Any:
+        """Return ``func(item)``."""
+        return self.func(item)
+
+
+class Filter(NanoNode):
+    """Pass on the items for which ``predicate(item)`` is true; drop the others.
+
+    Args:
+        predicate: a plain function of one item.
+        name: the node's name.
+        **engine: ``on_error``, ``retry``, ``capacity``, ``blocking`` (see :class:`NanoNode`).
+    """
+
+    def __init__(
+        self,
+        predicate: Callable[[Any], Any],
+        *,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        super().__init__(name, **engine)
+        _check_sync_callable(self.name, "predicate", predicate)
+        self.predicate = predicate
+
+    def process_item(self, item: Any) -> Any:
+        """Return ``item`` if the predicate holds, else ``None`` (nothing emitted)."""
+        return item if self.predicate(item) else None
+
+
+class FlatMap(NanoNode):
+    """Emit every element of the iterable ``func(item)`` returns, in order.
+
+    Args:
+        func: a plain function of one item returning an iterable.
+        name: the node's name.
+        **engine: ``on_error``, ``retry``, ``capacity``, ``blocking`` (see :class:`NanoNode`).
+    """
+
+    def __init__(
+        self,
+        func: Callable[[Any], Iterable[Any]],
+        *,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        super().__init__(name, **engine)
+        _check_sync_callable(self.name, "func", func)
+        self.func = func
+
+    def process_item(self, item: Any) -> Iterator[Any]:
+        """Yield the elements of ``func(item)``."""
+        yield from self.func(item)
+
+
+class Dedupe(NanoNode):
+    """Drop items whose key was seen recently; memory is bounded by ``max_keys``.
+
+    The node remembers the ``max_keys`` most recently seen keys (an item whose
+    key is remembered refreshes it). A key forgotten to make room may pass
+    again later. Dropped duplicates are counted in :attr:`duplicates`.
+
+    Args:
+        key: a function of the item giving a hashable key; default the item itself.
+        max_keys: how many keys to remember.
+        name: the node's name.
+        **engine: ``on_error``, ``retry``, ``capacity``, ``blocking`` (see :class:`NanoNode`).
+    """
+
+    def __init__(
+        self,
+        key: Callable[[Any], Hashable] | None = None,
+        *,
+        max_keys: int = 100_000,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        super().__init__(name, **engine)
+        if key is not None:
+            _check_sync_callable(self.name, "key", key)
+        if max_keys < 1:
+            msg = f"node {self.name!r} got max_keys={max_keys!r}; expected at least 1"
+            raise ConfigError(msg, node=self.name, key="max_keys")
+        self.key = key
+        self.max_keys = max_keys
+        self._seen: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
+        #: Items dropped as duplicates since the node was created.
+        self.duplicates = 0
+
+    def process_item(self, item: Any) -> Any:
+        """Return ``item`` the first time its key is seen, else ``None``."""
+        key = item if self.key is None else self.key(item)
+        seen = self._seen
+        if key in seen:
+            seen.move_to_end(key)
+            self.duplicates += 1
+            return None
+        seen[key] = None
+        if len(seen) > self.max_keys:
+            seen.popitem(last=False)
+        return item
+
+
+class Throttle(NanoNode):
+    """Pass items on at most at ``rate`` per ``per`` seconds, delaying (never dropping) them.
+
+    A token bucket on the Trio clock: up to ``burst`` items pass at once after
+    a quiet spell, then one every ``per / rate`` seconds. While the node waits,
+    its inbox fills and back-pressure slows the nodes upstream.
+
+    Args:
+        rate: items allowed per ``per`` seconds.
+        per: the period, in seconds.
+        burst: items that may pass back to back.
+        name: the node's name.
+        **engine: ``on_error``, ``retry``, ``capacity`` (see :class:`NanoNode`).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        per: float = 1.0,
+        burst: int = 1,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        super().__init__(name, **engine)
+        if not rate > 0 or not per > 0 or burst < 1:
+            msg = (
+                f"node {self.name!r} needs rate > 0, per > 0 and burst >= 1; "
+                f"got rate={rate!r}, per={per!r}, burst={burst!r}"
+            )
+            raise ConfigError(msg, node=self.name, key="rate")
+        self.rate = rate
+        self.per = per
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def setup(self) -> None:
+        """Start each run with a full bucket."""
+        self._tokens = float(self.burst)
+        self._last = None
+
+    async def process_item(self, item: Any) -> Any:
+        """Wait for a token, then return ``item``."""
+        per_second = self.rate / self.per
+        now = trio.current_time()
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * per_second)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+        else:
+            await trio.sleep((1 - self._tokens) / per_second)
+            self._tokens = 0.0
+            self._last = trio.current_time()
+        return item
+
+
+# -- timed composites ---------------------------------------------------------
+
+_START: Final = object()  # what the intake sends once to start the emitter's loop
+_MAX_READY: Final = 2  # closed results waiting to be emitted before the intake waits
+
+
+class _Timed(Composite):
+    """A composite whose intake accumulates and whose emitter emits on time."""
+
+    _ready: collections.deque[Any]
+    _closed: bool
+    _started: bool
+    _changed: trio.Event
+    _room: trio.Event
+
+    def _ns_build(self) -> None:
+        self.intake = _Intake(self)
+        self.emitter = _Emitter(self)
+        self._ns_set_stages([("intake", self.intake), ("emit", self.emitter)], self.intake)
+
+    def _reset(self) -> None:
+        self._ready = collections.deque()
+        self._closed = False
+        self._started = False
+        self._changed = trio.Event()
+        self._room = trio.Event()
+
+    # What subclasses define:
+    def _add(self, item: Any, now: float) -> None:
+        raise NotImplementedError
+
+    def _due(self, now: float) -> None:
+        """Move what is due at ``now`` to ``self._ready``."""
+        raise NotImplementedError
+
+    def _deadline(self) -> float:
+        raise NotImplementedError
+
+    def _flush(self) -> list[Any]:
+        raise NotImplementedError
+
+
+class _Intake(NanoNode):
+    def __init__(self, owner: _Timed) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def setup(self) -> None:
+        self.owner._reset()
+
+    async def process_item(self, item: Any) -> Any:
+        owner = self.owner
+        owner._add(item, trio.current_time())
+        owner._changed.set()
+        if not owner._started:
+            owner._started = True
+            return _START
+        while len(owner._ready) >= _MAX_READY:
+            owner._room = trio.Event()
+            await owner._room.wait()
+        return None
+
+    def teardown(self) -> None:
+        self.owner._closed = True
+        self.owner._changed.set()
+
+
+class _Emitter(NanoNode):
+    def __init__(self, owner: _Timed) -> None:
+        super().__init__(on_error="raise")
+        self.owner = owner
+
+    async def process_item(self, start: Any) -> AsyncIterator[Any]:
+        owner = self.owner
+        while True:
+            changed = owner._changed = trio.Event()
+            owner._due(trio.current_time())
+            while owner._ready:
+                result = owner._ready.popleft()
+                owner._room.set()
+                yield result
+            if owner._closed:
+                for result in owner._flush():
+                    yield result
+                return
+            if changed.is_set():
+                continue
+            with trio.move_on_at(owner._deadline()):
+                await changed.wait()
+
+
+class Batch(_Timed):
+    """Group items into lists of ``size``, or of whatever arrived within ``interval`` seconds.
+
+    A batch is emitted when it holds ``size`` items, or ``interval`` seconds
+    (Trio clock) after its first item arrived, whichever comes first; at the
+    end of the stream the last, partial batch is emitted too. Give either
+    limit or both.
+
+    In statistics the node appears as ``<name>`` (items in) and ``<name>.emit``
+    (batches out).
+
+    Args:
+        size: items per batch.
+        interval: seconds after a batch's first item at which it is emitted anyway.
+        name: the node's name.
+        **engine: ``on_error``, ``retry``, ``capacity`` (see :class:`NanoNode`).
+
+    Example::
+
+        source > Batch(size=500, interval=1.0) > write_rows
+    """
+
+    def __init__(
+        self,
+        size: int | None = None,
+        *,
+        interval: float | None = None,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        if size is None and interval is None:
+            msg = "Batch needs size=..., interval=... or both"
+            raise ConfigError(msg, key="size")
+        if (size is not None and size < 1) or (interval is not None and not interval > 0):
+            msg = (
+                f"Batch needs size >= 1 and interval > 0; got size={size!r}, interval={interval!r}"
+            )
+            raise ConfigError(msg, key="size")
+        self.size = size
+        self.interval = interval
+        self._batch: list[Any] = []
+        self._batch_deadline = math.inf
+        self._ns_build()
+        super().__init__(name, **engine)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._batch = []
+        self._batch_deadline = math.inf
+
+    def _add(self, item: Any, now: float) -> None:
+        if not self._batch and self.interval is not None:
+            self._batch_deadline = now + self.interval
+        self._batch.append(item)
+        if self.size is not None and len(self._batch) >= self.size:
+            self._close_batch()
+
+    def _close_batch(self) -> None:
+        self._ready.append(self._batch)
+        self._batch = []
+        self._batch_deadline = math.inf
+
+    def _due(self, now: float) -> None:
+        if self._batch and self._batch_deadline <= now:
+            self._close_batch()
+
+    def _deadline(self) -> float:
+        return self._batch_deadline
+
+    def _flush(self) -> list[Any]:
+        batch, self._batch = self._batch, []
+        return [batch] if batch else []
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WindowResult:
+    """What TumblingWindow emits: one key's aggregate over one window.
+
+    Attributes:
+        start: the window's start (Trio time, or event time when ``timestamp`` is given).
+        end: the window's end (``start + size``).
+        key: the key the items were grouped by (``None`` without a key function).
+        value: the count, or the reducer's result.
+    """
+
+    start: float
+    end: float
+    key: Any
+    value: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict, e.g. for JSONLinesWriter."""
+        return {"start": self.start, "end": self.end, "key": self.key, "value": self.value}
+
+
+class TumblingWindow(_Timed):
+    """Aggregate items per key over fixed, back-to-back windows of ``size`` seconds.
+
+    Each item falls in the window ``[k * size, (k + 1) * size)`` holding its
+    time: the Trio clock's time when it arrives, or ``timestamp(item)`` (event
+    time, e.g. a log record's own time in seconds). Per window and key the node
+    counts items, or folds them with ``reducer(accumulator, item)`` starting
+    from ``initial``. It emits one :class:`WindowResult` per key, keys in order
+    of first appearance, windows in time order:
+
+    * on the Trio clock, when the window's end time comes;
+    * with ``timestamp``, once an item ``allowed_lateness`` seconds past the
+      window's end has been seen; an item for a window already emitted then
+      raises :class:`LateItemError` through the error policy;
+    * in both cases, every open window at the end of the stream.
+
+    A key function or reducer that raises fails only that item, through the
+    node's error policy; the window is left as it was.
+
+    Args:
+        size: window length in seconds.
+        key: a function of the item giving its group; default one group (``None``).
+        reducer: ``reducer(accumulator, item) -> accumulator``; default counting.
+        initial: the accumulator a new group starts from (with ``reducer``); a
+            callable is called for a fresh one (e.g. ``list``).
+        timestamp: a function of the item giving its event time in seconds.
+        allowed_lateness: with ``timestamp``: how far behind the newest item an
+            item may be and still count.
+        name: the node's name.
+        **engine: ``on_error``, ``retry``, ``capacity`` (see :class:`NanoNode`).
+
+    Example::
+
+        records > TumblingWindow(60, key=lambda r: r["level"]) > sink
+    """
+
+    def __init__(
+        self,
+        size: float,
+        *,
+        key: Callable[[Any], Hashable] | None = None,
+        reducer: Callable[[Any, Any], Any] | None = None,
+        initial: Any = None,
+        timestamp: Callable[[Any], float] | None = None,
+        allowed_lateness: float = 0.0,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        if not size > 0 or allowed_lateness < 0:
+            msg = (
+                "TumblingWindow needs size > 0 and allowed_lateness >= 0; "
+                f"got size={size!r}, allowed_lateness={allowed_lateness!r}"
+            )
+            raise ConfigError(msg, key="size")
+        for what, func in (("key", key), ("reducer", reducer), ("timestamp", timestamp)):
+            if func is not None:
+                _check_sync_callable("TumblingWindow", what, func)
+        self.size = size
+        self.key = key
+        self.reducer = reducer
+        self.initial = initial
+        self.timestamp = timestamp
+        self.allowed_lateness = allowed_lateness
+        self._windows: dict[float, dict[Any, Any]] = {}
+        self._watermark = -math.inf
+        self._emitted_until = -math.inf
+        self._ns_build()
+        super().__init__(name, **engine)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._windows = {}
+        self._watermark = -math.inf
+        self._emitted_until = -math.inf
+
+    def _add(self, item: Any, now: float) -> None:
+        when = now if self.timestamp is None else float(self.timestamp(item))
+        start = math.floor(when / self.size) * self.size
+        if start + self.size <= self._emitted_until:
+            msg = (
+                f"item {short_repr(item)} has time {when} in window "
+                f"[{start}, {start + self.size}), "
+                f"which was emitted already (allowed_lateness={self.allowed_lateness}); "
+                "raise allowed_lateness to wait longer for late items"
+            )
+            raise LateItemError(msg, content=short_repr(item))
+        group = None if self.key is None else self.key(item)
+        window = self._windows.get(start)
+        groups: dict[Any, Any] = {} if window is None else window
+        if self.reducer is None:
+            value = groups.get(group, 0) + 1
+        else:
+            if group in groups:
+                accumulator = groups[group]
+            else:
+                accumulator = self.initial() if callable(self.initial) else self.initial
+            value = self.reducer(accumulator, item)
+        groups[group] = value
+        if window is None:
+            self._windows[start] = groups
+            if len(self._windows) > 1 and start < max(self._windows):
+                self._windows = dict(sorted(self._windows.items()))
+        if self.timestamp is not None and when > self._watermark:
+            self._watermark = when
+            self._close_until(when - self.allowed_lateness)
+
+    def _close_until(self, time: float) -> None:
+        for start in list(self._windows):
+            if start + self.size > time:
+                break
+            self._emit_window(start)
+
+    def _emit_window(self, start: float) -> None:
+        groups = self._windows.pop(start)
+        end = start + self.size
+        self._emitted_until = max(self._emitted_until, end)
+        self._ready.extend(WindowResult(start, end, key, value) for key, value in groups.items())
+
+    def _due(self, now: float) -> None:
+        if self.timestamp is None:
+            self._close_until(now)
+
+    def _deadline(self) -> float:
+        if self.timestamp is not None or not self._windows:
+            return math.inf
+        first: float = next(iter(self._windows))
+        return first + self.size
+
+    def _flush(self) -> list[Any]:
+        for start in list(self._windows):
+            self._emit_window(start)
+        flushed = list(self._ready)
+        self._ready.clear()
+        return flushed

@@ -1,0 +1,319 @@
+"""LocalDirectoryWatchdog: a source emitting the paths of files that appear or change.
+
+How the pieces fit:
+
+* ``setup`` starts a ``watchdog`` observer (its own threads; inotify on Linux)
+  and, if asked, lists the files already present. The node is ready once the
+  observer watches, so a file written right after ``nursery.start`` is seen.
+* The observer thread calls :class:`_Bridge`, which filters events (files
+  only, matching the pattern; opened and closed-without-writing events are
+  ignored, so a reader downstream opening the file does not re-trigger it)
+  and hands each change to the Trio side through a bounded memory channel,
+  using the Trio token captured in ``setup`` (``trio.from_thread``). When
+  the channel is full the policy decides: ``overflow="block"`` makes the
+  observer thread wait; ``overflow="drop"`` drops the event and counts it.
+* The async ``generator`` runs on the Trio thread. It keeps one deadline per
+  changed path, ``settle`` seconds after its latest event on the Trio clock,
+  and emits the path when the deadline passes without further events: a file
+  written in several steps is emitted once. A file is emitted only if its
+  size, modification time or inode differ from when it was last emitted.
+* ``teardown`` closes the channel (so a blocked observer thread wakes up),
+  stops the observer and joins its threads, also when the pipeline is
+  cancelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import stat
+from collections.abc import AsyncIterator
+from typing import Literal, Unpack
+
+import structlog
+import trio
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from .._exceptions import ConfigError
+from .._node import NanoNode
+from ._composite import EngineOptions
+
+__all__ = ["LocalDirectoryWatchdog", "WatchStatistics"]
+
+Overflow = Literal["block", "drop"]
+#: Signatures of emitted files remembered, to tell a real change from a touch.
+MAX_REMEMBERED = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchStatistics:
+    """Counters of a :class:`LocalDirectoryWatchdog`.
+
+    Attributes:
+        events_received: file events taken from the observer thread.
+        events_dropped: events dropped because the hand-off was full
+            (``overflow="drop"`` only).
+        files_emitted: paths emitted.
+        files_pending: paths waiting for their settle time to pass.
+    """
+
+    events_received: int
+    events_dropped: int
+    files_emitted: int
+    files_pending: int
+
+
+class _Bridge(FileSystemEventHandler):
+    """Runs in the observer thread: filters events and hands them to Trio."""
+
+    def __init__(
+        self,
+        watcher: LocalDirectoryWatchdog,
+        token: trio.lowlevel.TrioToken,
+        send: trio.MemorySendChannel[tuple[str, bool]],
+    ) -> None:
+        self._watcher = watcher
+        self._token = token
+        self._send = send
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        src = os.fsdecode(event.src_path)
+        if isinstance(event, FileMovedEvent):
+            self._hand_off(src, False)
+            self._hand_off(os.fsdecode(event.dest_path), True)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
+            self._hand_off(src, True)
+        elif isinstance(event, FileDeletedEvent):
+            self._hand_off(src, False)
+        # FileOpenedEvent, FileClosedNoWriteEvent and attribute changes are not
+        # changes of content: a reader opening the file must not re-trigger it.
+
+    def _hand_off(self, path: str, changed: bool) -> None:
+        if not self._watcher.matches(path):
+            return
+        try:
+            if self._watcher.overflow == "block":
+                trio.from_thread.run(self._send.send, (path, changed), trio_token=self._token)
+            else:
+                trio.from_thread.run_sync(self._offer, (path, changed), trio_token=self._token)
+        except (trio.RunFinishedError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the node is shutting down; nothing downstream wants this event
+        except trio.Cancelled:  # pragma: no cover - Trio run ending while we waited
+            pass  # outside Trio, in the observer's thread: nothing to propagate to
+
+    def _offer(self, change: tuple[str, bool]) -> None:
+        try:
+            self._send.send_nowait(change)
+        except trio.WouldBlock:
+            self._watcher._dropped += 1
+
+
+class LocalDirectoryWatchdog(NanoNode):
+    """A source emitting the path of each file that appears or changes in ``directory``.
+
+    Files created, modified, closed after writing, or moved in (also renamed
+    from a name the pattern does not match, the usual "write a temp file, then
+    rename" pattern) are emitted once they have had no new event for
+    ``settle`` seconds, as absolute path strings. A file emitted once is
+    emitted again only when its size, modification time or inode change.
+    Files that are deleted or moved out before they settle are not emitted.
+
+    The node runs until the pipeline is stopped or cancelled. Paths not yet
+    settled at that moment are not emitted.
+
+    Args:
+        directory: the directory to watch; it must exist.
+        pattern: a glob (``fnmatch``) matched against file names, e.g. ``"*.csv"``.
+        recursive: watch subdirectories too.
+        initial_scan: also emit the matching files already present at start,
+            oldest first.
+        settle: seconds without events (Trio clock) before a file counts as
+            complete.
+        overflow: when ``buffer`` events are waiting: ``"block"`` (default)
+            makes the observer thread wait; ``"drop"`` drops events and counts
+            them (:meth:`statistics`, ``watch_events_dropped`` event).
+        buffer: events that may wait between the observer thread and the
+            node, and paths that may wait for their settle time.
+        name: the node's name.
+        **engine: ``capacity`` and the other engine settings (see :class:`NanoNode`).
+
+    Raises:
+        ConfigError: a setting is out of range.
+        NotADirectoryError: (at setup) ``directory`` is not a directory.
+
+    Example::
+
+        watchdog = LocalDirectoryWatchdog(directory="./data_directory", pattern="*.csv")
+        watchdog > LocalFileReader() > CSVReader() > PrinterOfThings()
+        watchdog.global_start()
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] = ".",
+        *,
+        pattern: str = "*",
+        recursive: bool = False,
+        initial_scan: bool = False,
+        settle: float = 0.5,
+        overflow: Overflow = "block",
+        buffer: int = 1024,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        super().__init__(name, **engine)
+        if overflow not in ("block", "drop"):
+            msg = f"node {self.name!r} got overflow={overflow!r}; accepted: 'block', 'drop'"
+            raise ConfigError(msg, node=self.name, key="overflow")
+        if settle < 0 or buffer < 1:
+            msg = (
+                f"node {self.name!r} needs settle >= 0 and buffer >= 1; "
+                f"got settle={settle!r}, buffer={buffer!r}"
+            )
+            raise ConfigError(msg, node=self.name, key="settle")
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.pattern = pattern
+        self.recursive = recursive
+        self.initial_scan = initial_scan
+        self.settle = settle
+        self.overflow: Overflow = overflow
+        self.buffer = buffer
+        self._observer: BaseObserver | None = None
+        self._receive: trio.MemoryReceiveChannel[tuple[str, bool]] | None = None
+        self._pending: dict[str, float] = {}
+        self._emitted: dict[str, tuple[int, int, int]] = {}
+        self._received = 0
+        self._dropped = 0
+        self._reported_dropped = 0
+        self._files_emitted = 0
+
+    def matches(self, path: str) -> bool:
+        """Whether ``path`` is a file name this node watches for."""
+        return fnmatch.fnmatch(os.path.basename(path), self.pattern)
+
+    def statistics(self) -> WatchStatistics:
+        """A snapshot of the node's counters."""
+        return WatchStatistics(
+            events_received=self._received,
+            events_dropped=self._dropped,
+            files_emitted=self._files_emitted,
+            files_pending=len(self._pending),
+        )
+
+    def setup(self) -> None:
+        """Start the observer (and list existing files for ``initial_scan``)."""
+        if not os.path.isdir(self.directory):
+            msg = f"node {self.name!r} cannot watch {self.directory}: not an existing directory"
+            raise NotADirectoryError(msg)
+        self._pending = {}
+        send, self._receive = trio.open_memory_channel[tuple[str, bool]](self.buffer)
+        bridge = _Bridge(self, trio.lowlevel.current_trio_token(), send)
+        observer = Observer()
+        observer.schedule(bridge, self.directory, recursive=self.recursive)
+        observer.start()  # returns once the OS watch is in place
+        self._observer = observer
+        if self.initial_scan:
+            deadline = trio.current_time() + self.settle
+            for path in self._existing_files():
+                self._pending[path] = deadline
+
+    def _existing_files(self) -> list[str]:
+        found: list[tuple[int, str]] = []
+        for root, dirs, files in os.walk(self.directory):
+            if not self.recursive:
+                dirs.clear()
+            for file_name in files:
+                path = os.path.join(root, file_name)
+                if self.matches(path):
+                    try:
+                        found.append((os.stat(path).st_mtime_ns, path))
+                    except FileNotFoundError:
+                        continue
+        return [path for _, path in sorted(found)]
+
+    async def generator(self) -> AsyncIterator[str]:
+        """Yield each settled, changed file's path, until stopped."""
+        receive = self._receive
+        assert receive is not None, "setup() runs first"
+        pending = self._pending
+        while True:
+            self._take_changes(receive)
+            now = trio.current_time()
+            due = sorted((deadline, path) for path, deadline in pending.items() if deadline <= now)
+            for _, path in due:
+                del pending[path]
+                if self._changed_since_emitted(path):
+                    self._files_emitted += 1
+                    yield path
+            if due:
+                continue
+            deadline = min(pending.values(), default=float("inf"))
+            if len(pending) >= self.buffer:
+                await trio.sleep_until(deadline)  # leave events in the channel: back-pressure
+                continue
+            with trio.move_on_at(deadline):
+                self._note(await receive.receive())
+
+    def _take_changes(self, receive: trio.MemoryReceiveChannel[tuple[str, bool]]) -> None:
+        while len(self._pending) < self.buffer:
+            try:
+                change = receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            self._note(change)
+        if self._dropped != self._reported_dropped:
+            structlog.get_logger("nanostream_trio").bind(node=self.name).warning(
+                "watch_events_dropped",
+                dropped=self._dropped - self._reported_dropped,
+                total_dropped=self._dropped,
+                directory=self.directory,
+            )
+            self._reported_dropped = self._dropped
+
+    def _note(self, change: tuple[str, bool]) -> None:
+        path, changed = change
+        self._received += 1
+        if changed:
+            self._pending.pop(path, None)  # re-insert: settle order follows the last event
+            self._pending[path] = trio.current_time() + self.settle
+        else:
+            self._pending.pop(path, None)
+            self._emitted.pop(path, None)
+
+    def _changed_since_emitted(self, path: str) -> bool:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False  # gone (or unreadable) before it settled
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        signature = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if self._emitted.pop(path, None) == signature:
+            self._emitted[path] = signature
+            return False
+        self._emitted[path] = signature
+        if len(self._emitted) > MAX_REMEMBERED:
+            del self._emitted[next(iter(self._emitted))]
+        return True
+
+    async def teardown(self) -> None:
+        """Stop the observer and join its threads."""
+        if self._receive is not None:
+            self._receive.close()  # a thread blocked handing off an event gets an error
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            await trio.to_thread.run_sync(observer.join)
