@@ -1,0 +1,184 @@
+# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
+"""Tests of LocalFileReader and PrinterOfThings on real files in a temporary directory."""
+
+from __future__ import annotations
+
+import io
+import pprint
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from nanostream_trio import DeadLetter, NanoNode, Pipeline
+from nanostream_trio.nodes import FileDecodeError, FileText, Line, LocalFileReader, PrinterOfThings
+
+
+class PathSource(NanoNode):
+    def __init__(self, items: list[Any]) -> None:
+        super().__init__()
+        self.items = items
+
+    async def generator(self) -> Any:
+        for item in self.items:
+            yield item
+
+
+class Recorder(NanoNode):
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self.items: list[Any] = []
+
+    def process_item(self, item: Any) -> None:
+        self.items.append(item)
+
+
+async def read(paths: list[Any], reader: LocalFileReader) -> tuple[Recorder, list[DeadLetter]]:
+    source, sink, letters = PathSource(paths), Recorder(), Recorder(name="letters")
+    source > reader > sink
+    reader.dead_letters > letters
+    await Pipeline(source).run()
+    return sink, letters.items
+
+
+class TestWholeText:
+    async def test_emits_the_text_with_its_path(self, tmp_path: Path) -> None:
+        """serialize=False emits the whole text as a FileText that knows its path."""
+        target = tmp_path / "a.txt"
+        target.write_text("one\ntwo\n")
+        sink, _ = await read([target], LocalFileReader())
+        (text,) = sink.items
+        assert text == "one\ntwo\n"
+        assert isinstance(text, FileText)
+        assert text.path == str(target)
+
+    async def test_binary_mode(self, tmp_path: Path) -> None:
+        """binary=True emits the bytes unchanged."""
+        target = tmp_path / "b.bin"
+        target.write_bytes(b"\x00\xff\n")
+        sink, _ = await read([str(target)], LocalFileReader(binary=True))
+        assert sink.items == [b"\x00\xff\n"]
+
+    async def test_binary_garbage_names_path_and_line(self, tmp_path: Path) -> None:
+        """Undecodable bytes give a FileDecodeError naming the path and line."""
+        target = tmp_path / "garbage.csv"
+        target.write_bytes(b"ok\nfine\nbad \xff\xfe here\n")
+        sink, letters = await read([target], LocalFileReader())
+        assert sink.items == []
+        (letter,) = letters
+        assert letter.exc_type == "FileDecodeError"
+        assert letter.message.startswith(f"{target}, line 3: cannot decode as utf-8")
+        assert "binary=True" in letter.message
+
+
+class TestPerLine:
+    async def test_one_line_per_item_with_numbers(self, tmp_path: Path) -> None:
+        """serialize=True emits Lines without endings, numbered from 1."""
+        target = tmp_path / "log.txt"
+        target.write_bytes(b"alpha\r\nbeta\n\ngamma")
+        sink, _ = await read([target], LocalFileReader(serialize=True))
+        assert sink.items == ["alpha", "beta", "", "gamma"]
+        assert [line.lineno for line in sink.items] == [1, 2, 3, 4]
+        assert all(isinstance(line, Line) and line.path == str(target) for line in sink.items)
+
+    async def test_large_file_streams_in_chunks(self, tmp_path: Path) -> None:
+        """A file much larger than the read chunk arrives whole, line by line, in order."""
+        target = tmp_path / "big.txt"
+        lines = [f"line {i:06d} " + "x" * 50 for i in range(20_000)]
+        target.write_text("\n".join(lines) + "\n")
+        assert target.stat().st_size > 16 * 65536
+        sink, _ = await read([target], LocalFileReader(serialize=True))
+        assert sink.items == lines
+
+    async def test_large_file_is_not_loaded_whole(self, tmp_path: Path) -> None:
+        """With a slow consumer, the reader is never far ahead of it (bounded memory)."""
+        target = tmp_path / "big.txt"
+        target.write_text("".join(f"{i}\n" for i in range(50_000)))
+        reader = LocalFileReader(serialize=True, name="reader")
+        ahead: list[int] = []
+
+        class SlowCounter(NanoNode):
+            def __init__(self) -> None:
+                super().__init__(capacity=10)
+                self.count = 0
+
+            async def process_item(self, item: Any) -> None:
+                self.count += 1
+                if self.count % 1000 == 0:
+                    await trio.lowlevel.checkpoint()
+                    ahead.append(pipeline.statistics()["reader"].items_out - self.count)
+
+        source, sink = PathSource([target]), SlowCounter()
+        source > reader > sink
+        pipeline = Pipeline(source)
+        await pipeline.run()
+        assert sink.count == 50_000
+        # At most one inbox plus one read chunk of lines (about 64 KiB) is in flight.
+        assert max(ahead) <= 10 + 65536 // 2
+
+    async def test_per_line_decode_error_has_line_number(self, tmp_path: Path) -> None:
+        """A bad byte on line 2 is reported as line 2 of the file."""
+        target = tmp_path / "bad.txt"
+        target.write_bytes(b"fine\n\xc3\x28\n")
+        reader = LocalFileReader(serialize=True)
+        source = PathSource([target])
+        source > reader > Recorder()
+        with pytest.raises(FileDecodeError, match=r"bad.txt, line 2") as info:
+            await Pipeline(source).run()
+        assert info.value.line == 2
+
+
+class TestBadPaths:
+    async def test_missing_file_is_dead_lettered_with_its_path(self, tmp_path: Path) -> None:
+        """A missing file goes through the policy with a message naming it; others are read."""
+        (tmp_path / "here.txt").write_text("x")
+        missing = tmp_path / "gone.txt"
+        sink, letters = await read([missing, tmp_path / "here.txt"], LocalFileReader())
+        assert sink.items == ["x"]
+        (letter,) = letters
+        assert letter.exc_type == "FileNotFoundError"
+        assert str(missing) in letter.message
+
+    async def test_unreadable_path_is_dead_lettered(self, tmp_path: Path) -> None:
+        """A path that cannot be read as a file (a directory) names the path."""
+        _, letters = await read([tmp_path], LocalFileReader(serialize=True))
+        (letter,) = letters
+        assert letter.exc_type == "IsADirectoryError"
+        assert str(tmp_path) in letter.message
+
+    async def test_not_a_path_is_a_type_error(self) -> None:
+        """An item that is not a path is a TypeError naming the node."""
+        _, letters = await read([42], LocalFileReader(name="files"))
+        (letter,) = letters
+        assert letter.exc_type == "TypeError"
+        assert "node 'files' expects a file path" in letter.message
+
+    async def test_skip_policy_records_and_continues(self, tmp_path: Path) -> None:
+        """With skip, a vanished file is counted and the pipeline finishes."""
+        (tmp_path / "a").write_text("a")
+        source, sink = PathSource([tmp_path / "nope", tmp_path / "a"]), Recorder()
+        source > LocalFileReader(on_error="skip", name="files") > sink
+        stats = await Pipeline(source).run()
+        assert sink.items == ["a"]
+        assert stats["files"].skipped == 1
+
+
+class TestPrinterOfThings:
+    async def test_prints_and_passes_on(self) -> None:
+        """Each item is printed with the prefix and passed downstream unchanged."""
+        stream = io.StringIO()
+        source, sink = PathSource([{"a": 1}, "b"]), Recorder()
+        source > PrinterOfThings(prepend="> ", stream=stream) > sink
+        await Pipeline(source).run()
+        assert stream.getvalue() == "> {'a': 1}\n> b\n"
+        assert sink.items == [{"a": 1}, "b"]
+
+    async def test_pretty_and_stdout_as_sink(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """pretty=True uses pprint; as a sink it prints to sys.stdout."""
+        source = PathSource([{"b": [1] * 30, "a": 2}])
+        source > PrinterOfThings(pretty=True)
+        await Pipeline(source).run()
+        out = capsys.readouterr().out
+        assert pprint.pformat({"a": 2, "b": [1] * 30}) + "\n" in out
+        assert "\n 'b': [1,\n" in out
