@@ -45,6 +45,10 @@ def lines_of(path: str) -> list[str]:
         return handle.read().splitlines()
 
 
+def names_in(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
 class TestParser:
     async def test_parses_each_line(self) -> None:
         """Each line's JSON value is emitted; str and bytes both work; blank lines are ignored."""
@@ -176,7 +180,7 @@ class TestWriter:
         assert out.read_text().splitlines() == ['"00000008"', '"00000009"']
         assert lines_of(f"{out}.1") == ['"00000006"', '"00000007"']
         assert lines_of(f"{out}.2") == ['"00000004"', '"00000005"']
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl", "r.jsonl.1", "r.jsonl.2"]
+        assert names_in(tmp_path) == ["r.jsonl", "r.jsonl.1", "r.jsonl.2"]
 
     def test_bad_settings_are_config_errors(self, tmp_path: Path) -> None:
         """Negative flush_every or zero max_bytes are refused with the key named."""
