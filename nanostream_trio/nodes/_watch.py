@@ -252,8 +252,9 @@ class LocalDirectoryWatchdog(NanoNode):
         while True:
             self._take_changes(receive)
             now = trio.current_time()
-            due = sorted((deadline, path) for path, deadline in pending.items() if deadline <= now)
-            for _, path in due:
+            # Stable sort: paths due at the same time keep their order of arrival.
+            due = sorted((item for item in pending.items() if item[1] <= now), key=_deadline_of)
+            for path, _ in due:
                 del pending[path]
                 if self._changed_since_emitted(path):
                     self._files_emitted += 1
@@ -317,3 +318,7 @@ class LocalDirectoryWatchdog(NanoNode):
         if observer is not None:
             observer.stop()
             await trio.to_thread.run_sync(observer.join)
+
+
+def _deadline_of(item: tuple[str, float]) -> float:
+    return item[1]

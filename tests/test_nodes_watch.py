@@ -1,0 +1,274 @@
+# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
+"""Tests of LocalDirectoryWatchdog with real files and real watchdog observer threads.
+
+Nothing here sleeps to synchronise: each test waits for what the pipeline emits
+(or for the watcher's counters to move) under a ``trio.fail_after`` limit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from structlog.testing import capture_logs
+
+from nanostream_trio import ConfigError, NanoNode, Pipeline
+from nanostream_trio.nodes import CSVReader, LocalDirectoryWatchdog, LocalFileReader
+
+LIMIT = 10.0  # seconds; generous for a loaded machine, never reached when things work
+
+
+class Collector(NanoNode):
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self.items: list[Any] = []
+        self._changed = trio.Event()
+
+    def process_item(self, item: Any) -> None:
+        self.items.append(item)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, condition: Callable[[list[Any]], bool]) -> None:
+        with trio.fail_after(LIMIT):
+            while not condition(self.items):
+                await self._changed.wait()
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait for a counter of the watcher to move (it has no event of its own)."""
+    with trio.fail_after(LIMIT):
+        while not condition():  # noqa: ASYNC110 - a counter, not an event
+            await trio.sleep(0.005)
+
+
+@asynccontextmanager
+async def running(*nodes: NanoNode) -> AsyncIterator[Pipeline]:
+    """Run the pipeline in the background; stop it gracefully at the end."""
+    pipeline = Pipeline(*nodes, stats_interval=None, stall_timeout=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pipeline.run)
+        try:
+            yield pipeline
+        finally:
+            pipeline.stop()
+
+
+def write_file(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def append_file(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+async def emitted_after_sentinel(watch_dir: Path, paths: Collector) -> list[str]:
+    """Write one more file and wait for it: anything due before it has been emitted too."""
+    sentinel = watch_dir / "zz-sentinel.csv"
+    write_file(sentinel, "s\n1\n")
+    await paths.wait_for(lambda items: str(sentinel) in items)
+    return [p for p in paths.items if p != str(sentinel)]
+
+
+class TestHeadlinePipeline:
+    async def test_rows_of_a_new_csv_arrive(self, tmp_path: Path) -> None:
+        """The seed's pipeline: a CSV written into the directory has its rows delivered."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.05)
+        rows = Collector()
+        watchdog > LocalFileReader() > CSVReader() > rows
+        async with running(watchdog):
+            write_file(tmp_path / "people.csv", "name,age\nann,31\nbob,42\n")
+            await rows.wait_for(lambda items: len(items) == 2)
+        assert rows.items == [{"name": "ann", "age": "31"}, {"name": "bob", "age": "42"}]
+
+    async def test_reader_opening_the_file_does_not_retrigger(self, tmp_path: Path) -> None:
+        """Reading an emitted file (open, close without writing) does not emit it again."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.05)
+        paths, texts = Collector("paths"), Collector("texts")
+        watchdog > [paths, LocalFileReader()]
+        watchdog.downstream[1] > texts
+        async with running(watchdog):
+            target = tmp_path / "a.csv"
+            write_file(target, "x\n1\n")
+            await texts.wait_for(lambda items: len(items) == 1)
+            for _ in range(3):
+                target.read_text()  # more opens and closes without writing
+            os.chmod(target, 0o600)  # and an attribute change
+            others = await emitted_after_sentinel(tmp_path, paths)
+        assert others == [str(target)]
+
+
+class TestSettling:
+    async def test_file_written_in_steps_is_emitted_once_complete(self, tmp_path: Path) -> None:
+        """Three separate writes within the settle time give one emission of the whole file."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=1.0, pattern="*.csv")
+        paths, texts = Collector("paths"), Collector("texts")
+        reader = LocalFileReader()
+        watchdog > [paths, reader]
+        reader > texts
+        target = tmp_path / "steps.csv"
+        async with running(watchdog):
+            for part in ("a,b\n", "1,2\n", "3,4\n"):
+                seen = watchdog.statistics().events_received
+                append_file(target, part)
+                await wait_until(lambda seen=seen: watchdog.statistics().events_received > seen)
+            others = await emitted_after_sentinel(tmp_path, paths)
+            await texts.wait_for(lambda items: len(items) == 2)
+        assert others == [str(target)]
+        assert texts.items[0] == "a,b\n1,2\n3,4\n"
+
+    async def test_changed_content_is_emitted_again(self, tmp_path: Path) -> None:
+        """A file whose content changes after it was emitted is emitted again."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.05)
+        paths = Collector()
+        watchdog > paths
+        target = tmp_path / "again.csv"
+        async with running(watchdog):
+            write_file(target, "v\n1\n")
+            await paths.wait_for(lambda items: len(items) == 1)
+            append_file(target, "2\n")
+            await paths.wait_for(lambda items: len(items) == 2)
+        assert paths.items == [str(target), str(target)]
+
+    async def test_file_deleted_before_settling_is_not_emitted(self, tmp_path: Path) -> None:
+        """A file created and removed within the settle time is never emitted."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.5)
+        paths = Collector()
+        watchdog > paths
+        async with running(watchdog):
+            fleeting = tmp_path / "fleeting.csv"
+            write_file(fleeting, "x\n")
+            fleeting.unlink()
+            others = await emitted_after_sentinel(tmp_path, paths)
+        assert others == []
+
+
+class TestWhatCounts:
+    async def test_moved_in_files_count(self, tmp_path: Path) -> None:
+        """A file moved in from outside, and a temp file renamed to a match, are emitted."""
+        watched, outside = tmp_path / "in", tmp_path / "out"
+        watched.mkdir()
+        outside.mkdir()
+        watchdog = LocalDirectoryWatchdog(directory=watched, settle=0.05, pattern="*.csv")
+        paths = Collector()
+        watchdog > paths
+        async with running(watchdog):
+            write_file(outside / "moved.csv", "m\n")
+            os.rename(outside / "moved.csv", watched / "moved.csv")
+            write_file(watched / "upload.tmp", "u\n")
+            os.rename(watched / "upload.tmp", watched / "upload.csv")
+            await paths.wait_for(lambda items: len(items) >= 2)
+            others = await emitted_after_sentinel(watched, paths)
+        assert sorted(others) == [str(watched / "moved.csv"), str(watched / "upload.csv")]
+
+    async def test_pattern_filters_file_names(self, tmp_path: Path) -> None:
+        """Only names matching the glob are emitted."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.05, pattern="*.csv")
+        paths = Collector()
+        watchdog > paths
+        async with running(watchdog):
+            write_file(tmp_path / "notes.txt", "no")
+            write_file(tmp_path / "data.csv", "yes")
+            others = await emitted_after_sentinel(tmp_path, paths)
+        assert others == [str(tmp_path / "data.csv")]
+
+    @pytest.mark.parametrize("recursive", [True, False])
+    async def test_recursion(self, tmp_path: Path, recursive: bool) -> None:
+        """Files in subdirectories are emitted only with recursive=True."""
+        (tmp_path / "sub").mkdir()
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.05, recursive=recursive)
+        paths = Collector()
+        watchdog > paths
+        async with running(watchdog):
+            write_file(tmp_path / "sub" / "deep.csv", "d\n")
+            others = await emitted_after_sentinel(tmp_path, paths)
+        assert others == ([str(tmp_path / "sub" / "deep.csv")] if recursive else [])
+
+    @pytest.mark.parametrize("initial_scan", [True, False])
+    async def test_initial_scan(self, tmp_path: Path, initial_scan: bool) -> None:
+        """Existing files are emitted oldest first with initial_scan, and not without."""
+        for name, mtime in (("new.csv", 2_000_000_000), ("old.csv", 1_000_000_000)):
+            write_file(tmp_path / name, name)
+            os.utime(tmp_path / name, (mtime, mtime))  # an old mtime must not hide a file
+        watchdog = LocalDirectoryWatchdog(
+            directory=tmp_path, settle=0.05, initial_scan=initial_scan
+        )
+        paths = Collector()
+        watchdog > paths
+        async with running(watchdog):
+            others = await emitted_after_sentinel(tmp_path, paths)
+        expected = [str(tmp_path / "old.csv"), str(tmp_path / "new.csv")]
+        assert others == (expected if initial_scan else [])
+
+
+class TestBoundedHandOff:
+    async def test_block_policy_loses_nothing(self, tmp_path: Path) -> None:
+        """With a one-event buffer and overflow='block', every file still arrives."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.05, buffer=1)
+        paths = Collector()
+        watchdog > paths
+        names = [tmp_path / f"f{i}.csv" for i in range(8)]
+        async with running(watchdog):
+            for path in names:
+                write_file(path, "x\n")
+            await paths.wait_for(lambda items: len(set(items)) == len(names))
+        assert sorted(set(paths.items)) == sorted(map(str, names))
+        assert watchdog.statistics().events_dropped == 0
+
+    async def test_drop_policy_counts_and_reports_drops(self, tmp_path: Path) -> None:
+        """With overflow='drop' a full hand-off drops events, counts them and logs an event."""
+        watchdog = LocalDirectoryWatchdog(
+            directory=tmp_path, settle=0.3, buffer=1, overflow="drop", name="watch"
+        )
+        paths = Collector()
+        watchdog > paths
+        with capture_logs() as logs:
+            async with running(watchdog):
+                for i in range(8):
+                    write_file(tmp_path / f"f{i}.csv", "x\n")
+                await wait_until(lambda: watchdog.statistics().events_dropped > 0)
+                await paths.wait_for(lambda items: len(items) >= 1)
+                await wait_until(lambda: any(e["event"] == "watch_events_dropped" for e in logs))
+        stats = watchdog.statistics()
+        reported = sum(e["dropped"] for e in logs if e["event"] == "watch_events_dropped")
+        assert 0 < reported <= stats.events_dropped
+        assert stats.files_pending <= 1
+
+
+class TestLifecycle:
+    async def test_observer_threads_joined_on_stop_and_cancel(self, tmp_path: Path) -> None:
+        """After a stop or a cancel, the observer and its threads have ended."""
+        before = set(threading.enumerate())
+        for end in ("stop", "cancel"):
+            watchdog = LocalDirectoryWatchdog(directory=tmp_path)
+            watchdog > Collector()
+            pipeline = Pipeline(watchdog, stats_interval=None, stall_timeout=None)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pipeline.run)
+                observer = watchdog._observer
+                assert observer is not None
+                assert observer.is_alive()
+                pipeline.stop() if end == "stop" else pipeline.cancel()
+            assert not observer.is_alive()
+            assert pipeline.status == ("finished" if end == "stop" else "cancelled")
+        assert set(threading.enumerate()) - before == set()
+
+    async def test_missing_directory_fails_at_setup(self, tmp_path: Path) -> None:
+        """A directory that does not exist fails the pipeline with its path named."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path / "absent")
+        watchdog > Collector()
+        with pytest.raises(NotADirectoryError, match="absent"):
+            await Pipeline(watchdog).run()
+
+    def test_bad_overflow_policy(self) -> None:
+        """An unknown overflow policy is a ConfigError listing the accepted ones."""
+        with pytest.raises(ConfigError, match="'block', 'drop'"):
+            LocalDirectoryWatchdog(overflow="queue")  # type: ignore[arg-type]
