@@ -14,6 +14,7 @@ with any runner: :func:`run_pipeline`, ``trio.run(pipeline.run)`` or
 from __future__ import annotations
 
 import bisect
+import math
 import sys
 from collections.abc import Hashable, Iterable
 from typing import Any
@@ -37,8 +38,11 @@ def _short(item: Any) -> str:
 
 def _run_ended_cleanly() -> bool:
     # teardown runs in the engine's ``finally`` block: an exception in
-    # flight there means the node failed or was cancelled.
-    return sys.exc_info()[1] is None
+    # flight there means the node failed or was cancelled. A node that
+    # fails upstream still closes its output, so the sink can see a normal
+    # end of stream; the pipeline's nursery is cancelled by then, though,
+    # which makes our effective deadline -inf.
+    return sys.exc_info()[1] is None and trio.current_effective_deadline() != -math.inf
 
 
 class CollectingSink(NanoNode):

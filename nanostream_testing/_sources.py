@@ -111,7 +111,9 @@ class FakeSource(NanoNode):
 
     Attributes:
         emitted: the items yielded in the last run, in order.
-        emitted_at: virtual seconds since the run started at which each was yielded.
+        emitted_at: virtual seconds since the run started at which each was
+            yielded. Under back-pressure the engine takes an item later than
+            it was yielded, and the next item is yielded no earlier than that.
 
     Raises:
         ValueError: a negative interval or start, or ``at`` of the wrong length or order.
