@@ -68,7 +68,7 @@ class _Check:
         self.bad_inputs = bad_inputs
         self.time_limit = time_limit
         self.endless = endless
-        probe = make_node()
+        probe = self.fresh()
         self.is_source = probe.is_source
         self.label = f"node {probe.name!r} ({type(probe).__module__}.{type(probe).__qualname__})"
         self.node_name = probe.name
@@ -76,7 +76,9 @@ class _Check:
     def fresh(self) -> NanoNode:
         node = self.make_node()
         if not isinstance(node, NanoNode):
-            msg = f"the node factory must return a NanoNode; it returned {node!r}"
+            msg = (
+                f"the node factory {self.make_node!r} must return a NanoNode; it returned {node!r}"
+            )
             raise TypeError(msg)
         return node
 
