@@ -1,0 +1,398 @@
+# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
+"""Tests of TailFile on real files: appends, partial lines, rotation by rename and create,
+copy-truncate, truncation, globs, start positions and restarts from a checkpoint.
+
+TailFile polls on the Trio clock and reads files without threads, so these
+tests run on the autojump fake clock: a poll happens whenever every task waits,
+and "nothing more arrives" is checked by letting virtual seconds pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from structlog.testing import capture_logs
+
+from nanostream_trio import ConfigError, NanoNode, Pipeline
+from nanostream_trio.nodes import JSONLinesParser, Line, TailFile
+
+
+class Collector(NanoNode):
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self.items: list[Any] = []
+        self._changed = trio.Event()
+
+    def process_item(self, item: Any) -> None:
+        self.items.append(item)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, count: int) -> None:
+        with trio.fail_after(60):
+            while len(self.items) < count:
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def running(*nodes: NanoNode) -> AsyncIterator[Pipeline]:
+    pipeline = Pipeline(*nodes, stats_interval=None, stall_timeout=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pipeline.run)
+        try:
+            yield pipeline
+        finally:
+            pipeline.stop()
+
+
+def append(path: Path, text: str | bytes) -> None:
+    data = text.encode() if isinstance(text, str) else text
+    with open(path, "ab") as handle:
+        handle.write(data)
+
+
+def numbered(start: int, stop: int) -> str:
+    return "".join(f"line {i}\n" for i in range(start, stop))
+
+
+def expected(start: int, stop: int) -> list[str]:
+    return [f"line {i}" for i in range(start, stop)]
+
+
+async def quiet_for(seconds: float = 5.0) -> None:
+    """Let several polls pass on the fake clock."""
+    await trio.sleep(seconds)
+
+
+def make_tail(path: Path | str, **options: Any) -> tuple[TailFile, Collector]:
+    tail = TailFile(path, poll_interval=0.1, **options)
+    lines = Collector()
+    tail > lines
+    return tail, lines
+
+
+class TestFollowing:
+    async def test_existing_and_appended_lines(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Lines present at start and lines appended later arrive in order, as Lines."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 3))
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(2)
+            append(log, numbered(3, 5))
+            await lines.wait_for(4)
+        assert lines.items == expected(1, 5)
+        assert all(isinstance(line, Line) and line.path == str(log) for line in lines.items)
+        assert [line.lineno for line in lines.items] == [1, 2, 3, 4]
+
+    async def test_partial_line_is_held_until_complete(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """An unterminated last line is not emitted until its newline arrives."""
+        log = tmp_path / "app.log"
+        log.write_text("first\r\nsec")
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(1)
+            await quiet_for()
+            assert lines.items == ["first"]
+            append(log, "ond\nthi")
+            await lines.wait_for(2)
+            await quiet_for()
+        assert lines.items == ["first", "second"]
+
+    async def test_file_created_after_start(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A file that does not exist yet is waited for and read from its start."""
+        log = tmp_path / "later.log"
+        tail, lines = make_tail(log, start_at="end")
+        async with running(tail):
+            await quiet_for()
+            log.write_text(numbered(1, 3))
+            await lines.wait_for(2)
+        assert lines.items == expected(1, 3)
+
+    async def test_ready_once_the_file_is_open(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """When nursery.start returns, the file is open: deleting it then loses nothing."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 4))
+        tail, lines = make_tail(log)
+        async with running(tail):
+            log.unlink()
+            await lines.wait_for(3)
+        assert lines.items == expected(1, 4)
+
+    async def test_follow_false_reads_to_the_end_and_stops(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Without follow, the lines there (and an unterminated last one) arrive, then it ends."""
+        log = tmp_path / "app.log"
+        log.write_text("a\nb\nc")
+        tail, lines = make_tail(log, follow=False)
+        await Pipeline(tail).run()
+        assert lines.items == ["a", "b", "c"]
+
+    async def test_start_at_end_skips_existing_lines(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """start_at='end' emits only lines written after start (a held partial completes)."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 4) + "half")
+        tail, lines = make_tail(log, start_at="end")
+        async with running(tail):
+            await quiet_for()
+            append(log, " done\n" + numbered(4, 5))
+            await lines.wait_for(2)
+        assert lines.items == ["half done", "line 4"]
+
+
+class TestRotation:
+    async def test_rename_and_create(self, tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+        """Lines written just before a rename and into the new file all arrive, once each."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 4))
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(3)
+            append(log, numbered(4, 6))  # not read yet when the rotation happens
+            os.rename(log, tmp_path / "app.log.1")
+            log.write_text(numbered(6, 8))
+            await lines.wait_for(7)
+            append(log, numbered(8, 9))
+            await lines.wait_for(8)
+            await quiet_for()
+        assert lines.items == expected(1, 9)
+        assert [line.path for line in lines.items[-3:]] == [str(log)] * 3
+
+    async def test_rename_keeps_unterminated_last_line(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """The rotated file's last line without a newline is emitted before the new file's."""
+        log = tmp_path / "app.log"
+        log.write_text("a\nb")
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(1)
+            os.rename(log, tmp_path / "app.log.1")
+            log.write_text("c\n")
+            await lines.wait_for(3)
+        assert lines.items == ["a", "b", "c"]
+
+    async def test_copy_truncate_shorter(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """copytruncate, then fewer bytes than before: the new lines are read from the start."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 5))
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(4)
+            shutil.copyfile(log, tmp_path / "app.log.1")
+            os.truncate(log, 0)
+            append(log, "x\n")
+            await lines.wait_for(5)
+            await quiet_for()
+        assert lines.items == [*expected(1, 5), "x"]
+
+    async def test_copy_truncate_longer_before_next_poll(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Truncated and rewritten past the old position: the first bytes tell, nothing is lost."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 3))
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(2)
+            shutil.copyfile(log, tmp_path / "app.log.1")
+            os.truncate(log, 0)
+            append(log, "new " + numbered(10, 14))
+            await lines.wait_for(6)
+            await quiet_for()
+        assert lines.items == [*expected(1, 3), "new line 10", *expected(11, 14)]
+
+    async def test_truncation_in_place(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A file truncated to empty and written again is read from its start."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 4))
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(3)
+            os.truncate(log, 0)
+            await quiet_for()
+            append(log, numbered(4, 6))
+            await lines.wait_for(5)
+            await quiet_for()
+        assert lines.items == expected(1, 6)
+        assert [line.lineno for line in lines.items] == [1, 2, 3, 1, 2]
+
+
+class TestGlob:
+    async def test_all_matches_and_new_files(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Every file matching the glob is followed; a new match is read from its start."""
+        (tmp_path / "a.log").write_text("a1\n")
+        (tmp_path / "b.log").write_text("b1\n")
+        (tmp_path / "skip.txt").write_text("no\n")
+        tail, lines = make_tail(str(tmp_path / "*.log"))
+        async with running(tail):
+            await lines.wait_for(2)
+            (tmp_path / "c.log").write_text("c1\nc2\n")
+            append(tmp_path / "a.log", "a2\n")
+            await lines.wait_for(5)
+            await quiet_for()
+        assert sorted(lines.items) == ["a1", "a2", "b1", "c1", "c2"]
+
+    async def test_renamed_within_glob_keeps_position(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A file renamed to another matching name is not read again."""
+        log = tmp_path / "app.log"
+        log.write_text("one\n")
+        tail, lines = make_tail(str(tmp_path / "app.log*"))
+        async with running(tail):
+            await lines.wait_for(1)
+            os.rename(log, tmp_path / "app.log.1")
+            append(tmp_path / "app.log.1", "two\n")
+            log.write_text("three\n")
+            await lines.wait_for(3)
+            await quiet_for()
+        assert sorted(lines.items) == ["one", "three", "two"]
+
+
+class TestCheckpoint:
+    async def test_restart_continues_without_loss_or_duplicates(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Lines written while stopped, and a partial line completed later, arrive exactly once."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 4) + "partial")
+        tail, first = make_tail(log, checkpoint=checkpoint)
+        async with running(tail):
+            await first.wait_for(3)
+        assert first.items == expected(1, 4)
+        append(log, " line\n" + numbered(4, 6))
+        tail, second = make_tail(log, checkpoint=checkpoint)
+        async with running(tail):
+            await second.wait_for(3)
+            await quiet_for()
+        assert second.items == ["partial line", *expected(4, 6)]
+        assert [line.lineno for line in second.items] == [4, 5, 6]
+
+    async def test_restart_after_rotation_while_stopped(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """With a glob covering rotated names, lines written before a rotation while stopped
+        are read from the rotated file, and the new file from its start."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 3))
+        tail, first = make_tail(str(tmp_path / "app.log*"), checkpoint=checkpoint)
+        async with running(tail):
+            await first.wait_for(2)
+        append(log, numbered(3, 4))
+        os.rename(log, tmp_path / "app.log.1")
+        log.write_text(numbered(4, 6))
+        tail, second = make_tail(str(tmp_path / "app.log*"), checkpoint=checkpoint)
+        async with running(tail):
+            await second.wait_for(3)
+            await quiet_for()
+        assert sorted(second.items) == expected(3, 6)
+
+    async def test_periodic_save_is_atomic_json(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """While lines flow the checkpoint is rewritten whole, via a temporary file."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 3))
+        tail, lines = make_tail(log, checkpoint=checkpoint, checkpoint_interval=1.0)
+        async with running(tail):
+            await lines.wait_for(2)
+            await quiet_for(2.0)
+            append(log, numbered(3, 4))
+            await lines.wait_for(3)
+            await quiet_for(2.0)
+            saved = json.loads(checkpoint.read_text())
+            (entry,) = saved["files"]
+            assert (entry["path"], entry["offset"], entry["lineno"]) == (
+                str(log),
+                log.stat().st_size,
+                3,
+            )
+        assert not (tmp_path / "tail.checkpoint.tmp").exists()
+
+    async def test_replaced_file_is_not_resumed(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A checkpoint for other content at the same path does not skip the new file's lines."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 4))
+        tail, first = make_tail(log, checkpoint=checkpoint)
+        async with running(tail):
+            await first.wait_for(3)
+        log.unlink()
+        log.write_text("fresh 1\nfresh 2\nfresh 3\nfresh 4\n")
+        tail, second = make_tail(log, checkpoint=checkpoint)
+        async with running(tail):
+            await second.wait_for(4)
+        assert second.items == ["fresh 1", "fresh 2", "fresh 3", "fresh 4"]
+
+    async def test_corrupt_checkpoint_is_a_clear_error(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A checkpoint that is not JSON fails at setup, naming the file and the fix."""
+        checkpoint = tmp_path / "tail.checkpoint"
+        checkpoint.write_text("{nope")
+        tail, _ = make_tail(tmp_path / "app.log", checkpoint=checkpoint)
+        with pytest.raises(ConfigError, match=r"tail\.checkpoint is not valid JSON.*delete it"):
+            await Pipeline(tail).run()
+
+
+class TestBadInput:
+    async def test_binary_garbage_reaches_the_parser_with_its_line(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Undecodable bytes become a line the JSON parser dead-letters with its line number."""
+        log = tmp_path / "app.jsonl"
+        append(log, b'{"ok": 1}\n\x00\xff\xfe\x81garbage\n{"ok": 2}\n')
+        tail = TailFile(log, follow=False)
+        parser, good, letters = JSONLinesParser(), Collector(), Collector("letters")
+        tail > parser > good
+        parser.dead_letters > letters
+        await Pipeline(tail).run()
+        assert good.items == [{"ok": 1}, {"ok": 2}]
+        (letter,) = letters.items
+        assert letter.message.startswith(f"{log}, line 2: invalid JSON")
+
+    async def test_overlong_line_is_skipped_and_reported(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A line over max_line_bytes is dropped with a line_too_long event; the next arrive."""
+        log = tmp_path / "app.log"
+        log.write_text("short\n" + "x" * 300_000 + "\nafter\n")
+        tail, lines = make_tail(log, follow=False, max_line_bytes=1000, name="tail")
+        with capture_logs() as logs:
+            await Pipeline(tail).run()
+        assert lines.items == ["short", "after"]
+        assert [line.lineno for line in lines.items] == [1, 3]
+        (event,) = [e for e in logs if e["event"] == "line_too_long"]
+        assert (event["path"], event["line"]) == (str(log), 2)
+
+    def test_bad_start_at(self, tmp_path: Path) -> None:
+        """An unknown start position is a ConfigError listing the accepted ones."""
+        with pytest.raises(ConfigError, match="'beginning', 'end'"):
+            TailFile(tmp_path / "x", start_at="middle")  # type: ignore[arg-type]
