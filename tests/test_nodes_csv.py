@@ -1,4 +1,3 @@
-# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
 """Tests of CSVReader: rows as dicts, format options, and bad rows through the error policy
 with their line numbers while every other row still flows."""
 

@@ -1,4 +1,3 @@
-# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
 """Tests of LocalFileReader and PrinterOfThings on real files in a temporary directory."""
 
 from __future__ import annotations

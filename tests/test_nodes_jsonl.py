@@ -1,4 +1,3 @@
-# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
 """Tests of JSONLinesParser (bad lines through the policy with line numbers) and
 JSONLinesWriter (appending, flushing, rotating) on real files."""
 
@@ -73,8 +72,7 @@ class TestParser:
         assert first.message.startswith(f"{log}, line 2: invalid JSON (")
         assert first.message.endswith("""'{"n": 2'""")
         assert (
-            second.message
-            == f"{log}, line 3: invalid JSON (Expecting value at column 1): 'not json'"
+            second.message == f"{log}, line 3: invalid JSON (Expecting value: column 1): 'not json'"
         )
         assert isinstance(first.item, Line)
         assert first.item.lineno == 2

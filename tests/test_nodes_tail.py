@@ -1,4 +1,3 @@
-# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
 """Tests of TailFile on real files: appends, partial lines, rotation by rename and create,
 copy-truncate, truncation, globs, start positions and restarts from a checkpoint.
 

@@ -1,4 +1,3 @@
-# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
 """Tests of the function-based transforms: Map, Filter, FlatMap, Dedupe, Throttle,
 Batch and TumblingWindow. Time-based behaviour runs on the autojump fake clock."""
 

@@ -1,4 +1,3 @@
-# ruff: noqa: B015 - "a > b" links nodes (the seed's API), it is not a comparison
 """Tests of LocalDirectoryWatchdog with real files and real watchdog observer threads.
 
 Nothing here sleeps to synchronise: each test waits for what the pipeline emits

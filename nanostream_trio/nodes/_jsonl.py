@@ -65,7 +65,7 @@ class JSONLinesParser(NanoNode):
             if path is None:
                 where = f"input {where}"
             if isinstance(exc, json.JSONDecodeError):
-                problem = f"{exc.msg} at column {exc.colno}"
+                problem = f"{exc.msg}: column {exc.colno}"
             else:
                 problem = str(exc)
             msg = f"{where}: invalid JSON ({problem}): {short_repr(line)}"
