@@ -47,7 +47,9 @@ __all__ = [
 # The seed README's built-in nodes, importable from the top level as in the
 # original; they live in nanostream_trio.nodes (imported on first use, since
 # that module pulls in watchdog).
-_SEED_NODES = frozenset({"CSVReader", "LocalDirectoryWatchdog", "LocalFileReader", "PrinterOfThings"})
+_SEED_NODES = frozenset(
+    {"CSVReader", "LocalDirectoryWatchdog", "LocalFileReader", "PrinterOfThings"}
+)
 
 
 def __getattr__(name: str) -> object:

@@ -67,6 +67,7 @@ class Edge:
         "_sender_lot",
         "_tail",
         "consumer",
+        "owner",
         "peak",
     )
 
@@ -86,6 +87,9 @@ class Edge:
         self._sender_lot = trio.lowlevel.ParkingLot()
         #: Highest number of items ever queued at once (for tests and stats).
         self.peak = 0
+        #: The consumer's per-run state (a ``NodeRun``), set by the runtime so
+        #: that a node can find the node it feeds when it fuses a chain.
+        self.owner: Any = None
 
     # -- producer side -------------------------------------------------------
 
@@ -119,6 +123,29 @@ class Edge:
             self.peak = count
         if self._receiver_lot:
             self._receiver_lot.unpark_all()
+
+    def push_batch(self, items: list[Any]) -> None:
+        """Append several items at once; the caller has checked they fit.
+
+        The batch-at-a-time form of :meth:`push` for the engine's fast paths:
+        one call, one wake-up of the consumer, whatever the number of items.
+        """
+        if not items:
+            return
+        tail = self._tail
+        if tail is None:
+            tail = self._tail = []
+            self._entries.append(tail)
+        tail += items
+        count = self._count = self._count + len(items)
+        if count > self.peak:
+            self.peak = count
+        if self._receiver_lot:
+            self._receiver_lot.unpark_all()
+
+    def room(self) -> int:
+        """How many more items may be pushed now (0 when full)."""
+        return max(self._capacity - self._count, 0)
 
     async def wait_room(self) -> None:
         """Park until the consumer has made room (or has gone away)."""
@@ -203,6 +230,42 @@ class Outbox:
         self.sent += 1
         for edge in self.edges:
             edge.push(item)
+
+    def room(self) -> int:
+        """How many more items every downstream edge takes now (a sink: unlimited)."""
+        edges = self.edges
+        if len(edges) == 1:
+            return edges[0].room()
+        if not edges:
+            return 1 << 62
+        return min(edge.room() for edge in edges)
+
+    def push_batch(self, items: list[Any]) -> None:
+        """Append ``items`` to every downstream edge; the caller has checked :meth:`room`."""
+        self.sent += len(items)
+        for edge in self.edges:
+            edge.push_batch(items)
+
+    async def send_batch(self, items: list[Any]) -> None:
+        """Push ``items`` in order, as many at a time as there is room, waiting for the rest.
+
+        Whatever fits goes out before any wait, so nothing is held back while
+        the node is parked.
+        """
+        start = 0
+        remaining = len(items)
+        while remaining:
+            room = self.room()
+            if room <= 0:
+                await self.wait_room()
+                continue
+            if room >= remaining and not start:
+                self.push_batch(items)
+                return
+            chunk = items[start : start + room]
+            self.push_batch(chunk)
+            start += len(chunk)
+            remaining -= len(chunk)
 
     async def send(self, item: Any) -> None:
         """Wait for room if needed, then push (the convenient, slower form)."""

@@ -372,7 +372,9 @@ def _caller_compares_greater() -> bool:
 
 def _reject_lt(node: NanoNode | Port, other: object) -> Any:
     if isinstance(other, NanoNode | Port | list | tuple) and _caller_compares_greater():
-        return _link(other, node) if not isinstance(other, list | tuple) else _link_many(other, node)
+        return (
+            _link(other, node) if not isinstance(other, list | tuple) else _link_many(other, node)
+        )
     msg = (
         f"'<' is not a link: write the upstream node first, as in "
         f"'upstream > downstream' (got {_node_name(node)} < {_node_name(other)})"

@@ -170,7 +170,7 @@ class Pipeline:
 
     @property
     def status(self) -> PipelineStatus:
-        """``"pending"``, ``"running"``, ``"stopping"``, ``"finished"``, ``"failed"`` or ``"cancelled"``."""
+        """One of pending, running, stopping, finished, failed, cancelled."""
         return self._status
 
     def statistics(self) -> PipelineStatistics:
@@ -193,8 +193,10 @@ class Pipeline:
 
     @staticmethod
     def _node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStatistics:
-        role = "source" if node._ns_kind == "source" else (
-            "processor" if node._ns_downstream else "sink"
+        role = (
+            "source"
+            if node._ns_kind == "source"
+            else ("processor" if node._ns_downstream else "sink")
         )
         if run is None:
             return NodeStatistics(
@@ -319,9 +321,9 @@ class Pipeline:
             self._status = "cancelled" if self._cancel_scope.cancelled_caught else "finished"
         except BaseExceptionGroup as group:
             failure = _unwrap(group)
-            self._status = "cancelled" if failure is group and not group.split(
-                trio.Cancelled
-            )[1] else "failed"
+            self._status = (
+                "cancelled" if failure is group and not group.split(trio.Cancelled)[1] else "failed"
+            )
             if failure is group:
                 raise
             raise failure from None

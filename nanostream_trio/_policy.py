@@ -100,9 +100,8 @@ class DeadLetter:
 def check_policy(node: str, on_error: str) -> ErrorPolicy:
     """Return ``on_error`` if it names a policy, else raise a ConfigError."""
     if on_error not in POLICIES:
-        msg = (
-            f"node {node!r} got on_error={on_error!r}; accepted: "
-            + ", ".join(repr(p) for p in POLICIES)
+        msg = f"node {node!r} got on_error={on_error!r}; accepted: " + ", ".join(
+            repr(p) for p in POLICIES
         )
         raise ConfigError(msg, node=node, key="on_error")
     return on_error  # type: ignore[return-value]

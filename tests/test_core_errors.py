@@ -79,7 +79,9 @@ class TestRaise:
         with trio.fail_after(10), pytest.raises(OSError, match="disk gone"):
             await Pipeline(src).run()
 
-    async def test_cancels_other_nodes_promptly(self, autojump_clock: trio.testing.MockClock) -> None:
+    async def test_cancels_other_nodes_promptly(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """When one branch fails, a slow sibling is cancelled rather than waited for."""
 
         class Forever(NanoNode):
@@ -203,7 +205,8 @@ class TestDeadLetters:
         assert record.node == "invert"
         assert record.exc_type == "ZeroDivisionError"
         assert record.message == "division by zero"
-        assert "Traceback" in record.traceback and "1 / item" in record.traceback
+        assert "Traceback" in record.traceback
+        assert "1 / item" in record.traceback
         assert record.attempts == 1
         assert record.time == 7.0
         assert summary["invert"].dead_lettered == 1
@@ -306,9 +309,12 @@ class TestEvents:
         with capture_logs() as events:
             logger = structlog.get_logger("mine").bind(run_id=7)
             await Pipeline(src, logger=logger, name="p").run()
-        assert events and all(e["run_id"] == 7 and e["pipeline"] == "p" for e in events)
+        assert events
+        assert all(e["run_id"] == 7 and e["pipeline"] == "p" for e in events)
 
-    async def test_statistics_snapshot_is_frozen(self, autojump_clock: trio.testing.MockClock) -> None:
+    async def test_statistics_snapshot_is_frozen(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """pipeline.statistics() is a frozen snapshot that does not change afterwards."""
         src, sink = Items(list(range(10))), Collect()
         src > sink
@@ -316,7 +322,9 @@ class TestEvents:
         before = pipeline.statistics()
         await pipeline.run()
         after = pipeline.statistics()
-        assert before[sink.name].items_in == 0 and before.status == "pending"
-        assert after[sink.name].items_in == 10 and after.status == "finished"
+        assert before[sink.name].items_in == 0
+        assert before.status == "pending"
+        assert after[sink.name].items_in == 10
+        assert after.status == "finished"
         with pytest.raises(AttributeError):
             after.status = "x"  # type: ignore[misc]

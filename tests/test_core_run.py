@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from nanostream_trio import NanoNode, Pipeline, PipelineStateError
@@ -62,12 +63,16 @@ class TestDelivery:
         assert summary[sink.name].items_in == 1000
         assert summary.status == "finished"
 
-    @pytest.mark.parametrize("style", ["function", "generator", "async_function", "async_generator"])
+    @pytest.mark.parametrize(
+        "style", ["function", "generator", "async_function", "async_generator"]
+    )
     async def test_processor_styles(self, style: str) -> None:
         """process_item may be a function, generator, async function or async generator."""
         namespace: dict[str, Any] = {}
         code = {
-            "function": "def process_item(self, item):\n    return None if item % 3 == 0 else item\n",
+            "function": (
+                "def process_item(self, item):\n    return None if item % 3 == 0 else item\n"
+            ),
             "generator": "def process_item(self, item):\n    if item % 3:\n        yield item\n",
             "async_function": (
                 "async def process_item(self, item):\n"
@@ -100,7 +105,7 @@ class TestDelivery:
 
     @pytest.mark.parametrize("style", ["sync_generator", "function", "async_function"])
     async def test_source_styles(self, style: str) -> None:
-        """A generator() may also be a sync generator, or a (sync or async) function returning items."""
+        """generator() may be a sync generator, or a sync or async function returning items."""
         code = {
             "sync_generator": "def generator(self):\n    yield from ['a', 'b', 'c']\n",
             "function": "def generator(self):\n    return ['a', 'b', 'c']\n",
@@ -121,7 +126,9 @@ class TestDelivery:
         await Pipeline(src).run()
         assert left.items == right.items == list(range(300))
 
-    async def test_fan_in_ends_after_all_upstreams(self, autojump_clock: trio.testing.MockClock) -> None:
+    async def test_fan_in_ends_after_all_upstreams(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """c receives both streams, each in order, and ends only after the slower one ends."""
         fast, slow, sink = Numbers(3, interval=1), Numbers(3, interval=10), Collect()
         fast > sink
@@ -182,7 +189,9 @@ class TestBackPressure:
         assert summary[sink.name].inbox_peak <= 8
         assert summary[mid.name].blocked_seconds > 0
 
-    async def test_memory_is_flat_for_long_input(self, autojump_clock: trio.testing.MockClock) -> None:
+    async def test_memory_is_flat_for_long_input(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """However long the input, no inbox grows past its capacity."""
         src = Numbers(20_000)
         sink = Collect(delay=0.001, capacity=16)
@@ -215,7 +224,7 @@ class TestThreads:
                 ticks += 1
                 if ticks == 20:
                     release.set()
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
@@ -302,15 +311,24 @@ class TestStopAndCancel:
                     yield i
                     i += 1
 
-        src, sink = Endless(), Collect(capacity=4)
+        class StopAt100(Collect):
+            def __init__(self, pipeline_box: list[Pipeline], **kwargs: Any) -> None:
+                self.pipeline_box = pipeline_box
+                super().__init__(**kwargs)
+
+            async def process_item(self, item: Any) -> None:
+                await super().process_item(item)
+                if len(self.items) == 100:
+                    self.pipeline_box[0].stop()
+
+        box: list[Pipeline] = []
+        src, sink = Endless(), StopAt100(box, capacity=4)
         src > sink
         pipeline = Pipeline(src)
+        box.append(pipeline)
         with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(pipeline.run)
-                while len(sink.items) < 100:
-                    await trio.sleep(0.001)
-                pipeline.stop()
+            await pipeline.run()
+        assert len(sink.items) >= 100
         summary = pipeline.statistics()
         assert sink.items == list(range(len(sink.items)))
         assert summary[src.name].items_out == len(sink.items)
