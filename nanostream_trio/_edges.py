@@ -180,7 +180,7 @@ class Edge:
         if entry is self._tail:
             self._tail = None
         if entry.__class__ is list:
-            self._count -= len(entry)  # type: ignore[arg-type]
+            self._count -= len(entry)
             if self._sender_lot:
                 self._sender_lot.unpark_all()
         return entry

@@ -13,7 +13,7 @@ import math
 import signal
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 import trio
@@ -193,7 +193,7 @@ class Pipeline:
 
     @staticmethod
     def _node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStatistics:
-        role = (
+        role: Literal["source", "processor", "sink"] = (
             "source"
             if node._ns_kind == "source"
             else ("processor" if node._ns_downstream else "sink")
