@@ -25,8 +25,8 @@ from typing import Any
 
 from .._node import NanoNode
 from .._policy import short_repr
-from ._composite import Composite
 from ._errors import CSVRowError, describe_location
+from ._stages import _Staged
 
 __all__ = ["CSVReader", "CSVRecord"]
 
@@ -146,7 +146,7 @@ class _CSVRows(NanoNode):
         raise CSVRowError(msg, path=record.path, line=record.line, content=record.raw)
 
 
-class CSVReader(Composite):
+class CSVReader(_Staged):
     """CSV text in, one ``dict`` per row out, keyed by the header row.
 
     Each input item is the text of one CSV document (as ``LocalFileReader``

@@ -15,8 +15,8 @@ from typing import Any, BinaryIO, Unpack
 import trio
 
 from .._node import NanoNode
-from ._composite import EngineOptions
 from ._errors import FileDecodeError
+from ._stages import EngineOptions
 
 __all__ = ["FileText", "Line", "LocalFileReader"]
 

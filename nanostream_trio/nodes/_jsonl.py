@@ -10,8 +10,8 @@ from typing import Any, BinaryIO, Unpack
 from .._exceptions import ConfigError
 from .._node import NanoNode
 from .._policy import short_repr
-from ._composite import EngineOptions
 from ._errors import JSONLineError, describe_location
+from ._stages import EngineOptions
 
 __all__ = ["JSONLinesParser", "JSONLinesWriter"]
 

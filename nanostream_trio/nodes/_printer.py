@@ -7,7 +7,7 @@ import sys
 from typing import Any, TextIO, Unpack
 
 from .._node import NanoNode
-from ._composite import EngineOptions
+from ._stages import EngineOptions
 
 __all__ = ["PrinterOfThings"]
 

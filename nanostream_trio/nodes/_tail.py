@@ -40,8 +40,8 @@ import trio
 
 from .._exceptions import ConfigError
 from .._node import NanoNode
-from ._composite import EngineOptions
 from ._files import Line, strip_line_ending
+from ._stages import EngineOptions
 
 __all__ = ["TailFile"]
 

@@ -7,7 +7,7 @@ item that caused it.
 
 Batch and TumblingWindow must emit when a timer fires and when the stream
 ends, which a ``process_item`` cannot do (it only runs when an item arrives).
-Each is a composite of two inner nodes (see ``_composite.py``): ``<name>``
+Each is a composite of two inner nodes (see ``_stages.py``): ``<name>``
 takes the items (user functions run here, so a failing key function or
 reducer goes through the error policy for that item) and ``<name>.emit``,
 started by the first item, runs a loop that emits closed batches or windows
@@ -30,8 +30,8 @@ import trio
 from .._exceptions import ConfigError
 from .._node import NanoNode
 from .._policy import short_repr
-from ._composite import Composite, EngineOptions
 from ._errors import LateItemError
+from ._stages import EngineOptions, _Staged
 
 __all__ = [
     "Batch",
@@ -248,7 +248,7 @@ _START: Final = object()  # what the intake sends once to start the emitter's lo
 _MAX_READY: Final = 2  # closed results waiting to be emitted before the intake waits
 
 
-class _Timed(Composite):
+class _Timed(_Staged):
     """A composite whose intake accumulates and whose emitter emits on time."""
 
     _ready: collections.deque[Any]

@@ -47,7 +47,7 @@ from watchdog.observers.api import BaseObserver
 
 from .._exceptions import ConfigError
 from .._node import NanoNode
-from ._composite import EngineOptions
+from ._stages import EngineOptions
 
 __all__ = ["LocalDirectoryWatchdog", "WatchStatistics"]
 

@@ -22,7 +22,7 @@ from typing import TypedDict
 from .._node import DeadLetterPort, NanoNode, Port
 from .._policy import ErrorPolicy, Retry
 
-__all__ = ["Composite", "EngineOptions"]
+__all__ = ["EngineOptions", "_Staged"]
 
 
 class EngineOptions(TypedDict, total=False):
@@ -34,7 +34,7 @@ class EngineOptions(TypedDict, total=False):
     blocking: bool
 
 
-class Composite(NanoNode):
+class _Staged(NanoNode):
     """Base of built-in nodes that run as a short chain of inner nodes.
 
     Subclasses build their stages, then call :meth:`_ns_set_stages` before
