@@ -89,8 +89,8 @@ class _Check:
     def wire(self, node: NanoNode, script: list[Any], *sinks: NanoNode) -> Pipeline:
         """``FakeSource(script) > node > sinks``, or ``node > sinks`` for a source."""
         if not self.is_source:
-            FakeSource(script, name="contract:input") > node  # noqa: B015
-        node > list(sinks)  # noqa: B015
+            FakeSource(script, name="contract:input") > node
+        node > list(sinks)
         return Pipeline(node, name=f"contract({node.name})", logger=EventLog().logger())
 
     def run(self, pipeline: Pipeline, clause: str) -> PipelineStatistics:

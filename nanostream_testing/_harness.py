@@ -139,13 +139,13 @@ async def run_node_async(
                 msg = f"node {node.name!r} is a source: run_node() cannot feed it items"
                 raise ValueError(msg)
         else:
-            FakeSource(script, interval=interval, at=at, name=f"{node.name}:input") > node  # noqa: B015
+            FakeSource(script, interval=interval, at=at, name=f"{node.name}:input") > node
         outputs = CollectingSink(name=f"{node.name}:output", allow_empty=True)
-        node > outputs  # noqa: B015
+        node > outputs
         letters = None
         if dead_letters or (dead_letters is None and node._ns_on_error == "dead_letter"):
             letters = CollectingSink(name=f"{node.name}:dead_letters", allow_empty=True)
-            node.dead_letters > letters  # noqa: B015
+            node.dead_letters > letters
         options.setdefault("name", f"run_node({node.name})")
         options.setdefault("logger", events.logger())
         pipeline = Pipeline(node, **options)

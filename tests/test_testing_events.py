@@ -1,8 +1,5 @@
 """capture_events and EventLog: asserting on the engine's structlog events."""
 
-# '>' links nodes (the seed API), so a bare 'a > b' statement is not a pointless comparison.
-# ruff: noqa: B015
-
 from __future__ import annotations
 
 from typing import Any

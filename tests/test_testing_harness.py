@@ -1,8 +1,5 @@
 """run_node and run_node_async: one node driven through the engine, policies applied."""
 
-# '>' links nodes (the seed API), so a bare 'a > b' statement is not a pointless comparison.
-# ruff: noqa: B015
-
 from __future__ import annotations
 
 from collections.abc import AsyncIterator

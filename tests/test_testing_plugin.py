@@ -1,8 +1,5 @@
 """The pytest plugin: entry point, fixtures, time-limit marker and ini option."""
 
-# '>' links nodes (the seed API), so a bare 'a > b' statement is not a pointless comparison.
-# ruff: noqa: B015
-
 from __future__ import annotations
 
 import importlib.metadata

@@ -1,8 +1,5 @@
 """run_pipeline and run_pipeline_async: fake clock, virtual-time limit, determinism."""
 
-# '>' links nodes (the seed API), so a bare 'a > b' statement is not a pointless comparison.
-# ruff: noqa: B015
-
 from __future__ import annotations
 
 import math

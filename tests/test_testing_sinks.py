@@ -1,8 +1,5 @@
 """CollectingSink and AssertionSink: records, diffs, fail-fast, and not masking real errors."""
 
-# '>' links nodes (the seed API), so a bare 'a > b' statement is not a pointless comparison.
-# ruff: noqa: B015
-
 from __future__ import annotations
 
 from typing import Any

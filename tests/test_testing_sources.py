@@ -1,8 +1,5 @@
 """FakeSource: scripted items at scripted virtual times, markers, back-pressure, misuse."""
 
-# '>' links nodes (the seed API), so a bare 'a > b' statement is not a pointless comparison.
-# ruff: noqa: B015
-
 from __future__ import annotations
 
 import math
