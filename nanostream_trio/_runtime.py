@@ -11,9 +11,10 @@ retried item never emits twice).
 from __future__ import annotations
 
 import inspect
+import itertools
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 import trio
@@ -26,7 +27,32 @@ if TYPE_CHECKING:
     from ._node import NanoNode
     from ._stats import NodeStatus
 
-__all__ = ["NodeRun"]
+__all__ = ["FUSE_CHAINS", "NodeRun"]
+
+#: Fuse linear chains of sync function nodes into one task (see ``NodeRun._chain``
+#: and docs/performance.md). Tests turn it off to compare both ways.
+FUSE_CHAINS = True
+
+# The most items a sync source takes from its iterable before pushing them.
+_MAX_CHUNK = 1024
+
+
+def _item_operation(node: NanoNode) -> tuple[str, Callable[[Any], Any]]:
+    """``("map", func)`` or ``("filter", predicate)``: what the node does to one item.
+
+    By default ``("map", node.process_item)``: the outputs are the non-None
+    results. A node class may define ``_ns_item_operation(self)`` returning
+    the same kind of pair, promising that process_item(item) is exactly
+    ``func(item)`` (map) or ``item if predicate(item) else None`` (filter);
+    the engine then calls the user's function directly, skipping one Python
+    call per item. Returning None falls back to the default.
+    """
+    hook = getattr(node, "_ns_item_operation", None)
+    if hook is not None:
+        operation: tuple[str, Callable[[Any], Any]] | None = hook()
+        if operation is not None:
+            return operation
+    return "map", node.process_item  # type: ignore[attr-defined]
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -60,6 +86,14 @@ class NodeRun:
         self.stop_requested = False
         self.in_generator = False
         self.thread_source: ThreadedSource | None = None
+        # Set once setup() has returned: a node that fuses this one into its
+        # own loop (see _chain) calls its process_item only after that.
+        self.setup_done = trio.Event()
+        # A failure of a node fused into this one's loop: that node reports it
+        # (node_failed, status "failed"); this task just carries it out.
+        self.carried_failure: BaseException | None = None
+        if inbox is not None:
+            inbox.owner = self
 
     # -- control ---------------------------------------------------------------
 
@@ -83,15 +117,20 @@ class NodeRun:
         self.log.info("node_started", role=self.role)
         try:
             await _maybe_await(node.setup())
+            self.setup_done.set()
             ready()
             if node._ns_kind == "source":
                 await self._run_source()
             else:
                 await self._run_processor()
         except trio.Cancelled:
-            self.status = "cancelled"
+            if self.status == "running":  # not a fused node that already failed
+                self.status = "cancelled"
             raise
         except BaseException as exc:
+            if exc is self.carried_failure:
+                self.status = "cancelled"
+                raise
             self.status = "failed"
             self.log.error(
                 "node_failed",
@@ -146,13 +185,20 @@ class NodeRun:
                 await self._emit_all(result)
 
     async def _emit_all(self, items: Any) -> None:
+        # A sync iterable runs in the Trio thread here (nothing else runs while
+        # it is being advanced), so taking as many items as there is room for
+        # and pushing them as one batch hides nothing from the consumer.
         outbox = self.outbox
-        for item in items:
-            if not outbox.has_room():
+        iterator = iter(items)
+        while not self.stop_requested:
+            room = outbox.room()
+            if room <= 0:
                 await outbox.wait_room()
-            outbox.push(item)
-            if self.stop_requested:
+                continue
+            chunk = list(itertools.islice(iterator, min(room, _MAX_CHUNK)))
+            if not chunk:
                 return
+            outbox.push_batch(chunk)
 
     async def _run_async_generator_source(self) -> None:
         outbox = self.outbox
@@ -193,10 +239,7 @@ class NodeRun:
                 batch = await source.receive_batch()
                 if batch is None:
                     return
-                for item in batch:
-                    if not outbox.has_room():
-                        await outbox.wait_room()
-                    outbox.push(item)
+                await outbox.send_batch(batch)
         finally:
             await source.aclose()
 
@@ -204,6 +247,13 @@ class NodeRun:
 
     async def _run_processor(self) -> None:
         node = self.node
+        if node.on_error == "raise" and not node._ns_blocking:
+            if node._ns_style == "function" and self._fusable():
+                await self._consume_chain()
+                return
+            if node._ns_style == "generator":
+                await self._consume_generator()
+                return
         if node.on_error == "raise":
             call = self._fast_call()
         else:
@@ -225,7 +275,7 @@ class NodeRun:
         checkpoint = trio.lowlevel.checkpoint_if_cancelled
         while True:
             entry = inbox.receive_nowait() if inbox._entries else await inbox.receive()
-            if entry.__class__ is Marker:
+            if isinstance(entry, Marker):
                 if entry is END_OF_STREAM:
                     return
                 continue
@@ -239,8 +289,158 @@ class NodeRun:
                 for item in entry:
                     await call(item)
             except Exception as exc:
-                exc.add_note(f"in nanostream node {self.name!r}, processing item {short_repr(item)}")
+                exc.add_note(
+                    f"in nanostream node {self.name!r}, processing item {short_repr(item)}"
+                )
                 raise
+
+    # -- fast paths for sync process_item (policy "raise", not blocking) ----------
+    #
+    # A per-item ``await call(item)`` costs a coroutine per item. The loops
+    # below run a whole batch synchronously instead and hand its outputs to the
+    # outbox in one push_batch, before the node next waits for anything (an
+    # empty inbox, room downstream): no other task runs in between, so nobody
+    # could have seen the items earlier, and batching adds no latency.
+
+    def _fusable(self) -> bool:
+        """Whether this node may run inside another node's loop (see :meth:`_chain`)."""
+        node = self.node
+        return (
+            node._ns_kind == "processor"
+            and node._ns_style == "function"
+            and node.on_error == "raise"
+            and not node._ns_blocking
+            and not self.dead_letter_outbox.edges
+        )
+
+    def _chain(self) -> list[NodeRun]:
+        """This node, then every node fused into its loop.
+
+        A node is fused into its upstream when it is a plain sync function
+        node with the ``"raise"`` policy, its only input is that upstream's
+        main output and it is that output's only consumer. A fused node keeps
+        its task (setup, teardown, events, statistics) but its inbox stays
+        empty: the head of the chain calls its process_item directly, a whole
+        batch at a time, so the items skip one scheduler trip per hop.
+        """
+        chain = [self]
+        run = self
+        while FUSE_CHAINS and len(run.outbox.edges) == 1 and not run.dead_letter_outbox.edges:
+            following: NodeRun | None = run.outbox.edges[0].owner
+            if (
+                following is None
+                or not following._fusable()
+                or len(following.node._ns_upstream) != 1
+                or following.node._ns_upstream[0] is not run.node
+            ):
+                break
+            chain.append(following)
+            run = following
+        return chain
+
+    async def _consume_chain(self) -> None:
+        """Run batches through this node and the nodes fused after it, stage by stage.
+
+        Each stage maps (or filters) a whole batch with the builtin ``map``,
+        whose loop runs in C; the outputs of one stage are the next stage's
+        input. Counters are kept per stage, so statistics read as if each node
+        ran alone. A failure is reported by the stage that failed, naming its
+        item.
+        """
+        inbox = self.inbox
+        assert inbox is not None
+        chain = self._chain()
+        for run in chain[1:]:
+            await run.setup_done.wait()
+        stages = [(run, *_item_operation(run.node)) for run in chain]
+        last = chain[-1]
+        outbox = last.outbox
+        checkpoint = trio.lowlevel.checkpoint_if_cancelled
+        while True:
+            entry = inbox.receive_nowait() if inbox._entries else await inbox.receive()
+            if isinstance(entry, Marker):
+                if entry is END_OF_STREAM:
+                    return
+                continue
+            # One cancellation check per batch keeps cancellation prompt (a
+            # cancel lands within one batch's work) at no per-item cost.
+            await checkpoint()
+            now = trio.current_time()
+            items: list[Any] = entry
+            for run, operation, func in stages:
+                run.items_in += len(items)
+                run.last_progress = now
+                results: list[Any] = []
+                try:
+                    # list.extend keeps what map produced before a failure,
+                    # so len(results) is the index of the failing item.
+                    results.extend(map(func, items))
+                except Exception as exc:
+                    self._fail_in_stage(run, exc, items[len(results)])
+                if operation == "map":
+                    items = [out for out in results if out is not None]
+                else:
+                    items = list(itertools.compress(items, results))
+                if run is last:
+                    break
+                run.outbox.sent += len(items)
+                if not items:
+                    break
+            if items and run is last:
+                await outbox.send_batch(items)
+
+    def _fail_in_stage(self, run: NodeRun, exc: Exception, item: Any) -> NoReturn:
+        exc.add_note(f"in nanostream node {run.name!r}, processing item {short_repr(item)}")
+        if run is not self:
+            # As if the fused node had failed in its own task: it reports the
+            # failure, and this task (its upstream) ends as cancelled.
+            run.status = "failed"
+            run.log.error(
+                "node_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                exc_type=type(exc).__name__,
+                items_in=run.items_in,
+                items_out=run.outbox.sent,
+            )
+            self.carried_failure = exc
+        raise exc
+
+    async def _consume_generator(self) -> None:
+        """A sync generator ``process_item``, a batch at a time without a coroutine per item."""
+        inbox = self.inbox
+        assert inbox is not None
+        func = self.node.process_item  # type: ignore[attr-defined]
+        outbox = self.outbox
+        checkpoint = trio.lowlevel.checkpoint_if_cancelled
+        while True:
+            entry = inbox.receive_nowait() if inbox._entries else await inbox.receive()
+            if isinstance(entry, Marker):
+                if entry is END_OF_STREAM:
+                    return
+                continue
+            await checkpoint()
+            self.items_in += len(entry)
+            self.last_progress = trio.current_time()
+            results: list[Any] = []
+            room = outbox.room()
+            item = None
+            try:
+                for item in entry:
+                    for out in func(item):
+                        if room <= 0:
+                            # Hand over what we have before waiting for room.
+                            outbox.push_batch(results)
+                            results = []
+                            await outbox.wait_room()
+                            room = outbox.room()
+                        results.append(out)
+                        room -= 1
+            except Exception as exc:
+                outbox.push_batch(results)
+                note = f"in nanostream node {self.name!r}, processing item {short_repr(item)}"
+                exc.add_note(note)
+                raise
+            outbox.push_batch(results)
 
     def _fast_call(self) -> Callable[[Any], Any]:
         """The per-item call for ``on_error="raise"``, specialised by style."""
