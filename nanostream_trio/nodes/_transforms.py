@@ -85,6 +85,11 @@ class Map(NanoNode):
         """Return ``func(item)``."""
         return self.func(item)
 
+    def _ns_item_operation(self) -> tuple[str, Callable[[Any], Any]]:
+        # Tells an engine that fuses chains of nodes that process_item is
+        # exactly func(item), so it may call func directly.
+        return "map", self.func
+
 
 class Filter(NanoNode):
     """Pass on the items for which ``predicate(item)`` is true; drop the others.
@@ -109,6 +114,10 @@ class Filter(NanoNode):
     def process_item(self, item: Any) -> Any:
         """Return ``item`` if the predicate holds, else ``None`` (nothing emitted)."""
         return item if self.predicate(item) else None
+
+    def _ns_item_operation(self) -> tuple[str, Callable[[Any], Any]]:
+        # process_item is exactly "item if predicate(item) else None".
+        return "filter", self.predicate
 
 
 class FlatMap(NanoNode):
