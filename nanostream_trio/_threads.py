@@ -18,6 +18,8 @@ one thing a thread cannot be told is to interrupt a call already in progress
 
 from __future__ import annotations
 
+import collections
+import itertools
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,6 +33,13 @@ __all__ = ["ThreadWorker", "ThreadedSource"]
 class ThreadedSource:
     """Iterate ``make_iterable()`` in a worker thread, with a bounded hand-off.
 
+    The hand-off is a ``collections.deque``: its ``append`` and ``popleft``
+    are atomic, so the thread hands over each item without taking a lock
+    (a lock round trip per item cost more than most sources' own work). Locks
+    are taken only on the slow paths: the buffer is full, the Trio side is
+    parked waiting, or a stop was requested. Each of those sets a flag first
+    and re-checks the buffer afterwards, so no wake-up is ever lost.
+
     Args:
         make_iterable: called in the worker thread; returns what to iterate.
         capacity: how many items may wait in the hand-off before the thread blocks.
@@ -42,11 +51,15 @@ class ThreadedSource:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self._buffer: list[Any] = []
+        self._buffer: collections.deque[Any] = collections.deque()
         self._stop = False
         self._done = False
         self._error: BaseException | None = None
+        # Set when the thread must look up from its fast path: the Trio side
+        # is parked (_consumer_waiting) or a stop was requested.
+        self._attention = False
         self._consumer_waiting = False
+        self._producer_waiting = False
         self._token = trio.lowlevel.current_trio_token()
         self._lot = trio.lowlevel.ParkingLot()
         self._finished = trio.Event()
@@ -58,21 +71,18 @@ class ThreadedSource:
 
     def _main(self) -> None:
         iterator = None
+        buffer = self._buffer
+        append = buffer.append
+        capacity = self._capacity
         try:
             iterator = iter(self._make_iterable())
             for item in iterator:
-                with self._lock:
-                    while len(self._buffer) >= self._capacity and not self._stop:
-                        self._room.wait()
-                    # After a stop the item in hand still goes out (the hand-off
-                    # is over capacity by at most this one item), then we quit.
-                    self._buffer.append(item)
-                    wake = self._consumer_waiting
-                    self._consumer_waiting = False
-                    stop = self._stop
-                if wake:
-                    self._token.run_sync_soon(self._lot.unpark_all)
-                if stop:
+                if len(buffer) >= capacity:
+                    self._wait_for_room()
+                # After a stop the item in hand still goes out (the hand-off
+                # is over capacity by at most this one item), then we quit.
+                append(item)
+                if self._attention and self._attend():
                     break
         except BaseException as exc:
             self._error = exc
@@ -87,6 +97,23 @@ class ThreadedSource:
                 self._done = True
             self._token.run_sync_soon(self._on_thread_end)
 
+    def _wait_for_room(self) -> None:
+        with self._lock:
+            self._producer_waiting = True
+            while len(self._buffer) >= self._capacity and not self._stop:
+                self._room.wait()
+            self._producer_waiting = False
+
+    def _attend(self) -> bool:
+        """Wake the parked Trio side if it waits; return whether to stop."""
+        with self._lock:
+            wake = self._consumer_waiting
+            self._consumer_waiting = False
+            stop = self._attention = self._stop
+        if wake:
+            self._token.run_sync_soon(self._lot.unpark_all)
+        return stop
+
     def _on_thread_end(self) -> None:
         self._lot.unpark_all()
         self._finished.set()
@@ -95,6 +122,7 @@ class ThreadedSource:
         """Ask the thread to stop after the item it is producing now."""
         with self._lock:
             self._stop = True
+            self._attention = True
             self._room.notify_all()
 
     async def receive_batch(self) -> list[Any] | None:
@@ -103,18 +131,29 @@ class ThreadedSource:
         Raises:
             BaseException: whatever the iterable raised in the thread.
         """
+        buffer = self._buffer
         while True:
+            queued = len(buffer)
+            if queued:
+                # Only this side pops, so these ``queued`` items are there.
+                batch = list(map(collections.deque.popleft, itertools.repeat(buffer, queued)))
+                if self._producer_waiting:
+                    with self._lock:
+                        self._room.notify_all()
+                return batch
+            if self._done:
+                if buffer:
+                    continue
+                if self._error is not None:
+                    raise self._error
+                return None
             with self._lock:
-                if self._buffer:
-                    batch = self._buffer
-                    self._buffer = []
-                    self._room.notify_all()
-                    return batch
-                if self._done:
-                    if self._error is not None:
-                        raise self._error
-                    return None
                 self._consumer_waiting = True
+                self._attention = True
+            # Re-check after raising the flag: an item appended before the
+            # thread could see it would otherwise wait for the next one.
+            if buffer or self._done:
+                continue
             await self._lot.park()
 
     async def aclose(self) -> None:
