@@ -294,7 +294,7 @@ def check_node_contract(
         bad_inputs: items the node must reject by raising (processors only).
         endless: the node is a source that runs until stopped (a watcher);
             it is then stopped once idle instead of being run to its end.
-        time_limit: virtual seconds each scenario may take.
+        time_limit: virtual seconds each scenario may take (default one hour).
 
     Raises:
         ContractViolation: the node broke a clause; the message says which and how.

@@ -143,7 +143,8 @@ async def run_node_async(
         outputs = CollectingSink(name=f"{node.name}:output", allow_empty=True)
         node > outputs
         letters = None
-        if dead_letters or (dead_letters is None and node._ns_on_error == "dead_letter"):
+        # The node is unlinked here, so on_error reads "dead_letter" only when set explicitly.
+        if dead_letters or (dead_letters is None and node.on_error == "dead_letter"):
             letters = CollectingSink(name=f"{node.name}:dead_letters", allow_empty=True)
             node.dead_letters > letters
         options.setdefault("name", f"run_node({node.name})")

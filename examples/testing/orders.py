@@ -67,9 +67,11 @@ class RunningTotal(NanoNode):
         return order.customer, total
 
 
-def build(source: NanoNode, totals: NanoNode, rejected: NanoNode, **options: object) -> Pipeline:
+def build(
+    source: NanoNode, totals: NanoNode, rejected: NanoNode, rates: RateService = slow_rates
+) -> Pipeline:
     """Wire ``source > ParseOrder > ToEuros > RunningTotal > totals``, bad lines to ``rejected``."""
     parse = ParseOrder(name="parse", on_error="dead_letter")
-    source > parse > ToEuros(name="to_euros", **options) > RunningTotal(name="total") > totals
+    source > parse > ToEuros(rates, name="to_euros") > RunningTotal(name="total") > totals
     parse.dead_letters > rejected
     return Pipeline(source, name="orders")
