@@ -16,7 +16,7 @@ from nanostream_testing import (
     check_node_contract,
 )
 from nanostream_trio import NanoNode
-from nanostream_trio.nodes import Batch, Filter, FlatMap, JSONLinesParser, Map
+from nanostream_trio.nodes import Batch, CSVReader, Filter, FlatMap, JSONLinesParser, Map
 
 
 class Parse(NanoNode):
@@ -125,13 +125,14 @@ class TestWellBehavedNodes:
             (JSONLinesParser, [json.dumps({"a": 1}), "[2]"], ["{not json"]),
             (functools.partial(FlatMap, str.split), ["a b", "c"], [None]),
             (functools.partial(Batch, 2), [1, 2, 3], []),
+            (CSVReader, ["a,b\n1,2\n", "a\n3\n"], []),
         ],
-        ids=["Map", "Filter", "JSONLinesParser", "FlatMap", "Batch"],
+        ids=["Map", "Filter", "JSONLinesParser", "FlatMap", "Batch", "CSVReader"],
     )
     def test_built_in_nodes_keep_the_contract(
         self, factory: Any, inputs: list[Any], bad_inputs: list[Any]
     ) -> None:
-        """The engine's built-in transforms pass every clause."""
+        """The engine's built-in transforms and the CSV composite pass every clause."""
         check_node_contract(factory, inputs, bad_inputs=bad_inputs)
 
     def test_user_nodes_keep_the_contract(self) -> None:

@@ -11,6 +11,7 @@ import trio.testing
 
 from nanostream_testing import NodeResult, Pause, TimeLimitExceeded, run_node, run_node_async
 from nanostream_trio import GraphError, NanoNode, Retry
+from nanostream_trio.nodes import CSVReader
 
 
 class Parse(NanoNode):
@@ -160,6 +161,15 @@ class TestLinks:
             run_node(node, ["x"])
         assert node.upstream == ()
         assert node.downstream == ()
+
+    def test_drives_a_composite_node(self) -> None:
+        """A composite (CSVReader) is linked through its entry and exit, then unlinked again."""
+        reader = CSVReader()
+        first = run_node(reader, ["a,b\n1,2\n3,4\n"])
+        assert first.outputs == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+        assert run_node(reader, ["a\n5\n"]).outputs == [{"a": "5"}]
+        assert reader.upstream == ()
+        assert reader.downstream == ()
 
     def test_refuses_a_linked_node(self) -> None:
         """A node already in a graph is refused with its links named."""
