@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,15 @@ from nanostream_testing import (
     check_node_contract,
 )
 from nanostream_trio import NanoNode
-from nanostream_trio.nodes import Batch, CSVReader, Filter, FlatMap, JSONLinesParser, Map
+from nanostream_trio.nodes import (
+    Batch,
+    CSVReader,
+    Filter,
+    FlatMap,
+    JSONLinesParser,
+    Map,
+    TailFile,
+)
 
 
 class Parse(NanoNode):
@@ -139,6 +148,13 @@ class TestWellBehavedNodes:
         """Plain and async-generator user nodes pass, bad input included."""
         check_node_contract(Parse, ["1", "2"], bad_inputs=["x"])
         check_node_contract(SlowEcho, [1, 2])
+
+    def test_tail_file_keeps_the_contract(self, tmp_path: Path) -> None:
+        """The built-in TailFile source passes, reading to the end and following until stopped."""
+        log = tmp_path / "app.log"
+        log.write_text("one\ntwo\n")
+        check_node_contract(lambda: TailFile(str(log), follow=False))
+        check_node_contract(lambda: TailFile(str(log)), endless=True)
 
     def test_sources_keep_the_contract(self) -> None:
         """A finite FakeSource and an endless source (stopped when idle) pass."""
