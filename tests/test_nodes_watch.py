@@ -150,6 +150,34 @@ class TestSettling:
         assert others == []
 
 
+class TestSettleOnFakeClock:
+    async def test_emitted_settle_seconds_after_the_last_event(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Changes at 0, 0.3 and 0.6 s with settle=0.5 give one emission at exactly 1.1 s."""
+        watched, files = tmp_path / "watched", tmp_path / "files"
+        watched.mkdir()
+        files.mkdir()
+        target = files / "a.csv"
+        write_file(target, "x\n")
+        watchdog = LocalDirectoryWatchdog(directory=watched, settle=0.5)
+        times: list[float] = []
+
+        class Times(NanoNode):
+            def process_item(self, item: Any) -> None:
+                times.append(trio.current_time())
+
+        watchdog > Times()
+        async with running(watchdog):
+            start = trio.current_time()
+            assert watchdog._send is not None
+            for _ in range(3):  # what the observer thread hands over, fed directly
+                await watchdog._send.send((str(target), True))
+                await trio.sleep(0.3)
+            await trio.sleep(5)
+        assert [round(t - start, 9) for t in times] == [1.1]
+
+
 class TestWhatCounts:
     async def test_moved_in_files_count(self, tmp_path: Path) -> None:
         """A file moved in from outside, and a temp file renamed to a match, are emitted."""

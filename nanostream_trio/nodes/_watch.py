@@ -193,6 +193,7 @@ class LocalDirectoryWatchdog(NanoNode):
         self.buffer = buffer
         self._observer: BaseObserver | None = None
         self._receive: trio.MemoryReceiveChannel[tuple[str, bool]] | None = None
+        self._send: trio.MemorySendChannel[tuple[str, bool]] | None = None
         self._pending: dict[str, float] = {}
         self._emitted: dict[str, tuple[int, int, int]] = {}
         self._received = 0
@@ -220,6 +221,7 @@ class LocalDirectoryWatchdog(NanoNode):
             raise NotADirectoryError(msg)
         self._pending = {}
         send, self._receive = trio.open_memory_channel[tuple[str, bool]](self.buffer)
+        self._send = send  # kept for tests that feed changes on the fake clock
         bridge = _Bridge(self, trio.lowlevel.current_trio_token(), send)
         observer = Observer()
         observer.schedule(bridge, self.directory, recursive=self.recursive)
