@@ -191,7 +191,9 @@ class CSVReader(_Staged):
         name: str | None = None,
         **options: Any,
     ) -> None:
-        engine = {k: options.pop(k) for k in ("on_error", "retry", "capacity") if k in options}
+        engine = {
+            k: options.pop(k) for k in ("on_error", "retry", "capacity", "blocking") if k in options
+        }
         fmt: dict[str, Any] = {"dialect": dialect, **options}
         csv.reader([], **fmt)  # bad format options fail here, with csv's own message
         self.fieldnames = fieldnames
