@@ -377,10 +377,13 @@ class NodeRun:
                     results.extend(map(func, items))
                 except Exception as exc:
                     self._fail_in_stage(run, exc, items[len(results)])
+                # None is never emitted (process_item returning None means
+                # "nothing"), not even an input None that passes a filter.
                 if operation == "map":
                     items = [out for out in results if out is not None]
                 else:
-                    items = list(itertools.compress(items, results))
+                    kept = itertools.compress(items, results)
+                    items = [out for out in kept if out is not None]
                 if run is last:
                     break
                 run.outbox.sent += len(items)

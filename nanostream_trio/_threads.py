@@ -76,12 +76,19 @@ class ThreadedSource:
         capacity = self._capacity
         try:
             iterator = iter(self._make_iterable())
+            # Only the Trio side takes items out, so the room seen here can
+            # only grow behind our back: count it down, re-measure at zero.
+            room = 0
             for item in iterator:
-                if len(buffer) >= capacity:
-                    self._wait_for_room()
+                if room <= 0:
+                    room = capacity - len(buffer)
+                    if room <= 0:
+                        self._wait_for_room()
+                        room = capacity - len(buffer)
                 # After a stop the item in hand still goes out (the hand-off
                 # is over capacity by at most this one item), then we quit.
                 append(item)
+                room -= 1
                 if self._attention and self._attend():
                     break
         except BaseException as exc:
