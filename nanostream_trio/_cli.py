@@ -1,11 +1,696 @@
-"""The ``nanostream`` command line."""
+"""The ``nanostream`` command line (also ``python -m nanostream_trio``).
+
+Sub-commands:
+
+* ``run FILE``: run a pipeline file until it ends; the first Ctrl-C (SIGINT
+  or SIGTERM) stops it gracefully, a second cancels it.
+* ``check FILE``: load and check a pipeline file without running it.
+* ``graph FILE``: print the pipeline's graph as Mermaid or Graphviz DOT.
+* ``nodes``: list the registered node types.
+* ``demo``: watch a temporary directory, drop CSV files into it, print rows.
+
+Unlike the library, the command is an application, so it configures
+structlog for its own process: events go to stderr, pretty on a terminal and
+JSON lines otherwise. On a terminal, ``run`` also keeps a live per-node table
+under the events. Exit status: 0 success, 1 pipeline failure, 2 bad usage or
+configuration, 130 cancelled by a second Ctrl-C (or interrupted while loading).
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import csv
+import inspect
+import logging
+import os
+import signal
 import sys
+import tempfile
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+import trio
+
+from ._composite import _CompositeNode
+from ._config import (
+    ConfigFileError,
+    PipelineFile,
+    class_parameters,
+    import_module,
+    read_pipeline,
+)
+from ._node import NanoNode, registered_nodes
+from ._pipeline import Pipeline
+from ._stats import NodeStatistics, PipelineStatistics
+
+__all__ = ["main", "render_table"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 130
+
+#: Seconds between redraws of the live table.
+TABLE_REFRESH = 0.5
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``nanostream`` command."""
-    print("nanostream: the command line is not built yet", file=sys.stderr)
-    return 2
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nanostream`` command.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        for module in args.module:
+            try:
+                import_module(module, Path.cwd())
+            except Exception as exc:
+                _error(f"cannot import module {module!r}: {type(exc).__name__}: {exc}")
+                return EXIT_USAGE
+        handler: Any = args.handler
+        status: int = handler(args)
+        return status
+    except ConfigFileError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_CANCELLED
+
+
+def _error(message: str) -> None:
+    print(f"nanostream: error: {message}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-m",
+        "--module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (a dotted name or a .py file) so its node classes are registered; "
+        "may be repeated",
+    )
+    logging_options = argparse.ArgumentParser(add_help=False)
+    logging_options.add_argument(
+        "--log-format",
+        choices=("auto", "pretty", "json"),
+        default="auto",
+        help="events on stderr: pretty on a terminal and JSON lines otherwise (auto, default)",
+    )
+    logging_options.add_argument(
+        "--log-level", choices=tuple(_LEVELS), default="info", help="lowest event level shown"
+    )
+    parser = argparse.ArgumentParser(
+        prog="nanostream",
+        description="Run, check and draw nanostream-trio pipelines described in YAML.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        parents=[common, logging_options],
+        help="run a pipeline file",
+        description="Run a pipeline file. The first Ctrl-C stops it gracefully "
+        "(items already read are finished), a second cancels it.",
+    )
+    run.add_argument("file", help="the pipeline YAML file")
+    run.add_argument(
+        "--table",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="the live per-node table on stderr (auto: on a terminal)",
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    check = commands.add_parser(
+        "check", parents=[common], help="check a pipeline file without running it"
+    )
+    check.add_argument("file", help="the pipeline YAML file")
+    check.set_defaults(handler=_cmd_check)
+
+    graph = commands.add_parser(
+        "graph", parents=[common], help="print a pipeline file's graph (Mermaid or DOT)"
+    )
+    graph.add_argument("file", help="the pipeline YAML file")
+    graph.add_argument(
+        "--format", choices=("mermaid", "dot"), default="mermaid", help="output format"
+    )
+    graph.set_defaults(handler=_cmd_graph)
+
+    nodes = commands.add_parser(
+        "nodes", parents=[common], help="list the available node types and their arguments"
+    )
+    nodes.set_defaults(handler=_cmd_nodes)
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[logging_options],
+        help="watch a temporary directory, drop CSV files into it, print their rows",
+        description="The seed's headline pipeline, LocalDirectoryWatchdog > LocalFileReader "
+        "> CSVReader > PrinterOfThings, on a temporary directory the demo fills itself.",
+    )
+    demo.add_argument("--files", type=_positive, default=3, help="CSV files to drop (3)")
+    demo.add_argument("--rows", type=_positive, default=3, help="rows per file (3)")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep watching after the demo files (drop your own; Ctrl-C to stop)",
+    )
+    demo.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the rows (30)"
+    )
+    demo.set_defaults(handler=_cmd_demo, module=[])
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"expected a whole number, at least 1; got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# -- logging ------------------------------------------------------------------------
+
+
+class _Output:
+    """Where event lines go: stderr, or through the live table when there is one."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.table: LiveTable | None = None
+
+    def write(self, line: str) -> None:
+        if self.table is not None:
+            self.table.write_above(line)
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+class _OutputLogger:
+    """A structlog logger that hands rendered lines to an :class:`_Output`."""
+
+    def __init__(self, output: _Output) -> None:
+        self._output = output
+
+    def msg(self, message: str) -> None:
+        self._output.write(message)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _configure_logging(output: _Output, log_format: str, level: str) -> None:
+    if log_format == "auto":
+        log_format = "pretty" if _isatty(output.stream) else "json"
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if log_format == "json":
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=_isatty(output.stream)))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=lambda *args: _OutputLogger(output),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# -- the live table ----------------------------------------------------------------------
+
+_HEADERS = ("node", "status", "received", "sent", "queued", "rate/s", "errors")
+
+
+def _bottleneck(stats: PipelineStatistics) -> str | None:
+    """The node whose inbox is fullest (relative to capacity): what the rest waits for."""
+    best: tuple[float, int, str] | None = None
+    for name, node in stats.items():
+        if node.inbox_capacity and node.inbox_queued and node.status == "running":
+            key = (node.inbox_queued / node.inbox_capacity, node.inbox_queued, name)
+            if best is None or key[:2] > best[:2]:
+                best = key
+    return best[2] if best is not None else None
+
+
+def render_table(stats: PipelineStatistics, *, color: bool = False) -> list[str]:
+    """The per-node table ``nanostream run`` shows on a terminal, as lines.
+
+    Columns: received (``items_in``), sent (``items_out``), queued (inbox
+    items / capacity), rate (items per second), status, and errors (items
+    skipped or dead-lettered). The bottleneck, the running node with the
+    fullest inbox, is marked (and shown in reverse video with ``color``).
+    """
+    bottleneck = _bottleneck(stats)
+    rows: list[tuple[str, ...]] = [_HEADERS]
+    for name, node in stats.items():
+        rows.append(_row(name, node))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS))]
+    lines = [f"pipeline {stats.name!r}: {stats.status}, {stats.elapsed:.1f} s"]
+    for index, row in enumerate(rows):
+        cells = [
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        line = "  ".join(cells)
+        if index > 0 and row[0] == bottleneck:
+            line += "  <- bottleneck"
+            if color:
+                line = f"\x1b[7m{line}\x1b[0m"
+        lines.append(line)
+    return lines
+
+
+def _row(name: str, node: NodeStatistics) -> tuple[str, ...]:
+    queued = f"{node.inbox_queued}/{node.inbox_capacity}" if node.inbox_capacity else "-"
+    received = "-" if node.role == "source" else str(node.items_in)
+    return (
+        name,
+        node.status,
+        received,
+        str(node.items_out),
+        queued,
+        f"{node.rate:.1f}",
+        str(node.skipped + node.dead_lettered),
+    )
+
+
+class LiveTable:
+    """Keeps the table at the bottom of a terminal, with event lines scrolling above it."""
+
+    def __init__(self, stream: TextIO, pipeline: Pipeline, *, color: bool) -> None:
+        self._stream = stream
+        self._pipeline = pipeline
+        self._color = color
+        self._drawn = 0
+
+    def write_above(self, line: str) -> None:
+        self._erase()
+        self._stream.write(line + "\n")
+        self._draw()
+
+    def refresh(self) -> None:
+        self._erase()
+        self._draw()
+
+    def _erase(self) -> None:
+        if self._drawn:
+            # Cursor to the start of the table's first line, then clear below.
+            self._stream.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        lines = render_table(self._pipeline.statistics(), color=self._color)
+        self._stream.write("\n".join(lines) + "\n")
+        self._stream.flush()
+        self._drawn = len(lines)
+
+
+# -- run ------------------------------------------------------------------------------
+
+
+class _Ready:
+    """A ``task_status`` for :meth:`Pipeline.run` that announces readiness as an event."""
+
+    def __init__(self, pipeline: Pipeline, log: Any) -> None:
+        self._pipeline = pipeline
+        self._log = log
+
+    def started(self, value: None = None) -> None:
+        self._log.info("pipeline_ready", nodes=[node.name for node in self._pipeline.nodes])
+
+
+async def _watch_signals(signals: Any, pipeline: Pipeline, log: Any) -> None:
+    received = 0
+    async for signum in signals:
+        received += 1
+        action = "stop" if received == 1 else "cancel"
+        log.warning("signal_received", signal=signal.Signals(signum).name, action=action)
+        if received == 1:
+            pipeline.stop()
+        else:
+            pipeline.cancel()
+
+
+async def _refresh_table(table: LiveTable) -> None:
+    while True:
+        table.refresh()
+        await trio.sleep(TABLE_REFRESH)
+
+
+async def _supervise(pipeline: Pipeline, log: Any, table: LiveTable | None) -> PipelineStatistics:
+    """Run ``pipeline`` with signal handling (and the table's redraws)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, signals, pipeline, log)
+            if table is not None:
+                nursery.start_soon(_refresh_table, table)
+            try:
+                return await pipeline.run(task_status=_Ready(pipeline, log))
+            finally:
+                nursery.cancel_scope.cancel(reason="pipeline ended")
+
+
+def _single(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _run_to_status(pipeline: Pipeline, output: _Output, table: LiveTable | None) -> int:
+    log = structlog.get_logger("nanostream_trio.cli").bind(pipeline=pipeline.name)
+    output.table = table
+    try:
+        summary = trio.run(_supervise, pipeline, log, table)
+    except BaseException as raised:
+        exc = _single(raised)
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc from None
+        if not isinstance(exc, Exception):
+            raise
+        _finish_table(output)
+        lines = traceback.format_exception_only(exc)
+        print(
+            f"nanostream: pipeline {pipeline.name!r} failed: {''.join(lines).rstrip()}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    _finish_table(output)
+    if summary.status == "cancelled":
+        return EXIT_CANCELLED
+    return EXIT_OK if summary.status == "finished" else EXIT_FAILED
+
+
+def _finish_table(output: _Output) -> None:
+    table = output.table
+    if table is not None:
+        table.refresh()  # the final counts stay on screen
+        output.table = None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    output = _Output(sys.stderr)
+    _configure_logging(output, args.log_format, args.log_level)
+    loaded = read_pipeline(args.file)
+    show_table = args.table == "always" or (args.table == "auto" and _isatty(sys.stderr))
+    table = (
+        LiveTable(sys.stderr, loaded.pipeline, color=_isatty(sys.stderr)) if show_table else None
+    )
+    return _run_to_status(loaded.pipeline, output, table)
+
+
+# -- check, graph, nodes ---------------------------------------------------------------
+
+
+def _links(pipeline: Pipeline) -> list[tuple[NanoNode, NanoNode, str]]:
+    links: list[tuple[NanoNode, NanoNode, str]] = []
+    for node in pipeline.nodes:
+        links.extend((node, target, "main") for target in node.downstream)
+        links.extend((node, target, "dead_letters") for target in node.dead_letters.downstream)
+    return links
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    loaded = read_pipeline(args.file)
+    pipeline = loaded.pipeline
+    sources = [node.name for node in pipeline.nodes if node.is_source]
+    print(
+        f"{args.file}: ok: pipeline {pipeline.name!r} with {len(pipeline.nodes)} nodes, "
+        f"{len(_links(pipeline))} links, sources: {', '.join(sources) or 'none'}"
+    )
+    return EXIT_OK
+
+
+def _groups(loaded: PipelineFile) -> Iterator[tuple[str, list[NanoNode]]]:
+    """Composite nodes of the file and the real nodes each stands for."""
+
+    def leaves(node: NanoNode) -> list[NanoNode]:
+        if isinstance(node, _CompositeNode):
+            return [leaf for inner in node.inner_nodes.values() for leaf in leaves(inner)]
+        return [node]
+
+    for name, node in loaded.nodes.items():
+        if isinstance(node, _CompositeNode):
+            yield f"{name} ({type(node).__name__})", leaves(node)
+
+
+def render_mermaid(loaded: PipelineFile) -> str:
+    """The pipeline's graph as a Mermaid flowchart."""
+    pipeline = loaded.pipeline
+    ids = {id(node): f"n{index}" for index, node in enumerate(pipeline.nodes)}
+
+    def label(text: str) -> str:
+        return text.replace('"', "#quot;")
+
+    lines = ["flowchart LR"]
+    grouped: set[int] = set()
+    for index, (title, members) in enumerate(_groups(loaded)):
+        lines.append(f'    subgraph g{index}["{label(title)}"]')
+        for node in members:
+            grouped.add(id(node))
+            lines.append(f'        {ids[id(node)]}["{label(node.name)}<br/>{type(node).__name__}"]')
+        lines.append("    end")
+    for node in pipeline.nodes:
+        if id(node) not in grouped:
+            lines.append(f'    {ids[id(node)]}["{label(node.name)}<br/>{type(node).__name__}"]')
+    for upstream, downstream, port in _links(pipeline):
+        arrow = "-->" if port == "main" else "-.->|dead_letters|"
+        lines.append(f"    {ids[id(upstream)]} {arrow} {ids[id(downstream)]}")
+    return "\n".join(lines) + "\n"
+
+
+def render_dot(loaded: PipelineFile) -> str:
+    """The pipeline's graph in Graphviz DOT."""
+    pipeline = loaded.pipeline
+
+    def quote(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"digraph {quote(pipeline.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
+    grouped: set[int] = set()
+    for index, (title, members) in enumerate(_groups(loaded)):
+        lines.append(f"    subgraph cluster_{index} {{")
+        lines.append(f"        label={quote(title)};")
+        for node in members:
+            grouped.add(id(node))
+            lines.append(f"        {quote(node.name)} [label={quote(_dot_label(node))}];")
+        lines.append("    }")
+    for node in pipeline.nodes:
+        if id(node) not in grouped:
+            lines.append(f"    {quote(node.name)} [label={quote(_dot_label(node))}];")
+    for upstream, downstream, port in _links(pipeline):
+        style = "" if port == "main" else ' [style=dashed, label="dead_letters"]'
+        lines.append(f"    {quote(upstream.name)} -> {quote(downstream.name)}{style};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_label(node: NanoNode) -> str:
+    return f"{node.name}\n{type(node).__name__}"
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    loaded = read_pipeline(args.file)
+    render = render_mermaid if args.format == "mermaid" else render_dot
+    sys.stdout.write(render(loaded))
+    return EXIT_OK
+
+
+def _kind(cls: type[NanoNode]) -> str:
+    if issubclass(cls, _CompositeNode):
+        return "composite"
+    if cls._ns_kind == "abstract":
+        return "composite" if getattr(cls, "_ns_allow_abstract", False) else "abstract"
+    return cls._ns_kind
+
+
+def describe_node_types() -> list[str]:
+    """``nanostream nodes``: one entry per registered, usable node class."""
+    with contextlib.suppress(ImportError):
+        from . import nodes  # noqa: F401 - registers the built-in nodes
+
+    lines: list[str] = []
+    for name in sorted(registered_nodes(), key=str.lower):
+        classes = registered_nodes()[name]
+        latest = {(c.__module__, c.__qualname__): c for c in classes}
+        for cls in latest.values():
+            kind = _kind(cls)
+            if kind == "abstract" or cls.__module__.startswith("nanostream_trio._"):
+                continue
+            if kind == "composite" and "__init__" not in vars(cls):
+                continue  # a composite base class, not a node type of its own
+            qualified = f"{cls.__module__}:{cls.__qualname__}" if len(latest) > 1 else name
+            lines.append(f"{qualified}  [{kind}]  ({cls.__module__})")
+            doc = inspect.getdoc(cls)
+            if doc:
+                lines.append(f"    {doc.splitlines()[0]}")
+            params, open_ended = class_parameters(cls)
+            shown = [
+                p.name if p.required else f"{p.name}={p.default!r}"
+                for p in params
+                if p.name != "name" and p.name not in ("on_error", "retry", "capacity", "blocking")
+            ]
+            if open_ended:
+                shown.append("**kwargs")
+            lines.append(f"    arguments: {', '.join(shown) if shown else 'none'}")
+    return lines
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    print("\n".join(describe_node_types()))
+    return EXIT_OK
+
+
+# -- demo -------------------------------------------------------------------------------
+
+_DEMO_FRUIT = ("apple", "banana", "cherry", "damson", "elderberry", "fig", "grape", "kiwi")
+
+
+def _demo_printer(printer_class: type[NanoNode], expected: int) -> Any:
+    """A PrinterOfThings that also sets ``all_printed`` once ``expected`` rows went by."""
+
+    class _DemoPrinter(printer_class):  # type: ignore[valid-type,misc]
+        def __init__(self) -> None:
+            super().__init__(prepend="row: ", stream=sys.stdout, name="PrinterOfThings")
+            self.all_printed = trio.Event()
+            self.printed = 0
+
+        def process_item(self, item: Any) -> Any:
+            result = super().process_item(item)
+            self.printed += 1
+            if self.printed >= expected:
+                self.all_printed.set()
+            return result
+
+    return _DemoPrinter()
+
+
+def _write_csv(directory: Path, staging: Path, index: int, rows: int) -> None:
+    """Write one CSV file into ``staging`` and move it into ``directory`` in one step."""
+    name = f"fruit-{index + 1}.csv"
+    staged = staging / name
+    with staged.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["file", "row", "fruit", "quantity"])
+        for row in range(rows):
+            fruit = _DEMO_FRUIT[(index * rows + row) % len(_DEMO_FRUIT)]
+            writer.writerow([name, row + 1, fruit, (index + 1) * (row + 2)])
+    # A rename is atomic: the watcher never sees a half-written file.
+    os.replace(staged, directory / name)
+
+
+async def _demo(args: argparse.Namespace, log: Any) -> tuple[PipelineStatistics, int]:
+    from .nodes import CSVReader, LocalDirectoryWatchdog, LocalFileReader, PrinterOfThings
+
+    with tempfile.TemporaryDirectory(prefix="nanostream-demo-") as temp:
+        directory = Path(temp) / "data_directory"
+        staging = Path(temp) / "staging"
+        directory.mkdir()
+        staging.mkdir()
+        watchdog = LocalDirectoryWatchdog(directory=str(directory), pattern="*.csv", settle=0.2)
+        file_reader = LocalFileReader(serialize=False)
+        csv_reader = CSVReader()
+        printer = _demo_printer(PrinterOfThings, args.files * args.rows)
+        watchdog > file_reader > csv_reader > printer
+        pipeline = Pipeline(watchdog, name="demo", stats_interval=None)
+        summary: list[PipelineStatistics] = []
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def run_pipeline(task_status: trio.TaskStatus[None]) -> None:
+                    summary.append(await pipeline.run(task_status=task_status))
+                    nursery.cancel_scope.cancel(reason="demo pipeline ended")
+
+                nursery.start_soon(_watch_signals, signals, pipeline, log)
+                await nursery.start(run_pipeline)
+                log.info("pipeline_ready", nodes=[node.name for node in pipeline.nodes])
+                await _feed_demo(args, pipeline, directory, staging, printer, log)
+        return summary[0], summary[0][printer.name].items_in
+
+
+async def _feed_demo(
+    args: argparse.Namespace,
+    pipeline: Pipeline,
+    directory: Path,
+    staging: Path,
+    printer: Any,
+    log: Any,
+) -> None:
+    """Drop the demo's files, wait for their rows, then stop (unless told to keep running)."""
+    print(f"nanostream demo: watching {directory}", flush=True)
+    for index in range(args.files):
+        print(f"nanostream demo: dropping fruit-{index + 1}.csv", flush=True)
+        _write_csv(directory, staging, index, args.rows)
+    expected = args.files * args.rows
+    with trio.move_on_after(args.timeout):
+        await printer.all_printed.wait()
+    received = pipeline.statistics()[printer.name].items_in
+    if received < expected:
+        log.warning("demo_rows_missing", expected=expected, received=received)
+    if args.keep_running and pipeline.status == "running":
+        print(f"nanostream demo: drop more CSV files into {directory}; Ctrl-C to stop", flush=True)
+    else:
+        pipeline.stop()
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    output = _Output(sys.stderr)
+    _configure_logging(output, args.log_format, args.log_level)
+    log = structlog.get_logger("nanostream_trio.cli").bind(pipeline="demo")
+    try:
+        summary, rows = trio.run(_demo, args, log)
+    except BaseException as raised:
+        exc = _single(raised)
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc from None
+        if not isinstance(exc, Exception):
+            raise
+        message = "".join(traceback.format_exception_only(exc)).rstrip()
+        print(f"nanostream: demo failed: {message}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"nanostream demo: {summary.status}: {rows} rows from {args.files} files "
+        f"in {summary.elapsed:.1f} s",
+        flush=True,
+    )
+    if summary.status == "cancelled":
+        return EXIT_CANCELLED
+    expected = args.files * args.rows
+    if summary.status != "finished" or (rows < expected and not args.keep_running):
+        return EXIT_FAILED
+    return EXIT_OK

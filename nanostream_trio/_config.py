@@ -58,9 +58,12 @@ __all__ = [
     "ConfigFileError",
     "Document",
     "KeyPath",
+    "PipelineFile",
     "load_pipeline",
     "load_pipeline_text",
     "parse_yaml",
+    "read_pipeline",
+    "read_pipeline_text",
     "resolve_class",
 ]
 
@@ -560,7 +563,12 @@ def class_parameters(cls: type[NanoNode]) -> tuple[list[Parameter], bool]:
         if index == 0 and param.name == "self":
             continue
         if param.kind is inspect.Parameter.VAR_KEYWORD:
-            open_ended = True
+            # ``**engine: Unpack[EngineOptions]`` passes on the engine options
+            # only; a bare ``**kwargs`` accepts anything.
+            annotation = param.annotation
+            text = annotation if isinstance(annotation, str) else repr(annotation)
+            if "Unpack[" not in text:
+                open_ended = True
             continue
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
@@ -587,6 +595,14 @@ def check_arguments(
     given = list(given)
     if not open_ended:
         for key in given:
+            if key in ENGINE_OPTIONS:
+                document.fail(
+                    (*path, key),
+                    f"{key!r} is an engine option, not an argument of {cls.__name__}; "
+                    f"give it as a key of the node itself, next to 'class'",
+                    at_key=True,
+                    node=node,
+                )
             if key not in names:
                 accepted = ", ".join(names) if names else "none"
                 document.fail(
@@ -748,10 +764,7 @@ def load_pipeline(
         pipeline = load_pipeline("examples/yaml/pipeline.yaml")
         trio.run(pipeline.run)
     """
-    text, file = read_text(path, "pipeline")
-    return load_pipeline_text(
-        text, source=str(path), base_dir=file.parent, env=env, modules=modules
-    )
+    return read_pipeline(path, env=env, modules=modules).pipeline
 
 
 def load_pipeline_text(
@@ -775,6 +788,41 @@ def load_pipeline_text(
     Raises:
         ConfigFileError: anything wrong in the text.
     """
+    return read_pipeline_text(
+        text, source=source, base_dir=base_dir, env=env, modules=modules
+    ).pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineFile:
+    """A loaded pipeline file: the pipeline and its top-level nodes by name."""
+
+    pipeline: Pipeline
+    nodes: dict[str, NanoNode]
+
+
+def read_pipeline(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    modules: Sequence[str] = (),
+) -> PipelineFile:
+    """:func:`load_pipeline`, also returning the file's own nodes (for graphs)."""
+    text, file = read_text(path, "pipeline")
+    return read_pipeline_text(
+        text, source=str(path), base_dir=file.parent, env=env, modules=modules
+    )
+
+
+def read_pipeline_text(
+    text: str,
+    *,
+    source: str = "<string>",
+    base_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    modules: Sequence[str] = (),
+) -> PipelineFile:
+    """:func:`load_pipeline_text`, also returning the file's own nodes."""
     document = parse_yaml(
         text,
         file=source,
@@ -790,7 +838,7 @@ def load_pipeline_text(
     return _build_pipeline(document)
 
 
-def _build_pipeline(document: Document) -> Pipeline:
+def _build_pipeline(document: Document) -> PipelineFile:
     from ._composite import load_composite_from
 
     root = document.data
@@ -817,7 +865,7 @@ def _build_pipeline(document: Document) -> Pipeline:
     nodes = _build_nodes(document, spec.get("nodes"))
     _link_nodes(document, spec, nodes)
     try:
-        return Pipeline(*(node for node, _ in nodes.values()), name=name, **settings)
+        pipeline = Pipeline(*(node for node, _ in nodes.values()), name=name, **settings)
     except NanostreamError as exc:
         blamed = getattr(exc, "node", None) or getattr(exc, "downstream", None)
         blamed = blamed or getattr(exc, "upstream", None)
@@ -826,6 +874,7 @@ def _build_pipeline(document: Document) -> Pipeline:
             if blamed in (node.name, repr(node.name)) or _inner_name_of(node, blamed):
                 path = node_path
         document.fail(path, str(exc))
+    return PipelineFile(pipeline, {name: node for name, (node, _) in nodes.items()})
 
 
 def _inner_name_of(node: NanoNode, name: Any) -> bool:
@@ -958,6 +1007,6 @@ def _link(
 ) -> None:
     source: NanoNode | Port = upstream.dead_letters if port == "dead_letters" else upstream
     try:
-        source > downstream  # noqa: B015 - the comparison is the link
+        source > downstream
     except NanostreamError as exc:
         document.fail(path, str(exc))
