@@ -23,15 +23,25 @@ from ._policy import Retry as Retry
 from ._stats import NodeStatistics as NodeStatistics
 from ._stats import PipelineStatistics as PipelineStatistics
 
+# The seed README's built-in nodes, importable from the top level as in the
+# original; they live in (and report) the public topic module nanostream_trio.nodes.
+from .nodes import CSVReader as CSVReader
+from .nodes import LocalDirectoryWatchdog as LocalDirectoryWatchdog
+from .nodes import LocalFileReader as LocalFileReader
+from .nodes import PrinterOfThings as PrinterOfThings
+
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "DEFAULT_CAPACITY",
+    "CSVReader",
     "ConfigError",
     "DeadLetter",
     "DeadLetterPort",
     "GraphError",
     "LinkError",
+    "LocalDirectoryWatchdog",
+    "LocalFileReader",
     "NanoNode",
     "NanostreamError",
     "NodeDefinitionError",
@@ -39,26 +49,11 @@ __all__ = [
     "Pipeline",
     "PipelineStateError",
     "PipelineStatistics",
+    "PrinterOfThings",
     "Retry",
     "registered_nodes",
     "resolve_node_class",
 ]
-
-# The seed README's built-in nodes, importable from the top level as in the
-# original; they live in nanostream_trio.nodes (imported on first use, since
-# that module pulls in watchdog).
-_SEED_NODES = frozenset(
-    {"CSVReader", "LocalDirectoryWatchdog", "LocalFileReader", "PrinterOfThings"}
-)
-
-
-def __getattr__(name: str) -> object:
-    if name in _SEED_NODES:
-        from . import nodes
-
-        return getattr(nodes, name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
 
 
 def _fix_module_names() -> None:

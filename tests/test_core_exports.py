@@ -34,13 +34,22 @@ class TestExports:
         for name in nanostream_trio.__all__:
             obj = getattr(nanostream_trio, name)
             if isinstance(obj, type):
-                assert obj.__module__ == "nanostream_trio", name
+                # The seed's built-in nodes are re-exported from their topic module.
+                assert obj.__module__ in {"nanostream_trio", "nanostream_trio.nodes"}, name
 
     def test_testing_package_not_imported(self) -> None:
         """Importing nanostream_trio does not import nanostream_testing."""
         code = "import sys, nanostream_trio; print('nanostream_testing' in sys.modules)"
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert result.stdout.strip() == "False", result.stderr
+
+
+    def test_seed_nodes_at_top_level(self) -> None:
+        """The seed README's built-in node names import from nanostream_trio itself."""
+        from nanostream_trio import nodes
+
+        for name in ("LocalDirectoryWatchdog", "LocalFileReader", "CSVReader", "PrinterOfThings"):
+            assert getattr(nanostream_trio, name) is getattr(nodes, name)
 
 
 class TestQuickstart:
