@@ -148,6 +148,11 @@ class NodeRun:
                 self.ended_at = trio.current_time()
                 self.outbox.close()
                 self.dead_letter_outbox.close()
+        if self.status == "failed":
+            # Fused into an upstream node's loop, it failed there (that task
+            # raised and reported it); the end of stream that followed is not
+            # a normal finish.
+            return
         self.status = "finished"
         self.log.info(
             "node_finished",
