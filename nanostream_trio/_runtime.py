@@ -148,7 +148,8 @@ class NodeRun:
                 self.ended_at = trio.current_time()
                 self.outbox.close()
                 self.dead_letter_outbox.close()
-        if self.status == "failed":
+        status: str = self.status  # (set by another task meanwhile: no narrowing)
+        if status == "failed":
             # Fused into an upstream node's loop, it failed there (that task
             # raised and reported it); the end of stream that followed is not
             # a normal finish.
