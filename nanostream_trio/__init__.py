@@ -6,6 +6,12 @@ them with ``trio.run(Pipeline(node).run)`` or ``node.global_start()``.
 
 from __future__ import annotations
 
+from ._composite import class_factory as class_factory
+from ._composite import load_composite as load_composite
+from ._composite import load_composite_text as load_composite_text
+from ._config import ConfigFileError as ConfigFileError
+from ._config import load_pipeline as load_pipeline
+from ._config import load_pipeline_text as load_pipeline_text
 from ._edges import DEFAULT_CAPACITY as DEFAULT_CAPACITY
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import GraphError as GraphError
@@ -36,6 +42,7 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "CSVReader",
     "ConfigError",
+    "ConfigFileError",
     "DeadLetter",
     "DeadLetterPort",
     "GraphError",
@@ -51,6 +58,11 @@ __all__ = [
     "PipelineStatistics",
     "PrinterOfThings",
     "Retry",
+    "class_factory",
+    "load_composite",
+    "load_composite_text",
+    "load_pipeline",
+    "load_pipeline_text",
     "registered_nodes",
     "resolve_node_class",
 ]

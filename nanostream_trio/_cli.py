@@ -508,11 +508,11 @@ def render_dot(loaded: PipelineFile) -> str:
         lines.append(f"        label={quote(title)};")
         for node in members:
             grouped.add(id(node))
-            lines.append(f"        {quote(node.name)} [label={quote(_dot_label(node))}];")
+            lines.append(f"        {quote(node.name)} [label={_dot_label(node, quote)}];")
         lines.append("    }")
     for node in pipeline.nodes:
         if id(node) not in grouped:
-            lines.append(f"    {quote(node.name)} [label={quote(_dot_label(node))}];")
+            lines.append(f"    {quote(node.name)} [label={_dot_label(node, quote)}];")
     for upstream, downstream, port in _links(pipeline):
         style = "" if port == "main" else ' [style=dashed, label="dead_letters"]'
         lines.append(f"    {quote(upstream.name)} -> {quote(downstream.name)}{style};")
@@ -520,8 +520,9 @@ def render_dot(loaded: PipelineFile) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dot_label(node: NanoNode) -> str:
-    return f"{node.name}\n{type(node).__name__}"
+def _dot_label(node: NanoNode, quote: Any) -> str:
+    # Two quoted parts joined by DOT's own line-break escape.
+    return f"{quote(node.name)[:-1]}\\n{quote(type(node).__name__)[1:]}"
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:

@@ -139,6 +139,8 @@ class Document:
         values: key path -> (line, column) of each value, 1-based.
         keys: key path -> (line, column) of each mapping key, 1-based.
         base_dir: the directory relative paths in the document start from.
+        modules: names of the modules the document imported (``modules:``);
+            a bare class name several modules define resolves to theirs.
     """
 
     data: Any
@@ -146,6 +148,7 @@ class Document:
     values: dict[KeyPath, tuple[int, int]] = dataclasses.field(default_factory=dict)
     keys: dict[KeyPath, tuple[int, int]] = dataclasses.field(default_factory=dict)
     base_dir: Path | None = None
+    modules: list[str] = dataclasses.field(default_factory=list)
 
     def position(self, path: KeyPath, *, at_key: bool = False) -> tuple[int, int] | None:
         """The position of ``path`` or of its nearest known ancestor."""
@@ -498,7 +501,9 @@ def resolve_class(name: Any, document: Document, path: KeyPath) -> type[NanoNode
     """The registered NanoNode subclass that ``name`` (``Class`` or ``module:Class``) means.
 
     Classes defined again under the same module and name (a composite loaded
-    twice) count once: the latest definition wins.
+    twice) count once: the latest definition wins. A bare name that several
+    modules define resolves to the one in the document's own ``modules:``, if
+    exactly one of them is there.
 
     Raises:
         ConfigFileError: not a string, no such node type (with the near name
@@ -538,6 +543,10 @@ def resolve_class(name: Any, document: Document, path: KeyPath) -> type[NanoNode
                 "defines it with 'modules:' (or --module)"
             )
         document.fail(path, f"unknown node type {name!r}{hint}")
+    # A name the document's own modules define means theirs.
+    own = [c for c in candidates if c.__module__ in document.modules]
+    if len(own) == 1:
+        return own[0]
     options = ", ".join(sorted(f"{c.__module__}:{c.__qualname__}" for c in candidates))
     document.fail(path, f"node type {name!r} is ambiguous; use one of: {options}")
 
@@ -712,9 +721,10 @@ def import_modules(document: Document, path: KeyPath, value: Any) -> None:
     for index, spec in enumerate(document.sequence(path, value, "module names")):
         name = document.string((*path, index), spec, "a module name or a .py file path")
         try:
-            import_module(name, document.base_dir)
+            module = import_module(name, document.base_dir)
         except Exception as exc:
             document.fail((*path, index), f"cannot import module {name!r}: {_exc_text(exc)}")
+        document.modules.append(module.__name__)
 
 
 def _exc_text(exc: BaseException) -> str:
@@ -831,10 +841,11 @@ def read_pipeline_text(
     )
     for name in modules:
         try:
-            import_module(name, Path.cwd())
+            module = import_module(name, Path.cwd())
         except Exception as exc:
             msg = f"cannot import module {name!r}: {_exc_text(exc)}"
             raise ConfigFileError(msg, file=source) from exc
+        document.modules.append(module.__name__)
     return _build_pipeline(document)
 
 
