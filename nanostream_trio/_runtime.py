@@ -146,8 +146,12 @@ class NodeRun:
                     await _maybe_await(node.teardown())
             finally:
                 self.ended_at = trio.current_time()
-                self.outbox.close()
-                self.dead_letter_outbox.close()
+                # Only a node that ended normally sends the end of stream: after a
+                # failure or a cancel the whole nursery is being cancelled, and a
+                # downstream node must not mistake that for a clean finish.
+                if self.status == "running":
+                    self.outbox.close()
+                    self.dead_letter_outbox.close()
         status: str = self.status  # (set by another task meanwhile: no narrowing)
         if status == "failed":
             # Fused into an upstream node's loop, it failed there (that task

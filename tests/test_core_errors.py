@@ -328,3 +328,27 @@ class TestEvents:
         assert after.status == "finished"
         with pytest.raises(AttributeError):
             after.status = "x"  # type: ignore[misc]
+
+
+class TestFailureStatus:
+    async def test_downstream_of_failure_is_cancelled_not_finished(self) -> None:
+        """Nodes after a failed node end as cancelled, without node_finished or a clean teardown."""
+        torn_down: list[bool] = []
+
+        class Sink(NanoNode):
+            def process_item(self, item: Any) -> None: ...
+
+            def teardown(self) -> None:
+                torn_down.append(True)
+
+        src, sink = Items(["x"]), Sink(name="sink")
+        src > Invert(name="invert") > sink
+        pipeline = Pipeline(src)
+        with capture_logs() as events, pytest.raises(TypeError):
+            await pipeline.run()
+        stats = pipeline.statistics()
+        assert stats["invert"].status == "failed"
+        assert stats["sink"].status == "cancelled"
+        finished = [e["node"] for e in events if e["event"] == "node_finished"]
+        assert "sink" not in finished
+        assert torn_down == [True]  # teardown still runs, as it does however a node ends
