@@ -52,7 +52,7 @@ import yaml
 from ._exceptions import ConfigError, NanostreamError
 from ._node import NanoNode, Port, registered_nodes
 from ._pipeline import Pipeline
-from ._policy import POLICIES, Retry
+from ._policy import POLICIES, Retry, short_repr
 
 __all__ = [
     "ConfigFileError",
@@ -235,7 +235,8 @@ def describe(value: Any) -> str:
     """A short description of a value for an error message: type and repr."""
     if value is None:
         return "nothing (null)"
-    text = repr(value)
+    # reprlib bounds the work too: an aliased YAML structure can be huge once expanded.
+    text = short_repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"
@@ -402,7 +403,7 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> ConfigFile
         mark = exc.context_mark
     path = _path_at(text, mark)
     if missing_colon and mark is not None:
-        line_text = text.splitlines()[mark.line][mark.column :].strip()
+        line_text = _line_at(mark)
         word, _, rest = line_text.partition(" ")
         suggestion = f"{word}: {rest.strip()}" if rest.strip() else f"{word}:"
         problem = (
@@ -417,6 +418,15 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> ConfigFile
     return ConfigFileError(
         problem, file=file, line=line, column=column, key=format_key_path(path) or None
     )
+
+
+def _line_at(mark: yaml.Mark) -> str:
+    """The rest of the line at ``mark``, stripped (YAML's idea of a line, not splitlines')."""
+    buffer = mark.buffer if isinstance(mark.buffer, str) else ""
+    end = mark.pointer
+    while end < len(buffer) and buffer[end] not in "\0\r\n\x85\u2028\u2029":
+        end += 1
+    return buffer[mark.pointer : end].strip()
 
 
 def _path_at(text: str, mark: yaml.Mark | None) -> KeyPath:
@@ -987,6 +997,7 @@ def parse_links(
             for i, (upstream, downstream) in enumerate(itertools.pairwise(chain)):
                 links.append((upstream, "main", downstream, (*entry_path, i + 1)))
         elif isinstance(entry, dict):
+            entry = document.mapping(entry_path, entry, "a link")
             document.check_keys(
                 entry_path, entry, _LINK_KEYS, required=("from", "to"), what="a link"
             )
