@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import structlog
 import trio
 
-from ._edges import END_OF_STREAM, Edge, Marker, Outbox
+from ._edges import DEFAULT_CAPACITY, END_OF_STREAM, Edge, Marker, Outbox
 from ._policy import DeadLetter, short_repr
 from ._threads import ThreadedSource, ThreadWorker
 
@@ -27,11 +27,18 @@ if TYPE_CHECKING:
     from ._node import NanoNode
     from ._stats import NodeStatus
 
-__all__ = ["FUSE_CHAINS", "NodeRun"]
+__all__ = ["FUSE_CHAINS", "THREAD_HANDOFF_FACTOR", "NodeRun"]
 
 #: Fuse linear chains of sync function nodes into one task (see ``NodeRun._chain``
 #: and docs/performance.md). Tests turn it off to compare both ways.
 FUSE_CHAINS = True
+
+#: A source thread's hand-off holds this many times the capacity of the inbox
+#: it feeds. Each hand-over between the thread and Trio is a GIL switch plus an
+#: OS wake-up (tens to hundreds of microseconds on a busy or virtual machine),
+#: so it must carry thousands of items to cost little per item; the memory
+#: stays bounded by a constant (see docs/performance.md).
+THREAD_HANDOFF_FACTOR = 16
 
 # The most items a sync source takes from its iterable before pushing them.
 _MAX_CHUNK = 1024
@@ -238,7 +245,8 @@ class NodeRun:
         outbox = self.outbox
         source = self.thread_source = ThreadedSource(
             node.generator,  # type: ignore[attr-defined]
-            capacity=max(outbox.edges[0].capacity if outbox.edges else 256, 1),
+            capacity=THREAD_HANDOFF_FACTOR
+            * min((edge.capacity for edge in outbox.edges), default=DEFAULT_CAPACITY),
             name=f"nanostream-{self.name}",
         )
         if self.stop_requested:

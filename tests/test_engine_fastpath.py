@@ -363,9 +363,10 @@ class TestThreadedSource:
                 while not hand_off._producer_waiting:  # noqa: ASYNC110 - a real thread's state
                     await trio.sleep(0.001)
             # The sink's inbox (32), plus in hand: the sink's batch (32), the
-            # source task's batch waiting for room (32), the thread's hand-off
-            # (32) and the one item the thread holds.
-            assert 32 <= src.emitted <= 4 * 32 + 1
+            # source task's batch waiting for room and the thread's hand-off
+            # (each THREAD_HANDOFF_FACTOR * 32) and the one item the thread holds.
+            hand_off_capacity = _runtime.THREAD_HANDOFF_FACTOR * 32
+            assert 32 + hand_off_capacity <= src.emitted <= 2 * 32 + 2 * hand_off_capacity + 1
             pipeline.cancel()
 
     async def test_item_delivered_while_the_generator_blocks(self) -> None:
