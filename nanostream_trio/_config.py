@@ -284,7 +284,14 @@ def parse_yaml(
             document, repeats a key, or names a variable ``env`` lacks.
     """
     document = Document(data=None, file=file, base_dir=base_dir)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        # Control characters are refused before parsing starts.
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        problem = f"not valid YAML: character #x{exc.character:04x} is not allowed"
+        raise ConfigFileError(problem, file=file, line=line, column=column) from None
     try:
         try:
             node = loader.get_single_node()
@@ -410,6 +417,8 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> ConfigFile
             f"expected 'key: value' but found {line_text!r} with no ':'; "
             f"did you mean {suggestion!r}?"
         )
+    elif "'\\t'" in problem:
+        problem = "not valid YAML: a tab cannot indent YAML; indent with spaces"
     elif exc.context:
         problem = f"not valid YAML: {exc.context}: {problem}"
     else:
@@ -521,6 +530,7 @@ def resolve_class(name: Any, document: Document, path: KeyPath) -> type[NanoNode
     """
     name = document.string(path, name, "a node type name such as 'CSVReader'")
     name = name.strip()
+    _import_builtin_nodes()
     registry = registered_nodes()
     module, _, qualname = name.rpartition(":")
     bare = qualname.rsplit(".", 1)[-1]
@@ -559,6 +569,11 @@ def resolve_class(name: Any, document: Document, path: KeyPath) -> type[NanoNode
         return own[0]
     options = ", ".join(sorted(f"{c.__module__}:{c.__qualname__}" for c in candidates))
     document.fail(path, f"node type {name!r} is ambiguous; use one of: {options}")
+
+
+def _import_builtin_nodes() -> None:
+    """Register the built-in nodes (CSVReader, ...): files may always name them."""
+    from . import nodes  # noqa: F401 - imported for its registrations
 
 
 @dataclasses.dataclass(frozen=True)

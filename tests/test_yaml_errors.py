@@ -1,0 +1,400 @@
+"""Configuration errors people can act on: file, line, column, key path, expectation, hint."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nanostream_trio import (
+    ConfigError,
+    ConfigFileError,
+    NanoNode,
+    load_composite_text,
+    load_pipeline_text,
+)
+
+
+class YeSource(NanoNode):
+    """Emit 1..limit."""
+
+    def __init__(self, limit: int = 3) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def generator(self) -> Iterator[int]:
+        yield from range(1, self.limit + 1)
+
+
+class YeSink(NanoNode):
+    """Keep items."""
+
+    def __init__(self, label: str = "") -> None:
+        super().__init__()
+        self.label = label
+        self.items: list[Any] = []
+
+    def process_item(self, item: Any) -> None:
+        self.items.append(item)
+
+
+def error_of(text: str, *, composite: bool = False) -> str:
+    text = textwrap.dedent(text)
+    with pytest.raises(ConfigFileError) as info:
+        if composite:
+            load_composite_text(text, source="comp.yaml")
+        else:
+            load_pipeline_text(text, source="pipe.yaml", env={})
+    return str(info.value)
+
+
+class TestTypicalMistakes:
+    """Each message is compared whole: where, what is wrong, what was expected, the fix."""
+
+    def test_missing_colon(self) -> None:
+        """A key without its colon (the seed README's own typo) is pointed at and corrected."""
+        message = error_of(
+            """\
+            nodes:
+              - name: source
+                class YeSource
+              - name: sink
+                class: YeSink
+            """
+        )
+        assert message == (
+            "pipe.yaml:3:5: nodes[0]: expected 'key: value' but found 'class YeSource' "
+            "with no ':'; did you mean 'class: YeSource'?"
+        )
+
+    def test_misspelt_node_type(self) -> None:
+        """A node type typo names the near registered type."""
+        message = error_of(
+            """\
+            nodes:
+              - {name: read, class: YeSource}
+              - {name: parse, class: CSVReder}
+            """
+        )
+        assert message == (
+            "pipe.yaml:3:26: nodes[1].class: unknown node type 'CSVReder'; "
+            "did you mean 'CSVReader'?"
+        )
+
+    def test_unknown_type_without_near_name(self) -> None:
+        """An unknown type with nothing close says how node types become known."""
+        message = error_of("nodes: [{class: Zzzqqq}]\n")
+        assert message == (
+            "pipe.yaml:1:17: nodes[0].class: unknown node type 'Zzzqqq'; node types are "
+            "registered NanoNode subclasses: import the module that defines it with "
+            "'modules:' (or --module)"
+        )
+
+    def test_misspelt_key(self) -> None:
+        """An unknown key in a node entry lists the keys a node takes, with the near one."""
+        message = error_of(
+            """\
+            nodes:
+              - name: source
+                clas: YeSource
+            """
+        )
+        assert message == (
+            "pipe.yaml:3:5: nodes[0].clas: unknown key 'clas' in a node; expected one of: "
+            "name, class, args, on_error, retry, capacity, blocking; did you mean 'class'?"
+        )
+
+    def test_misspelt_argument(self) -> None:
+        """An argument the class does not take lists the accepted ones, with the near one."""
+        message = error_of(
+            """\
+            nodes:
+              - name: source
+                class: YeSource
+                args:
+                  limt: 3
+              - {name: sink, class: YeSink}
+            """
+        )
+        assert message == (
+            "pipe.yaml:5:7: nodes[0].args.limt: node 'source' (YeSource) got unexpected "
+            "argument 'limt'; accepted: limit; did you mean 'limit'?"
+        )
+
+    def test_engine_option_under_args(self) -> None:
+        """on_error given as an argument says where it belongs."""
+        message = error_of(
+            """\
+            nodes:
+              - {name: source, class: YeSource}
+              - name: sink
+                class: YeSink
+                args: {on_error: skip}
+            """
+        )
+        assert message == (
+            "pipe.yaml:5:12: nodes[1].args.on_error: 'on_error' is an engine option, not an "
+            "argument of YeSink; give it as a key of the node itself, next to 'class'"
+        )
+
+    def test_args_not_a_mapping(self) -> None:
+        """Arguments given as a list say a mapping was expected and what came instead."""
+        message = error_of(
+            """\
+            nodes:
+              - name: source
+                class: YeSource
+                args: [3]
+            """
+        )
+        assert message == (
+            "pipe.yaml:4:11: nodes[0].args: expected the arguments of 'source' (a mapping of "
+            "key: value); got list [3]"
+        )
+
+    def test_link_to_unknown_node(self) -> None:
+        """A link naming a node that is not in the file suggests the near name."""
+        message = error_of(
+            """\
+            nodes:
+              - {name: source, class: YeSource}
+              - {name: sink, class: YeSink}
+            links:
+              - [source, sinc]
+            """
+        )
+        assert message == (
+            "pipe.yaml:5:14: links[0][1]: no node is named 'sinc'; nodes: source, sink; "
+            "did you mean 'sink'?"
+        )
+
+    def test_duplicate_key(self) -> None:
+        """A key given twice (YAML would silently keep the last) is an error."""
+        message = error_of(
+            """\
+            nodes:
+              - name: source
+                class: YeSource
+                name: other
+            """
+        )
+        assert message == (
+            "pipe.yaml:4:5: nodes[0].name: duplicate key 'name' (first given on line 2)"
+        )
+
+    def test_tab_indentation(self) -> None:
+        """A tab used for indentation is reported at its position."""
+        message = error_of("nodes:\n\t- class: YeSource\n")
+        assert message == (
+            "pipe.yaml:2:1: nodes: not valid YAML: a tab cannot indent YAML; indent with spaces"
+        )
+
+    def test_bad_indentation(self) -> None:
+        """A key indented too far is reported with the key path it sits under."""
+        message = error_of(
+            """\
+            nodes:
+              - name: source
+                class: YeSource
+                  args: {limit: 1}
+            """
+        )
+        assert message == (
+            "pipe.yaml:4:11: nodes[0]: not valid YAML: mapping values are not allowed here"
+        )
+
+    def test_orphan_processor(self) -> None:
+        """A processor nothing links into is blamed at its own entry."""
+        message = error_of(
+            """\
+            nodes:
+              - {name: source, class: YeSource}
+              - {name: sink, class: YeSink}
+              - {name: lonely, class: YeSink}
+            links:
+              - [source, sink]
+            """
+        )
+        assert message == (
+            "pipe.yaml:4:5: nodes[2]: node 'lonely' defines process_item but nothing is linked "
+            "into it; link a source to it ('source > lonely') or give it a generator"
+        )
+
+    def test_not_a_mapping(self) -> None:
+        """A document that is a list says what a pipeline file holds."""
+        assert error_of("- YeSource\n- YeSink\n") == (
+            "pipe.yaml:1:1: expected a pipeline (name, nodes, links, ...) (a mapping of "
+            "key: value); got list ['YeSource', 'YeSink']"
+        )
+
+    def test_empty_file(self) -> None:
+        """An empty file says what is needed."""
+        assert error_of("") == ("pipe.yaml: the pipeline file is empty; it needs at least 'nodes:'")
+
+    def test_composite_missing_name(self) -> None:
+        """A composite without ``name`` says so."""
+        assert error_of("nodes: [{class: YeSink}]\n", composite=True) == (
+            "comp.yaml:1:1: a composite definition needs the key 'name'"
+        )
+
+    def test_error_attributes(self) -> None:
+        """The error carries file, line, column and key path, and is a ConfigError/ValueError."""
+        with pytest.raises(ConfigFileError) as info:
+            load_pipeline_text("nodes:\n  - class: YeSource\n    capacity: -1\n", source="a.yaml")
+        error = info.value
+        assert isinstance(error, ConfigError)
+        assert isinstance(error, ValueError)
+        assert (error.file, error.line, error.column, error.key) == (
+            "a.yaml",
+            3,
+            15,
+            "nodes[0].capacity",
+        )
+        assert error.node == "YeSource"
+        assert error.problem == (
+            "expected the inbox capacity as a whole number of items, at least 1; got int -1"
+        )
+
+
+# -- property tests ---------------------------------------------------------------------
+
+VALID_PIPELINE = {
+    "name": "prop",
+    "nodes": [
+        {"name": "source", "class": "YeSource", "args": {"limit": 2}},
+        {"name": "sink", "class": "YeSink", "args": {"label": "x"}, "capacity": 4},
+    ],
+    "links": [["source", "sink"]],
+}
+
+VALID_COMPOSITE = {
+    "name": "YePropComposite",
+    "nodes": [
+        {"name": "source", "class": "YeSource", "arg_mapping": {"limit": "limit"}},
+        {"name": "sink", "class": "YeSink", "frozen_arguments": {"label": "y"}},
+    ],
+}
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=12),
+    st.sampled_from(["YeSource", "YeSink", "source", "sink", "${NOPE}", "${X:-1}", "os:system"]),
+)
+keys = st.one_of(
+    st.sampled_from(
+        ["name", "class", "nodes", "links", "args", "on_error", "retry", "capacity", "blocking",
+         "from", "to", "port", "frozen_arguments", "arg_mapping", "edges", "limit", "label",
+         "stats_interval", "stall_timeout", "attempts"]
+    ),
+    st.text(max_size=6),
+)  # fmt: skip
+data = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+yaml_tokens = st.sampled_from(
+    ["nodes:", "name:", "class:", " ", "  ", "\n", "- ", "[", "]", "{", "}", ",", ":", "&a ",
+     "*a", "!!binary ", "!!python/name:os.system ", "? ", "|", ">", "'", '"', "#", "\t", "%YAML",
+     "---", "...", "<<: ", "2024-02-30", "YeSource", "${X}", "\\", "@", "`", "0x1f", "~"]
+)  # fmt: skip
+yaml_text = st.lists(yaml_tokens, max_size=40).map("".join)
+
+
+def mutate(base: dict[str, Any], path: list[int], value: Any) -> dict[str, Any]:
+    """Replace one value somewhere in a copy of ``base`` (the path picks it)."""
+    copy: Any = yaml.safe_load(yaml.safe_dump(base))
+    container = copy
+    for step in path:
+        children = list(container.values()) if isinstance(container, dict) else container
+        keys_ = list(container) if isinstance(container, dict) else list(range(len(container)))
+        if not children:
+            break
+        index = step % len(children)
+        child = children[index]
+        if not isinstance(child, dict | list) or step % 3 == 0:
+            container[keys_[index]] = value
+            return copy  # type: ignore[no-any-return]
+        container = child
+    return copy  # type: ignore[no-any-return]
+
+
+def only_config_errors(load: Any, text: str) -> None:
+    try:
+        load(text)
+    except ConfigFileError:
+        pass
+
+
+# YE_EXAMPLES=5000 pytest tests/test_yaml_errors.py runs a longer search.
+PROPERTY = settings(
+    max_examples=int(os.environ.get("YE_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class TestArbitraryInput:
+    @PROPERTY
+    @given(yaml_text)
+    def test_token_soup(self, text: str) -> None:
+        """YAML-ish token soup only ever raises ConfigFileError."""
+        only_config_errors(lambda t: load_pipeline_text(t, env={}), text)
+        only_config_errors(load_composite_text, text)
+
+    @PROPERTY
+    @given(st.text(max_size=80))
+    def test_any_text(self, text: str) -> None:
+        """Any text at all only ever raises ConfigFileError."""
+        only_config_errors(lambda t: load_pipeline_text(t, env={}), text)
+
+    @PROPERTY
+    @given(data)
+    def test_any_structure(self, value: Any) -> None:
+        """Any YAML data structure only ever raises ConfigFileError."""
+        text = yaml.safe_dump(value)
+        only_config_errors(lambda t: load_pipeline_text(t, env={}), text)
+        only_config_errors(load_composite_text, text)
+
+    @PROPERTY
+    @given(st.lists(st.integers(min_value=0, max_value=50), max_size=5), data)
+    def test_mutated_pipeline(self, path: list[int], value: Any) -> None:
+        """A valid pipeline file with any one value replaced loads or raises ConfigFileError."""
+        text = yaml.safe_dump(mutate(VALID_PIPELINE, path, value))
+        only_config_errors(lambda t: load_pipeline_text(t, env={}), text)
+
+    @PROPERTY
+    @given(st.lists(st.integers(min_value=0, max_value=50), max_size=5), data)
+    def test_mutated_composite(self, path: list[int], value: Any) -> None:
+        """A valid composite with any one value replaced loads or raises ConfigFileError."""
+        mutated = mutate(VALID_COMPOSITE, path, value)
+        if isinstance(mutated, dict):
+            mutated["name"] = "YePropComposite"  # keep the registry to one made-up name
+        only_config_errors(load_composite_text, yaml.safe_dump(mutated))
+
+    def test_alias_bomb_is_bounded(self) -> None:
+        """A billion-laughs document fails fast with a short message, not a huge repr."""
+        lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        for level in range(1, 9):
+            refs = ", ".join([f"*a{level - 1}"] * 10)
+            lines.append(f"a{level}: &a{level} [{refs}]")
+        lines.append("nodes: *a8")
+        with pytest.raises(ConfigFileError) as info:
+            load_pipeline_text("\n".join(lines) + "\n", env={})
+        assert len(str(info.value)) < 300
+
+    def test_deep_nesting(self) -> None:
+        """Nesting deeper than the parser can follow is a ConfigFileError."""
+        with pytest.raises(ConfigFileError, match="not valid YAML"):
+            load_pipeline_text("[" * 5000 + "]" * 5000, env={})
