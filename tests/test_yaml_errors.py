@@ -46,10 +46,11 @@ class YeSink(NanoNode):
 
 def error_of(text: str, *, composite: bool = False) -> str:
     text = textwrap.dedent(text)
-    with pytest.raises(ConfigFileError) as info:
-        if composite:
+    if composite:
+        with pytest.raises(ConfigFileError) as info:
             load_composite_text(text, source="comp.yaml")
-        else:
+    else:
+        with pytest.raises(ConfigFileError) as info:
             load_pipeline_text(text, source="pipe.yaml", env={})
     return str(info.value)
 
