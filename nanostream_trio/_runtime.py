@@ -34,11 +34,11 @@ __all__ = ["FUSE_CHAINS", "THREAD_HANDOFF_FACTOR", "NodeRun"]
 FUSE_CHAINS = True
 
 #: A source thread's hand-off holds this many times the capacity of the inbox
-#: it feeds. Each hand-over between the thread and Trio is a GIL switch plus an
-#: OS wake-up (tens to hundreds of microseconds on a busy or virtual machine),
-#: so it must carry thousands of items to cost little per item; the memory
-#: stays bounded by a constant (see docs/performance.md).
-THREAD_HANDOFF_FACTOR = 16
+#: it feeds. Each hand-over between the thread and Trio costs a GIL switch and
+#: OS wake-ups (tens to hundreds of microseconds on a busy or virtual machine),
+#: so larger hand-offs are much faster (see docs/performance.md); 1 keeps the
+#: read-ahead of a source thread as small as the inbox it feeds.
+THREAD_HANDOFF_FACTOR = 1
 
 # The most items a sync source takes from its iterable before pushing them.
 _MAX_CHUNK = 1024

@@ -351,7 +351,7 @@ class TestThreadedSource:
                 stalled.set()
                 await trio.sleep_forever()
 
-        src > Stall(capacity=32)
+        src > Stall(capacity=32, name="Stall")
         pipeline = Pipeline(src)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pipeline.run)
@@ -359,13 +359,21 @@ class TestThreadedSource:
             # Poll (with a deadline) until the thread is parked on a full hand-off.
             hand_off = pipeline._runs[src.name].thread_source
             assert hand_off is not None
+            hand_off_capacity = _runtime.THREAD_HANDOFF_FACTOR * 32
+
+            def held() -> bool:
+                return (
+                    hand_off._producer_waiting
+                    and len(hand_off._buffer) >= hand_off_capacity
+                    and pipeline.statistics()["Stall"].inbox_queued == 32
+                )
+
             with trio.fail_after(10):
-                while not hand_off._producer_waiting:  # noqa: ASYNC110 - a real thread's state
+                while not held():  # noqa: ASYNC110 - a real thread's state
                     await trio.sleep(0.001)
             # The sink's inbox (32), plus in hand: the sink's batch (32), the
             # source task's batch waiting for room and the thread's hand-off
             # (each THREAD_HANDOFF_FACTOR * 32) and the one item the thread holds.
-            hand_off_capacity = _runtime.THREAD_HANDOFF_FACTOR * 32
             assert 32 + hand_off_capacity <= src.emitted <= 2 * 32 + 2 * hand_off_capacity + 1
             pipeline.cancel()
 
