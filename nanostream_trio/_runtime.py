@@ -42,6 +42,12 @@ THREAD_HANDOFF_FACTOR = 1
 
 # The most items a sync source takes from its iterable before pushing them.
 _MAX_CHUNK = 1024
+# A source running a fused chain yields to the scheduler once per this many chunks.
+_CHUNKS_PER_YIELD = 4
+
+
+# (node run, "map" or "filter", function): one step of a fused chain.
+_Stage = tuple["NodeRun", str, Callable[[Any], Any]]
 
 
 def _item_operation(node: NanoNode) -> tuple[str, Callable[[Any], Any]]:
@@ -99,6 +105,7 @@ class NodeRun:
         # A failure of a node fused into this one's loop: that node reports it
         # (node_failed, status "failed"); this task just carries it out.
         self.carried_failure: BaseException | None = None
+        self._chunks = 0
         if inbox is not None:
             inbox.owner = self
 
@@ -207,6 +214,15 @@ class NodeRun:
         # and pushing them as one batch hides nothing from the consumer.
         outbox = self.outbox
         iterator = iter(items)
+        fused = await self._fused_source_stages()
+        if fused is not None:
+            stages, size = fused
+            while not self.stop_requested:
+                chunk = list(itertools.islice(iterator, size))
+                if not chunk:
+                    return
+                await self._emit_through(stages, chunk)
+            return
         while not self.stop_requested:
             room = outbox.room()
             if room <= 0:
@@ -216,6 +232,38 @@ class NodeRun:
             if not chunk:
                 return
             outbox.push_batch(chunk)
+
+    # A source whose consumer is a fusable chain (see _chain) runs that chain
+    # itself: each chunk of source items goes through the stages in this task
+    # and only the chain's outputs travel on an edge. Chunks are no larger than
+    # the head's inbox, so everything in hand is what that inbox could hold.
+
+    async def _fused_source_stages(self) -> tuple[list[_Stage], int] | None:
+        chain = self._source_chain()
+        if not chain:
+            return None
+        for run in chain:
+            await run.setup_done.wait()
+        head_inbox = chain[0].inbox
+        assert head_inbox is not None
+        self._chunks = 0
+        stages: list[_Stage] = [(run, *_item_operation(run.node)) for run in chain]
+        return stages, min(head_inbox.capacity, _MAX_CHUNK)
+
+    async def _emit_through(self, stages: list[_Stage], chunk: list[Any]) -> None:
+        """Emit ``chunk`` from this source through the fused ``stages``."""
+        # A chain ending in a sink never waits, so give other tasks a turn
+        # now and then; cancellation is checked at every chunk.
+        self._chunks += 1
+        if self._chunks % _CHUNKS_PER_YIELD:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
+        self.outbox.sent += len(chunk)
+        self.last_progress = trio.current_time()
+        outputs = self._run_stages(stages, chunk)
+        if outputs:
+            await stages[-1][0].outbox.send_batch(outputs)
 
     async def _run_async_generator_source(self) -> None:
         outbox = self.outbox
@@ -253,11 +301,17 @@ class NodeRun:
             source.stop()
         source.start()
         try:
+            fused = await self._fused_source_stages()
             while True:
                 batch = await source.receive_batch()
                 if batch is None:
                     return
-                await outbox.send_batch(batch)
+                if fused is None:
+                    await outbox.send_batch(batch)
+                    continue
+                stages, size = fused
+                for start in range(0, len(batch), size):
+                    await self._emit_through(stages, batch[start : start + size])
         finally:
             await source.aclose()
 
@@ -370,9 +424,8 @@ class NodeRun:
         chain = self._chain()
         for run in chain[1:]:
             await run.setup_done.wait()
-        stages = [(run, *_item_operation(run.node)) for run in chain]
-        last = chain[-1]
-        outbox = last.outbox
+        stages: list[_Stage] = [(run, *_item_operation(run.node)) for run in chain]
+        outbox = chain[-1].outbox
         checkpoint = trio.lowlevel.checkpoint_if_cancelled
         while True:
             entry = inbox.receive_nowait() if inbox._entries else await inbox.receive()
@@ -383,32 +436,51 @@ class NodeRun:
             # One cancellation check per batch keeps cancellation prompt (a
             # cancel lands within one batch's work) at no per-item cost.
             await checkpoint()
-            now = trio.current_time()
-            items: list[Any] = entry
-            for run, operation, func in stages:
-                run.items_in += len(items)
-                run.last_progress = now
-                results: list[Any] = []
-                try:
-                    # list.extend keeps what map produced before a failure,
-                    # so len(results) is the index of the failing item.
-                    results.extend(map(func, items))
-                except Exception as exc:
-                    self._fail_in_stage(run, exc, items[len(results)])
-                # None is never emitted (process_item returning None means
-                # "nothing"), not even an input None that passes a filter.
-                if operation == "map":
-                    items = [out for out in results if out is not None]
-                else:
-                    kept = itertools.compress(items, results)
-                    items = [out for out in kept if out is not None]
-                if run is last:
-                    break
-                run.outbox.sent += len(items)
-                if not items:
-                    break
-            if items and run is last:
+            items = self._run_stages(stages, entry)
+            if items:
                 await outbox.send_batch(items)
+
+    def _run_stages(self, stages: list[_Stage], items: list[Any]) -> list[Any]:
+        """Pass one batch through every stage; return what the last stage emits."""
+        now = trio.current_time()
+        last = stages[-1][0]
+        for run, operation, func in stages:
+            run.items_in += len(items)
+            run.last_progress = now
+            results: list[Any] = []
+            try:
+                # list.extend keeps what map produced before a failure, so
+                # len(results) is the index of the failing item.
+                results.extend(map(func, items))
+            except Exception as exc:
+                self._fail_in_stage(run, exc, items[len(results)])
+            # None is never emitted (process_item returning None means
+            # "nothing"), not even an input None that passes a filter.
+            if operation == "map":
+                items = [out for out in results if out is not None]
+            else:
+                kept = itertools.compress(items, results)
+                items = [out for out in kept if out is not None]
+            if run is last or not items:
+                break
+            run.outbox.sent += len(items)
+        # The last stage's items_out is counted when its outbox takes them.
+        return items if run is last else []
+
+    def _source_chain(self) -> list[NodeRun]:
+        """The nodes fused into this source's own loop (none if its consumer cannot be)."""
+        edges = self.outbox.edges
+        if not FUSE_CHAINS or len(edges) != 1 or self.dead_letter_outbox.edges:
+            return []
+        head: NodeRun | None = edges[0].owner
+        if (
+            head is None
+            or not head._fusable()
+            or len(head.node._ns_upstream) != 1
+            or head.node._ns_upstream[0] is not self.node
+        ):
+            return []
+        return head._chain()
 
     def _fail_in_stage(self, run: NodeRun, exc: Exception, item: Any) -> NoReturn:
         exc.add_note(f"in nanostream node {run.name!r}, processing item {short_repr(item)}")
