@@ -557,7 +557,8 @@ def describe_node_types() -> list[str]:
                 continue  # a composite base class, not a node type of its own
             qualified = f"{cls.__module__}:{cls.__qualname__}" if len(latest) > 1 else name
             lines.append(f"{qualified}  [{kind}]  ({cls.__module__})")
-            doc = inspect.getdoc(cls)
+            own_doc = vars(cls).get("__doc__")  # not NanoNode's, inherited
+            doc = inspect.cleandoc(own_doc) if isinstance(own_doc, str) else ""
             if doc:
                 lines.append(f"    {doc.splitlines()[0]}")
             params, open_ended = class_parameters(cls)

@@ -1,0 +1,457 @@
+"""The ``nanostream`` command, run as a real subprocess (``python -m nanostream_trio``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from nanostream_trio import NodeStatistics, PipelineStatistics
+from nanostream_trio._cli import render_table
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples" / "yaml"
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and pipes")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def nanostream(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nanostream_trio", *args],
+        capture_output=True,
+        text=True,
+        env=env or environment(),
+        cwd=cwd or ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def events(stderr: str) -> list[dict[str, Any]]:
+    """The JSON event lines of ``stderr`` (every line must be one)."""
+    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
+
+
+class Child:
+    """A running ``nanostream`` process whose output lines are read as they come."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream_trio", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env or environment(),
+            cwd=ROOT,
+        )
+        # If a test hangs on a line that never comes, kill the child so it ends.
+        self._killer = threading.Timer(90, self.process.kill)
+        self._killer.start()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+
+    def _lines(self, stream: IO[str] | None, into: list[str]) -> Iterator[str]:
+        assert stream is not None
+        for line in stream:
+            into.append(line)
+            yield line
+
+    def wait_for_event(self, name: str) -> dict[str, Any]:
+        """Read stderr until the JSON event ``name`` arrives."""
+        for line in self._lines(self.process.stderr, self.stderr):
+            event = json.loads(line)
+            if event["event"] == name:
+                return event  # type: ignore[no-any-return]
+        pytest.fail(f"no {name} event; stderr: {''.join(self.stderr)}")
+
+    def wait_for_output(self, text: str) -> str:
+        """Read stdout until a line containing ``text`` arrives."""
+        for line in self._lines(self.process.stdout, self.stdout):
+            if text in line:
+                return line
+        pytest.fail(f"no {text!r} on stdout: {''.join(self.stdout)}")
+
+    def finish(self) -> tuple[int, str, str]:
+        out, err = self.process.communicate(timeout=90)
+        self._killer.cancel()
+        return self.process.returncode, "".join(self.stdout) + out, "".join(self.stderr) + err
+
+
+def write_csv_atomically(directory: Path, name: str, text: str) -> None:
+    staged = directory.parent / f"staging-{name}"
+    staged.write_text(text)
+    os.replace(staged, directory / name)
+
+
+STUCK_NODES = textwrap.dedent(
+    """\
+    import trio
+    from nanostream_trio import NanoNode
+
+    class CliTicks(NanoNode):
+        async def generator(self):
+            n = 0
+            while True:
+                n += 1
+                yield n
+                await trio.sleep(0.01)
+
+    class CliStuck(NanoNode):
+        async def process_item(self, item):
+            await trio.sleep_forever()
+
+    class CliFails(NanoNode):
+        def process_item(self, item):
+            if item == 3:
+                raise ValueError(f"bad item {item}")
+            return item
+    """
+)
+
+
+@pytest.fixture
+def custom_nodes(tmp_path: Path) -> Path:
+    path = tmp_path / "cli_nodes.py"
+    path.write_text(STUCK_NODES)
+    return path
+
+
+class TestUsage:
+    def test_no_command_prints_help(self) -> None:
+        """Without a sub-command the help goes to stderr and the status is 2."""
+        result = nanostream()
+        assert result.returncode == 2
+        assert "usage: nanostream" in result.stderr
+        for command in ("run", "check", "graph", "nodes", "demo"):
+            assert command in result.stderr
+
+    def test_version(self) -> None:
+        """--version prints the package version."""
+        from nanostream_trio import __version__
+
+        result = nanostream("--version")
+        assert (result.returncode, result.stdout.strip()) == (0, f"nanostream {__version__}")
+
+    def test_bad_module(self) -> None:
+        """--module naming a module that does not exist is a usage error (2)."""
+        result = nanostream("nodes", "--module", "cli_no_such_module")
+        assert result.returncode == 2
+        assert result.stderr == (
+            "nanostream: error: cannot import module 'cli_no_such_module': "
+            "ModuleNotFoundError: No module named 'cli_no_such_module'\n"
+        )
+
+
+class TestRun:
+    def test_runs_to_completion(self) -> None:
+        """A finite pipeline runs, prints its rows, logs JSON events to stderr, exits 0."""
+        result = nanostream(
+            "run", str(EXAMPLES / "foo_pipeline.yaml"), env=environment(FOO_INTERVAL="0")
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == ["even length: True"] * 5
+        names = [event["event"] for event in events(result.stderr)]
+        assert names[0] == "pipeline_started"
+        assert "pipeline_ready" in names
+        assert names[-1] == "pipeline_finished"
+        finished = events(result.stderr)[-1]
+        assert finished["status"] == "finished"
+        assert finished["pipeline"] == "foo"
+        assert finished["nodes"]["print"]["items_in"] == 5
+
+    def test_pretty_log_format(self) -> None:
+        """--log-format pretty renders events as text, not JSON."""
+        result = nanostream(
+            "run",
+            "--log-format",
+            "pretty",
+            str(EXAMPLES / "foo_pipeline.yaml"),
+            env=environment(FOO_INTERVAL="0"),
+        )
+        assert result.returncode == 0
+        finished = [line for line in result.stderr.splitlines() if "pipeline_finished" in line]
+        assert len(finished) == 1
+        assert not finished[0].startswith("{")
+        assert "status=finished" in finished[0]
+
+    def test_log_level(self) -> None:
+        """--log-level warning hides the info events."""
+        result = nanostream(
+            "run",
+            "--log-level",
+            "warning",
+            str(EXAMPLES / "foo_pipeline.yaml"),
+            env=environment(FOO_INTERVAL="0"),
+        )
+        assert (result.returncode, result.stderr) == (0, "")
+
+    def test_failure_exits_1(self, tmp_path: Path, custom_nodes: Path) -> None:
+        """A node failure ends the run with status 1 and the error, node and item on stderr."""
+        path = tmp_path / "fails.yaml"
+        path.write_text(
+            "modules: [cli_nodes.py]\n"
+            "nodes: [{name: ticks, class: CliTicks}, {name: check, class: CliFails}]\n"
+        )
+        result = nanostream("run", str(path))
+        assert result.returncode == 1
+        last = result.stderr.splitlines()[-2:]
+        assert last[0] == "nanostream: pipeline 'pipeline' failed: ValueError: bad item 3"
+        assert "in nanostream node 'check', processing item 3" in last[1]
+        assert "node_failed" in result.stderr
+
+    def test_config_error_exits_2(self, tmp_path: Path) -> None:
+        """A bad file is reported with its location and status 2; nothing runs."""
+        path = tmp_path / "bad.yaml"
+        path.write_text("nodes:\n  - class: CSVReder\n")
+        result = nanostream("run", str(path))
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"nanostream: error: {path}:2:12: nodes[0].class: unknown node type 'CSVReder'; "
+            "did you mean 'CSVReader'?\n"
+        )
+
+    def test_missing_file_exits_2(self, tmp_path: Path) -> None:
+        """A file that does not exist is a usage error."""
+        result = nanostream("run", str(tmp_path / "none.yaml"))
+        assert result.returncode == 2
+        assert (
+            result.stderr
+            == f"nanostream: error: {tmp_path / 'none.yaml'}: pipeline file not found\n"
+        )
+
+    def test_ctrl_c_stops_csv_watch_gracefully(self, tmp_path: Path) -> None:
+        """The csv_watch example prints a dropped file's rows; the first SIGINT ends it with 0."""
+        data = tmp_path / "data"
+        data.mkdir()
+        child = Child("run", str(EXAMPLES / "csv_watch.yaml"), env=environment(DATA_DIR=str(data)))
+        child.wait_for_event("pipeline_ready")
+        write_csv_atomically(data, "fruit.csv", "fruit,qty\napple,1\npear,2\n")
+        assert child.wait_for_output("pear") == "row: {'fruit': 'pear', 'qty': '2'}\n"
+        child.process.send_signal(signal.SIGINT)
+        code, stdout, stderr = child.finish()
+        assert code == 0, stderr
+        assert stdout.splitlines() == [
+            "row: {'fruit': 'apple', 'qty': '1'}",
+            "row: {'fruit': 'pear', 'qty': '2'}",
+        ]
+        names = [event["event"] for event in events(stderr)]
+        assert "signal_received" in names
+        assert "pipeline_stopping" in names
+        assert events(stderr)[-1]["status"] == "finished"
+
+    def test_second_ctrl_c_cancels(self, tmp_path: Path, custom_nodes: Path) -> None:
+        """With a stuck sink, a second SIGINT cancels the run and the status is 130."""
+        path = tmp_path / "stuck.yaml"
+        path.write_text(
+            "modules: [cli_nodes.py]\n"
+            "nodes: [{name: ticks, class: CliTicks}, {name: stuck, class: CliStuck}]\n"
+        )
+        child = Child("run", str(path))
+        child.wait_for_event("pipeline_ready")
+        child.process.send_signal(signal.SIGINT)
+        child.wait_for_event("pipeline_stopping")
+        child.process.send_signal(signal.SIGINT)
+        code, _, stderr = child.finish()
+        assert code == 130, stderr
+        actions = [e["action"] for e in events(stderr) if e["event"] == "signal_received"]
+        assert actions == ["stop", "cancel"]
+
+    def test_table_always(self) -> None:
+        """--table always draws the per-node table (here into a pipe) with the final counts."""
+        result = nanostream(
+            "run",
+            "--table",
+            "always",
+            "--log-level",
+            "warning",
+            str(EXAMPLES / "foo_pipeline.yaml"),
+            env=environment(FOO_INTERVAL="0"),
+        )
+        assert result.returncode == 0
+        final = result.stderr.rsplit("\x1b[J", 1)[-1].splitlines()
+        assert final[0].startswith("pipeline 'foo': finished, ")
+        assert final[1].split() == [
+            "node",
+            "status",
+            "received",
+            "sent",
+            "queued",
+            "rate/s",
+            "errors",
+        ]
+        assert final[2].split()[:4] == ["foo.foo_generator", "finished", "-", "5"]
+        assert final[4].split()[:4] == ["print", "finished", "5", "5"]
+
+
+class TestCheckGraphNodes:
+    def test_check_valid(self) -> None:
+        """check loads and validates without running, and says what it found."""
+        result = nanostream("check", str(EXAMPLES / "dead_letters.yaml"))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == (
+            f"{EXAMPLES / 'dead_letters.yaml'}: ok: pipeline 'reciprocals' with 4 nodes, "
+            "3 links, sources: count\n"
+        )
+
+    def test_check_invalid(self, tmp_path: Path) -> None:
+        """check reports the first problem with its location and exits 2."""
+        path = tmp_path / "p.yaml"
+        path.write_text("nodes:\n  - class: LocalFileReader\n    args: {serialise: true}\n")
+        result = nanostream("check", str(path))
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"nanostream: error: {path}:3:12: nodes[0].args.serialise: node 'LocalFileReader' "
+            "(LocalFileReader) got unexpected argument 'serialise'; accepted: serialize, binary, "
+            "encoding, errors; did you mean 'serialize'?\n"
+        )
+
+    def test_graph_mermaid(self) -> None:
+        """graph prints a Mermaid flowchart; composites become subgraphs."""
+        result = nanostream("graph", str(EXAMPLES / "foo_pipeline.yaml"))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == textwrap.dedent(
+            """\
+            flowchart LR
+                subgraph g0["foo (FooMessageTester)"]
+                    n0["foo.foo_generator<br/>FooEmitter"]
+                    n1["foo.length_tester<br/>MessageLengthTester"]
+                end
+                n2["print<br/>PrinterOfThings"]
+                n0 --> n1
+                n1 --> n2
+            """
+        )
+
+    def test_graph_dot(self) -> None:
+        """graph --format dot prints Graphviz DOT; dead-letter links are dashed."""
+        result = nanostream("graph", "--format", "dot", str(EXAMPLES / "dead_letters.yaml"))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == textwrap.dedent(
+            """\
+            digraph "reciprocals" {
+                rankdir=LR;
+                node [shape=box];
+                "count" [label="count\\nCountTo"];
+                "invert" [label="invert\\nReciprocal"];
+                "print" [label="print\\nPrinterOfThings"];
+                "rejects" [label="rejects\\nReportRejects"];
+                "count" -> "invert";
+                "invert" -> "print";
+                "invert" -> "rejects" [style=dashed, label="dead_letters"];
+            }
+            """
+        )
+
+    def test_nodes_lists_builtins(self) -> None:
+        """nodes lists the built-in node types with kind, first docstring line and arguments."""
+        result = nanostream("nodes")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        start = lines.index("LocalFileReader  [processor]  (nanostream_trio.nodes)")
+        assert lines[start + 1].startswith("    Read the file at each incoming path")
+        assert lines[start + 2] == (
+            "    arguments: serialize=False, binary=False, encoding='utf-8', errors='strict'"
+        )
+        assert "LocalDirectoryWatchdog  [source]  (nanostream_trio.nodes)" in lines
+        assert "CSVReader  [composite]  (nanostream_trio.nodes)" in lines
+
+    def test_nodes_with_module(self, custom_nodes: Path) -> None:
+        """--module adds the node types a module defines."""
+        result = nanostream("nodes", "--module", str(custom_nodes))
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        start = lines.index("CliTicks  [source]  (cli_nodes)")
+        assert lines[start + 1] == "    arguments: none"
+
+
+class TestDemo:
+    def test_demo_prints_rows_and_exits_0(self) -> None:
+        """demo drops CSV files into a temporary directory, prints their rows and ends by itself."""
+        result = nanostream("demo", "--log-level", "warning")
+        assert result.returncode == 0, result.stderr
+        rows = [line for line in result.stdout.splitlines() if line.startswith("row: ")]
+        assert len(rows) == 9
+        assert (
+            rows[0] == "row: {'file': 'fruit-1.csv', 'row': '1', 'fruit': 'apple', 'quantity': '2'}"
+        )
+        assert result.stdout.splitlines()[-1].startswith(
+            "nanostream demo: finished: 9 rows from 3 files in "
+        )
+        assert result.stderr == ""
+
+    def test_demo_sizes(self) -> None:
+        """--files and --rows set how much the demo writes."""
+        result = nanostream("demo", "--files", "2", "--rows", "4", "--log-level", "warning")
+        assert result.returncode == 0, result.stderr
+        assert len([line for line in result.stdout.splitlines() if line.startswith("row: ")]) == 8
+
+    def test_demo_keep_running_until_ctrl_c(self) -> None:
+        """demo --keep-running watches on after its files until the first SIGINT; status 0."""
+        child = Child("demo", "--keep-running")
+        child.wait_for_output("Ctrl-C to stop")
+        child.process.send_signal(signal.SIGINT)
+        code, stdout, stderr = child.finish()
+        assert code == 0, stderr
+        assert len([line for line in stdout.splitlines() if line.startswith("row: ")]) == 9
+        assert "signal_received" in stderr
+
+
+def stats(**nodes: dict[str, Any]) -> PipelineStatistics:
+    base = dict(
+        role="processor", status="running", items_in=0, items_out=0, skipped=0, retried=0,
+        dead_lettered=0, inbox_queued=0, inbox_capacity=10, inbox_peak=0, blocked_seconds=0.0,
+        rate=0.0, last_progress=0.0,
+    )  # fmt: skip
+    return PipelineStatistics(
+        name="p",
+        status="running",
+        elapsed=12.34,
+        nodes={
+            name: NodeStatistics(name=name, **{**base, **fields}) for name, fields in nodes.items()
+        },
+    )
+
+
+class TestTable:
+    def test_columns_and_bottleneck(self) -> None:
+        """The table shows received, sent, queued, rate, status and errors; marks the bottleneck."""
+        snapshot = stats(
+            src={"role": "source", "items_out": 120, "inbox_capacity": 0, "rate": 40.0},
+            parse={"items_in": 100, "items_out": 99, "inbox_queued": 9, "skipped": 1, "rate": 33.3},
+            sink={"role": "sink", "items_in": 99, "inbox_queued": 2, "rate": 33.0},
+        )
+        assert render_table(snapshot) == [
+            "pipeline 'p': running, 12.3 s",
+            "node   status   received  sent  queued  rate/s  errors",
+            "src    running         -   120       -    40.0       0",
+            "parse  running       100    99    9/10    33.3       1  <- bottleneck",
+            "sink   running        99     0    2/10    33.0       0",
+        ]
+
+    def test_bottleneck_highlighted_in_color(self) -> None:
+        """With color, the bottleneck's row is in reverse video."""
+        snapshot = stats(a={"inbox_queued": 1}, b={"inbox_queued": 5})
+        lines = render_table(snapshot, color=True)
+        assert lines[3].startswith("\x1b[7mb ")
+        assert lines[3].endswith("<- bottleneck\x1b[0m")
+        assert "\x1b" not in lines[2]
+
+    def test_no_bottleneck_when_nothing_waits(self) -> None:
+        """With empty inboxes no row is marked."""
+        lines = render_table(stats(a={}, b={"status": "finished", "inbox_queued": 3}))
+        assert not any("bottleneck" in line for line in lines)
