@@ -55,6 +55,13 @@ THROUGHPUT: dict[str, tuple[str, str, str, str, float]] = {
         "inline generator loop",
         1.0,
     ),
+    "nanostream_thread_source_handoff4": (
+        "the same, hand-off of 4x the inbox (`THREAD_HANDOFF_FACTOR = 4`)",
+        "nanostream_thread_source_handoff4",
+        "inline_source_loop",
+        "inline generator loop",
+        1.0,
+    ),
     "thread_per_node": (
         "thread per node, `queue.Queue(256)` (original nanostream design)",
         "thread_per_node",

@@ -194,6 +194,18 @@ def nanostream_thread_source(n: int) -> Result:
     return _run_pipeline(source, sink)
 
 
+def nanostream_thread_source_handoff4(n: int) -> Result:
+    """The same with the thread's hand-off at 4x the inbox (``THREAD_HANDOFF_FACTOR = 4``)."""
+    from nanostream_trio import _runtime
+
+    previous = _runtime.THREAD_HANDOFF_FACTOR
+    _runtime.THREAD_HANDOFF_FACTOR = 4
+    try:
+        return nanostream_thread_source(n)
+    finally:
+        _runtime.THREAD_HANDOFF_FACTOR = previous
+
+
 # -- what users would otherwise write -------------------------------------------------
 
 

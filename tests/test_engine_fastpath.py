@@ -268,6 +268,84 @@ class TestFusedChain:
         assert 10 <= calls <= 64
 
 
+class TestFusedSource:
+    @pytest.mark.parametrize("blocking", [False, True])
+    async def test_source_runs_the_chain_itself(self, blocking: bool) -> None:
+        """A sync source (inline or threaded) runs the chain after it: same items, same counters."""
+
+        def build() -> tuple[SyncNumbers, Collect]:
+            src, sink = SyncNumbers(3000, blocking=blocking, name="src"), Collect(name="sink")
+            src > Map(lambda x: x + 1, name="inc") > Half(name="half") > sink
+            return src, sink
+
+        src, sink = build()
+        fused = await Pipeline(src).run()
+        fused_items = list(sink.items)
+        _runtime.FUSE_CHAINS = False
+        try:
+            src, sink = build()
+            unfused = await Pipeline(src).run()
+        finally:
+            _runtime.FUSE_CHAINS = True
+        assert fused_items == sink.items == [(i + 1) // 2 for i in range(3000) if i % 2]
+        assert _counts(fused) == _counts(unfused)
+        assert fused["inc"].inbox_peak == 0  # nothing travelled on the source's edge
+        assert unfused["inc"].inbox_peak > 0
+
+    async def test_failure_in_chain_run_by_source(self) -> None:
+        """A failure in a node fused into a source names that node; the source ends cancelled."""
+        src = SyncNumbers(100, blocking=False, name="src")
+        src > Map(lambda x: 1 // (x - 50), name="head") > Collect(name="sink")
+        pipeline = Pipeline(src)
+        with capture_logs() as events, pytest.raises(ZeroDivisionError) as info:
+            await pipeline.run()
+        assert "in nanostream node 'head', processing item 50" in info.value.__notes__
+        assert [e["node"] for e in events if e["event"] == "node_failed"] == ["head"]
+        stats = pipeline.statistics()
+        assert stats["head"].status == "failed"
+        assert stats["src"].status == "cancelled"
+
+    async def test_fused_sources_take_turns(self) -> None:
+        """Two sources that never wait (their chains end in sinks) still share the Trio thread."""
+        order: list[str] = []
+
+        class Tag(NanoNode):
+            def __init__(self, tag: str) -> None:
+                self.tag = tag
+                super().__init__(name=f"tag-{tag}")
+
+            def process_item(self, item: int) -> None:
+                if not order or order[-1] != self.tag:
+                    order.append(self.tag)
+
+        a, b = SyncNumbers(50_000, blocking=False, name="a"), SyncNumbers(50_000, name="b")
+        a > Tag("a")
+        b > Tag("b")
+        summary = await Pipeline(a, b).run()
+        assert summary["tag-a"].items_in == summary["tag-b"].items_in == 50_000
+        assert len(order) > 2  # interleaved, not one source after the other
+
+    async def test_stop_drains_what_the_source_emitted(self) -> None:
+        """stop() on a threaded source with a fused chain: every emitted item reaches the sink."""
+        pipeline: Pipeline
+
+        class StopAt(Collect):
+            def process_item(self, item: Any) -> None:
+                super().process_item(item)
+                if item == 1000:
+                    pipeline.stop()
+
+        src, sink = SyncNumbers(10_000_000, name="src"), StopAt(name="sink")
+        src > Map(lambda x: x, name="m") > sink
+        pipeline = Pipeline(src)
+        with trio.fail_after(20):
+            summary = await pipeline.run()
+        assert summary.status == "finished"
+        assert 1000 < len(sink.items) < 10_000_000
+        assert sink.items == list(range(len(sink.items)))
+        assert summary["src"].items_out == summary["m"].items_in == len(sink.items)
+
+
 class TestBatchLoops:
     async def test_generator_node_respects_capacity(
         self, autojump_clock: trio.testing.MockClock
