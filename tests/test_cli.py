@@ -297,6 +297,43 @@ class TestRun:
         assert final[2].split()[:4] == ["foo.foo_generator", "finished", "-", "5"]
         assert final[4].split()[:4] == ["print", "finished", "5", "5"]
 
+    def test_terminal_gets_pretty_events_and_live_table(self) -> None:
+        """With stderr on a terminal (a pty), events are pretty text and the table is drawn."""
+        import pty
+
+        controller, terminal = pty.openpty()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream_trio", "run", str(EXAMPLES / "foo_pipeline.yaml")],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            env=environment(FOO_INTERVAL="0"),
+            cwd=ROOT,
+        )
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(controller)
+        assert process.stdout is not None
+        stdout = process.stdout.read()
+        process.stdout.close()
+        assert process.wait(timeout=60) == 0
+        screen = b"".join(chunks).decode().replace("\r\n", "\n")
+        assert stdout.splitlines() == ["even length: True"] * 5
+        assert "pipeline_finished" in screen
+        assert not any(line.startswith("{") for line in screen.splitlines())
+        assert "\x1b[J" in screen  # the table was erased and redrawn under the events
+        final = screen.rsplit("\x1b[J", 1)[-1].splitlines()
+        assert final[0].startswith("pipeline 'foo': finished, ")
+        assert final[4].split()[:4] == ["print", "finished", "5", "5"]
+
 
 class TestCheckGraphNodes:
     def test_check_valid(self) -> None:
