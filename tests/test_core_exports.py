@@ -43,7 +43,6 @@ class TestExports:
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert result.stdout.strip() == "False", result.stderr
 
-
     def test_seed_nodes_at_top_level(self) -> None:
         """The seed README's built-in node names import from nanostream_trio itself."""
         from nanostream_trio import nodes
