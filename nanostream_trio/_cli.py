@@ -225,6 +225,20 @@ class _OutputLogger:
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
+class _StdlibToStructlog(logging.Handler):
+    """Sends stdlib ``logging`` records (from libraries such as watchdog) into the event stream.
+
+    So that with ``--log-format json`` every line on stderr is a JSON event.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log = structlog.get_logger(record.name)
+            log.log(record.levelno, record.getMessage(), logger=record.name)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
 def _configure_logging(output: _Output, log_format: str, level: str) -> None:
     if log_format == "auto":
         log_format = "pretty" if _isatty(output.stream) else "json"
@@ -243,6 +257,9 @@ def _configure_logging(output: _Output, log_format: str, level: str) -> None:
         logger_factory=lambda *args: _OutputLogger(output),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    root.handlers[:] = [_StdlibToStructlog()]
+    root.setLevel(_LEVELS[level])
 
 
 def _isatty(stream: TextIO) -> bool:

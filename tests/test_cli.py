@@ -334,6 +334,30 @@ class TestRun:
         assert final[0].startswith("pipeline 'foo': finished, ")
         assert final[4].split()[:4] == ["print", "finished", "5", "5"]
 
+    def test_library_logging_becomes_events(self, tmp_path: Path) -> None:
+        """Records a library sends to stdlib logging arrive as JSON events on stderr."""
+        module = tmp_path / "cli_logging_nodes.py"
+        module.write_text(
+            "import logging\n"
+            "from nanostream_trio import NanoNode\n\n"
+            "class CliLogs(NanoNode):\n"
+            "    def generator(self):\n"
+            "        logging.getLogger('some.library').warning('disk %s is slow', 'sda')\n"
+            "        yield 1\n"
+        )
+        path = tmp_path / "logs.yaml"
+        path.write_text(
+            "modules: [cli_logging_nodes.py]\nnodes: [{class: CliLogs}, {class: PrinterOfThings}]\n"
+        )
+        result = nanostream("run", "--log-level", "warning", str(path))
+        assert result.returncode == 0, result.stderr
+        [event] = events(result.stderr)
+        assert (event["event"], event["logger"], event["level"]) == (
+            "disk sda is slow",
+            "some.library",
+            "warning",
+        )
+
 
 class TestCheckGraphNodes:
     def test_check_valid(self) -> None:
@@ -429,7 +453,8 @@ class TestDemo:
         assert result.stdout.splitlines()[-1].startswith(
             "nanostream demo: finished: 9 rows from 3 files in "
         )
-        assert result.stderr == ""
+        # Only JSON events (no stray text) and none of them about a failure.
+        assert all(event["event"] != "node_failed" for event in events(result.stderr))
 
     def test_demo_sizes(self) -> None:
         """--files and --rows set how much the demo writes."""
