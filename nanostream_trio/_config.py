@@ -637,6 +637,16 @@ def check_arguments(
                     at_key=True,
                     node=node,
                 )
+            frozen = getattr(getattr(cls, "_ns_composite", None), "frozen", {})
+            if key not in names and key in frozen:
+                inner, value = frozen[key]
+                document.fail(
+                    (*path, key),
+                    f"node {node!r} ({cls.__name__}) got argument {key!r}, which the composite "
+                    f"freezes to {value!r} (node {inner!r}); it cannot be overridden",
+                    at_key=True,
+                    node=node,
+                )
             if key not in names:
                 accepted = ", ".join(names) if names else "none"
                 document.fail(

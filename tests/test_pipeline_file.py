@@ -323,6 +323,25 @@ class TestModulesAndComposites:
             "did you mean 'PfAdd'?"
         )
 
+    def test_frozen_argument_in_file(self) -> None:
+        """A pipeline file cannot override a composite's frozen argument either."""
+        with pytest.raises(ConfigFileError) as info:
+            load(
+                """\
+                composites:
+                  - name: PfFrozen
+                    nodes: [{name: a, class: PfAdd, frozen_arguments: {amount: 4}}]
+                nodes:
+                  - {class: PfCount}
+                  - {name: f, class: PfFrozen, args: {amount: 5}}
+                """,
+                source="f.yaml",
+            )
+        assert str(info.value) == (
+            "f.yaml:6:39: nodes[1].args.amount: node 'f' (PfFrozen) got argument 'amount', "
+            "which the composite freezes to 4 (node 'a'); it cannot be overridden"
+        )
+
     def test_composite_file_not_found(self, tmp_path: Path) -> None:
         """A composite path that does not exist is an error at its entry."""
         path = tmp_path / "p.yaml"
