@@ -57,7 +57,12 @@ EXIT_CANCELLED = 130
 #: Seconds between redraws of the live table.
 TABLE_REFRESH = 0.5
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "always", "never"),
         default="auto",
         help="the live per-node table on stderr (auto: on a terminal)",
+    )
+    run.add_argument(
+        "--traceback", action="store_true", help="print the full traceback of a failure"
     )
     run.set_defaults(handler=_cmd_run)
 
@@ -409,7 +417,9 @@ def _single(exc: BaseException) -> BaseException:
     return exc
 
 
-def _run_to_status(pipeline: Pipeline, output: _Output, table: LiveTable | None) -> int:
+def _run_to_status(
+    pipeline: Pipeline, output: _Output, table: LiveTable | None, *, full_traceback: bool = False
+) -> int:
     log = structlog.get_logger("nanostream_trio.cli").bind(pipeline=pipeline.name)
     output.table = table
     try:
@@ -421,6 +431,8 @@ def _run_to_status(pipeline: Pipeline, output: _Output, table: LiveTable | None)
         if not isinstance(exc, Exception):
             raise
         _finish_table(output)
+        if full_traceback:
+            traceback.print_exception(exc, file=sys.stderr)
         lines = traceback.format_exception_only(exc)
         print(
             f"nanostream: pipeline {pipeline.name!r} failed: {''.join(lines).rstrip()}",
@@ -448,7 +460,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     table = (
         LiveTable(sys.stderr, loaded.pipeline, color=_isatty(sys.stderr)) if show_table else None
     )
-    return _run_to_status(loaded.pipeline, output, table)
+    return _run_to_status(loaded.pipeline, output, table, full_traceback=args.traceback)
 
 
 # -- check, graph, nodes ---------------------------------------------------------------

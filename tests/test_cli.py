@@ -214,6 +214,18 @@ class TestRun:
         assert "in nanostream node 'check', processing item 3" in last[1]
         assert "node_failed" in result.stderr
 
+    def test_traceback_option(self, tmp_path: Path, custom_nodes: Path) -> None:
+        """--traceback prints where in the node the failure happened."""
+        path = tmp_path / "fails.yaml"
+        path.write_text(
+            "modules: [cli_nodes.py]\n"
+            "nodes: [{name: ticks, class: CliTicks}, {name: check, class: CliFails}]\n"
+        )
+        result = nanostream("run", "--traceback", "--log-level", "warning", str(path))
+        assert result.returncode == 1
+        assert "Traceback (most recent call last):" in result.stderr
+        assert f'File "{custom_nodes}", line 19, in process_item' in result.stderr
+
     def test_config_error_exits_2(self, tmp_path: Path) -> None:
         """A bad file is reported with its location and status 2; nothing runs."""
         path = tmp_path / "bad.yaml"
