@@ -124,7 +124,7 @@ class _CompositeDeadLetters(DeadLetterPort):
 
     def __gt__(self, other: object) -> Any:
         for inner in self.node._ns_inner.values():
-            inner.dead_letters > other  # noqa: B015 - the comparison is the link
+            inner.dead_letters > other
         if isinstance(other, NanoNode):
             self.downstream.append(other._ns_entry())
         return other
@@ -172,7 +172,7 @@ class _CompositeNode(NanoNode):
             source: NanoNode | Port = self._ns_inner[upstream]
             if port == "dead_letters":
                 source = self._ns_inner[upstream].dead_letters
-            source > self._ns_inner[downstream]  # noqa: B015 - the comparison is the link
+            source > self._ns_inner[downstream]
         self._ns_dead_letters = _CompositeDeadLetters(self)
         super().__init__(name, on_error=on_error, retry=retry, capacity=capacity, blocking=blocking)
 
