@@ -22,11 +22,13 @@ import argparse
 import contextlib
 import csv
 import inspect
+import io
 import logging
 import os
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -336,22 +338,39 @@ def _row(name: str, node: NodeStatistics) -> tuple[str, ...]:
 
 
 class LiveTable:
-    """Keeps the table at the bottom of a terminal, with event lines scrolling above it."""
+    """Keeps the table at the bottom of a terminal, with other lines scrolling above it.
+
+    Event lines (stderr) and, when stdout is the same terminal, printed lines
+    (through :class:`_TableStdout`) are written *above* the table: erase it,
+    write, draw it again. Writes may come from worker threads (a blocking node
+    printing), hence the lock; they redraw the last rendered table, and only
+    :meth:`refresh`, on the Trio thread, reads fresh statistics.
+    """
 
     def __init__(self, stream: TextIO, pipeline: Pipeline, *, color: bool) -> None:
         self._stream = stream
         self._pipeline = pipeline
         self._color = color
         self._drawn = 0
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
 
-    def write_above(self, line: str) -> None:
-        self._erase()
-        self._stream.write(line + "\n")
-        self._draw()
+    def write_above(self, text: str, stream: TextIO | None = None) -> None:
+        """Write ``text`` (whole lines, without the last newline) above the table."""
+        with self._lock:
+            self._erase()
+            out = stream or self._stream
+            out.write(text + "\n")
+            out.flush()
+            self._draw()
 
     def refresh(self) -> None:
-        self._erase()
-        self._draw()
+        """Draw the table again with the pipeline's current statistics."""
+        lines = render_table(self._pipeline.statistics(), color=self._color)
+        with self._lock:
+            self._lines = lines
+            self._erase()
+            self._draw()
 
     def _erase(self) -> None:
         if self._drawn:
@@ -360,10 +379,45 @@ class LiveTable:
             self._drawn = 0
 
     def _draw(self) -> None:
-        lines = render_table(self._pipeline.statistics(), color=self._color)
-        self._stream.write("\n".join(lines) + "\n")
+        if self._lines:
+            self._stream.write("\n".join(self._lines) + "\n")
         self._stream.flush()
-        self._drawn = len(lines)
+        self._drawn = len(self._lines)
+
+
+class _TableStdout(io.TextIOBase):
+    """``sys.stdout`` while the table is shown on the same terminal: lines go above it."""
+
+    def __init__(self, table: LiveTable, real: TextIO) -> None:
+        self._table = table
+        self._real = real
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            complete, _, self._pending = self._pending.rpartition("\n")
+            self._table.write_above(complete, self._real)
+        return len(text)
+
+    def flush(self) -> None:
+        self._real.flush()
+
+    def close_pending(self) -> None:
+        """Write a last partial line, if any."""
+        if self._pending:
+            self._table.write_above(self._pending, self._real)
+            self._pending = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._real.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._real.encoding
 
 
 # -- run ------------------------------------------------------------------------------
@@ -422,6 +476,11 @@ def _run_to_status(
 ) -> int:
     log = structlog.get_logger("nanostream_trio.cli").bind(pipeline=pipeline.name)
     output.table = table
+    real_stdout = sys.stdout
+    table_stdout = None
+    if table is not None and _isatty(real_stdout):
+        # Printed lines on the same terminal must go above the table, not under it.
+        sys.stdout = table_stdout = _TableStdout(table, real_stdout)
     try:
         summary = trio.run(_supervise, pipeline, log, table)
     except BaseException as raised:
@@ -439,6 +498,10 @@ def _run_to_status(
             file=sys.stderr,
         )
         return EXIT_FAILED
+    finally:
+        if table_stdout is not None:
+            table_stdout.close_pending()
+            sys.stdout = real_stdout
     _finish_table(output)
     if summary.status == "cancelled":
         return EXIT_CANCELLED

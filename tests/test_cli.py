@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +91,34 @@ class Child:
         out, err = self.process.communicate(timeout=90)
         self._killer.cancel()
         return self.process.returncode, "".join(self.stdout) + out, "".join(self.stderr) + err
+
+
+def emulate_terminal(raw: str) -> list[str]:
+    """The lines left on a screen after ``raw`` output: text, newlines, and the table's
+    cursor-up (``ESC [ n F``) and clear-below (``ESC [ J``) codes; colours are ignored."""
+    screen = [""]
+    row = column = 0
+    tokens = re.compile(r"\x1b\[(\d*)([A-Za-z])|\r\n|\n|\r|[^\x1b\r\n]+|\x1b")
+    for match in tokens.finditer(raw):
+        token, code = match.group(0), match.group(2)
+        if code == "F":
+            row, column = max(0, row - int(match.group(1) or 1)), 0
+        elif code == "J":
+            del screen[row + 1 :]
+            screen[row] = screen[row][:column]
+        elif code or token == "\x1b":
+            continue  # colours and other attributes
+        elif token in ("\r\n", "\n"):
+            row, column = row + 1, 0
+            if row == len(screen):
+                screen.append("")
+        elif token == "\r":
+            column = 0
+        else:
+            line = screen[row].ljust(column)
+            screen[row] = line[:column] + token + line[column + len(token) :]
+            column += len(token)
+    return [line for line in screen if line] if screen[-1] == "" else screen
 
 
 def write_csv_atomically(directory: Path, name: str, text: str) -> None:
@@ -345,6 +374,39 @@ class TestRun:
         final = screen.rsplit("\x1b[J", 1)[-1].splitlines()
         assert final[0].startswith("pipeline 'foo': finished, ")
         assert final[4].split()[:4] == ["print", "finished", "5", "5"]
+
+    def test_printed_lines_stay_above_the_table(self) -> None:
+        """With stdout and stderr on one terminal, printed rows scroll above the table."""
+        import pty
+
+        controller, terminal = pty.openpty()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream_trio", "run", str(EXAMPLES / "foo_pipeline.yaml")],
+            stdout=terminal,
+            stderr=terminal,
+            env=environment(FOO_INTERVAL="0.2"),  # slower than a redraw: rows arrive under it
+            cwd=ROOT,
+        )
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(controller)
+        assert process.wait(timeout=60) == 0
+        screen = emulate_terminal(b"".join(chunks).decode())
+        assert screen.count("even length: True") == 5
+        headers = [i for i, line in enumerate(screen) if line.startswith("pipeline 'foo':")]
+        assert len(headers) == 1  # one table, at the bottom, below every row
+        assert screen[headers[0]].startswith("pipeline 'foo': finished, ")
+        assert len(screen) - headers[0] == 5  # title, column names, three nodes
+        last_row = max(i for i, line in enumerate(screen) if line == "even length: True")
+        assert last_row < headers[0]
 
     def test_library_logging_becomes_events(self, tmp_path: Path) -> None:
         """Records a library sends to stdlib logging arrive as JSON events on stderr."""
