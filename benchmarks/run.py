@@ -55,9 +55,9 @@ THROUGHPUT: dict[str, tuple[str, str, str, str, float]] = {
         "inline generator loop",
         1.0,
     ),
-    "nanostream_thread_source_handoff4": (
-        "the same, hand-off of 4x the inbox (`THREAD_HANDOFF_FACTOR = 4`)",
-        "nanostream_thread_source_handoff4",
+    "nanostream_thread_source_handoff1": (
+        "the same, hand-off only as large as the inbox (`THREAD_HANDOFF_FACTOR = 1`)",
+        "nanostream_thread_source_handoff1",
         "inline_source_loop",
         "inline generator loop",
         1.0,

@@ -194,12 +194,12 @@ def nanostream_thread_source(n: int) -> Result:
     return _run_pipeline(source, sink)
 
 
-def nanostream_thread_source_handoff4(n: int) -> Result:
-    """The same with the thread's hand-off at 4x the inbox (``THREAD_HANDOFF_FACTOR = 4``)."""
+def nanostream_thread_source_handoff1(n: int) -> Result:
+    """The same with a hand-off only as large as the inbox (``THREAD_HANDOFF_FACTOR = 1``)."""
     from nanostream_trio import _runtime
 
     previous = _runtime.THREAD_HANDOFF_FACTOR
-    _runtime.THREAD_HANDOFF_FACTOR = 4
+    _runtime.THREAD_HANDOFF_FACTOR = 1
     try:
         return nanostream_thread_source(n)
     finally:
