@@ -123,6 +123,8 @@ class NanoNode:
     _ns_retry: Retry
     _ns_capacity: int
     _ns_blocking: bool | None
+    # The logger of the run in progress (bound to pipeline and node), if any.
+    _ns_log: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -164,6 +166,7 @@ class NanoNode:
         self._ns_retry = Retry()
         self._ns_capacity = DEFAULT_CAPACITY
         self._ns_blocking = None
+        self._ns_log = None
         return self
 
     def __init__(
@@ -266,6 +269,32 @@ class NanoNode:
     def teardown(self) -> Any:
         """Release what ``setup`` opened (sync or async); runs however the node ends."""
         return None
+
+    def log_event(self, event: str, level: str = "info", **fields: Any) -> None:
+        """Emit a monitoring event about this node through structlog.
+
+        While the node runs, the event goes to its pipeline's logger, bound to
+        ``pipeline`` and ``node`` like the engine's own events; otherwise to
+        ``structlog.get_logger("nanostream_trio")`` bound to ``node``. Built-in
+        nodes report their own events (``file_truncated``, ...) this way.
+
+        Args:
+            event: the event name, lower_snake_case.
+            level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
+            **fields: the event's fields.
+
+        Raises:
+            ConfigError: ``level`` is not one of the four.
+        """
+        if level not in ("debug", "info", "warning", "error"):
+            msg = f"log_event level must be debug, info, warning or error; got {level!r}"
+            raise ConfigError(msg, node=self._ns_name, key="level")
+        log = self._ns_log
+        if log is None:
+            import structlog
+
+            log = structlog.get_logger("nanostream_trio").bind(node=self._ns_name)
+        getattr(log, level)(event, **fields)
 
     # Composite nodes (YAML) stand for a group of inner nodes: links to them
     # go to their first inner node and links from them leave their last one.

@@ -85,6 +85,7 @@ class NodeRun:
         self.outbox = Outbox([])
         self.dead_letter_outbox = Outbox([])
         self.log: structlog.typing.FilteringBoundLogger = log
+        node._ns_log = log
         self.status: NodeStatus = "pending"
         self.items_in = 0
         self.skipped = 0
@@ -161,6 +162,7 @@ class NodeRun:
                     await _maybe_await(node.teardown())
             finally:
                 self.ended_at = trio.current_time()
+                node._ns_log = None
                 # Only a node that ended normally sends the end of stream: after a
                 # failure or a cancel the whole nursery is being cancelled, and a
                 # downstream node must not mistake that for a clean finish.

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from nanostream_trio import DeadLetter, NanoNode, Pipeline, Retry
+from nanostream_trio import ConfigError, DeadLetter, NanoNode, Pipeline, Retry
 
 
 class Items(NanoNode):
@@ -301,6 +301,35 @@ class TestEvents:
         assert failed["exc_type"] == "ZeroDivisionError"
         assert events[-1]["event"] == "pipeline_finished"
         assert events[-1]["status"] == "failed"
+
+    async def test_node_log_event(self) -> None:
+        """node.log_event() during a run is bound to pipeline and node like engine events."""
+
+        class Noisy(NanoNode):
+            def process_item(self, item: int) -> int:
+                self.log_event("item_inspected", level="warning", value=item)
+                return item
+
+        src = Items([5])
+        noisy = Noisy(name="noisy")
+        src > noisy > Collect()
+        with capture_logs() as events:
+            await Pipeline(src, name="p").run()
+            noisy.log_event("after_run")
+        inspected = [e for e in events if e["event"] == "item_inspected"]
+        assert inspected == [
+            {
+                "event": "item_inspected",
+                "log_level": "warning",
+                "pipeline": "p",
+                "node": "noisy",
+                "value": 5,
+            }
+        ]
+        after = [e for e in events if e["event"] == "after_run"]
+        assert after == [{"event": "after_run", "log_level": "info", "node": "noisy"}]
+        with pytest.raises(ConfigError, match="got 'loud'"):
+            noisy.log_event("x", level="loud")
 
     async def test_custom_logger(self) -> None:
         """Events go to the logger given to Pipeline, bound with the pipeline name."""
