@@ -21,6 +21,8 @@ times on every run:
 
 from __future__ import annotations
 
+from nanostream_trio._publish import publish
+
 from ._contract import ContractProbeError as ContractProbeError
 from ._contract import check_node_contract as check_node_contract
 from ._events import EventLog as EventLog
@@ -68,16 +70,5 @@ __all__ = [
 ]
 
 
-def _fix_module_names() -> None:
-    # Tracebacks and reprs show nanostream_testing.FakeSource, not the private module.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("nanostream_testing._"):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):  # pragma: no cover - constants
-                pass
-
-
-_fix_module_names()
-del _fix_module_names
+publish(globals(), __all__, __name__)
+del publish

@@ -26,6 +26,7 @@ from ._node import resolve_node_class as resolve_node_class
 from ._pipeline import Pipeline as Pipeline
 from ._policy import DeadLetter as DeadLetter
 from ._policy import Retry as Retry
+from ._publish import publish
 from ._stats import NodeStatistics as NodeStatistics
 from ._stats import PipelineStatistics as PipelineStatistics
 
@@ -68,16 +69,5 @@ __all__ = [
 ]
 
 
-def _fix_module_names() -> None:
-    # Tracebacks and reprs should show nanostream_trio.NanoNode, not the private module.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("nanostream_trio._"):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):  # pragma: no cover - constants
-                pass
-
-
-_fix_module_names()
-del _fix_module_names
+publish(globals(), __all__, __name__)
+del publish

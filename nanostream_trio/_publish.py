@@ -16,6 +16,6 @@ def publish(namespace: Mapping[str, object], names: Iterable[str], module: str) 
         obj = namespace[name]
         if getattr(obj, "__module__", "").startswith(f"{module}._"):
             try:
-                obj.__module__ = module  # type: ignore[attr-defined]
+                obj.__module__ = module
             except (AttributeError, TypeError):  # pragma: no cover - immutable objects
                 pass

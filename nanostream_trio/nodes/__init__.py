@@ -30,6 +30,7 @@ See ``docs/nodes.md`` for each node's behaviour in detail.
 
 from __future__ import annotations
 
+from .._publish import publish
 from ._csv import CSVReader as CSVReader
 from ._csv import CSVRecord as CSVRecord
 from ._errors import CSVRowError as CSVRowError
@@ -83,13 +84,5 @@ __all__ = [
 ]
 
 
-def _fix_module_names() -> None:
-    # Tracebacks and reprs show nanostream_trio.nodes.CSVReader, not the private module.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith(f"{__name__}._"):
-            obj.__module__ = __name__
-
-
-_fix_module_names()
-del _fix_module_names
+publish(globals(), __all__, __name__)
+del publish
