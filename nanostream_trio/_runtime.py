@@ -344,21 +344,30 @@ class NodeRun:
             if worker is not None:
                 await worker.aclose()
 
-    async def _consume(self, call: Callable[[Any], Any]) -> None:
+    async def _next_batch(self, *, count: bool = True) -> list[Any] | None:
+        """The next batch from the inbox, or None once the stream has ended.
+
+        Control markers other than the end of stream are passed over. A batch
+        may hold up to a whole inbox of items: one cancellation check per batch
+        keeps cancellation prompt (it lands within one batch's work) at no
+        per-item cost. ``count`` adds the batch to this node's ``items_in``.
+        """
         inbox = self.inbox
         assert inbox is not None
-        checkpoint = trio.lowlevel.checkpoint_if_cancelled
         while True:
             entry = inbox.receive_nowait() if inbox._entries else await inbox.receive()
-            if isinstance(entry, Marker):
-                if entry is END_OF_STREAM:
-                    return
-                continue
-            # A batch may hold up to a whole inbox of items: one cancellation
-            # check per batch keeps cancellation prompt without a per-item cost.
-            await checkpoint()
+            if not isinstance(entry, Marker):
+                break
+            if entry is END_OF_STREAM:
+                return None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if count:
             self.items_in += len(entry)
             self.last_progress = trio.current_time()
+        return entry
+
+    async def _consume(self, call: Callable[[Any], Any]) -> None:
+        while (entry := await self._next_batch()) is not None:
             item = None
             try:
                 for item in entry:
@@ -422,23 +431,13 @@ class NodeRun:
         ran alone. A failure is reported by the stage that failed, naming its
         item.
         """
-        inbox = self.inbox
-        assert inbox is not None
         chain = self._chain()
         for run in chain[1:]:
             await run.setup_done.wait()
         stages: list[_Stage] = [(run, *_item_operation(run.node)) for run in chain]
         outbox = chain[-1].outbox
-        checkpoint = trio.lowlevel.checkpoint_if_cancelled
-        while True:
-            entry = inbox.receive_nowait() if inbox._entries else await inbox.receive()
-            if isinstance(entry, Marker):
-                if entry is END_OF_STREAM:
-                    return
-                continue
-            # One cancellation check per batch keeps cancellation prompt (a
-            # cancel lands within one batch's work) at no per-item cost.
-            await checkpoint()
+        # _run_stages counts items_in per stage, this node's included.
+        while (entry := await self._next_batch(count=False)) is not None:
             items = self._run_stages(stages, entry)
             if items:
                 await outbox.send_batch(items)
@@ -503,20 +502,9 @@ class NodeRun:
 
     async def _consume_generator(self) -> None:
         """A sync generator ``process_item``, a batch at a time without a coroutine per item."""
-        inbox = self.inbox
-        assert inbox is not None
         func = self.node.process_item  # type: ignore[attr-defined]
         outbox = self.outbox
-        checkpoint = trio.lowlevel.checkpoint_if_cancelled
-        while True:
-            entry = inbox.receive_nowait() if inbox._entries else await inbox.receive()
-            if isinstance(entry, Marker):
-                if entry is END_OF_STREAM:
-                    return
-                continue
-            await checkpoint()
-            self.items_in += len(entry)
-            self.last_progress = trio.current_time()
+        while (entry := await self._next_batch()) is not None:
             results: list[Any] = []
             room = outbox.room()
             item = None
