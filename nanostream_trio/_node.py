@@ -112,6 +112,7 @@ class NanoNode:
 
     _ns_kind: ClassVar[Kind] = "abstract"
     _ns_style: ClassVar[str] = ""
+    _ns_finish_style: ClassVar[str] = ""
     _ns_counters: ClassVar[dict[type, Iterator[int]]] = {}
 
     # Instance state, all set in __new__ (so a forgotten super().__init__() is harmless).
@@ -137,6 +138,15 @@ class NanoNode:
                 "(process_item), not both"
             )
             raise NodeDefinitionError(msg, node_class=cls)
+        finish = _defined_in_hierarchy(cls, ("finish",))
+        if finish and has_generator:
+            msg = (
+                f"node class {cls.__module__}.{cls.__qualname__} defines finish and generator; "
+                "finish() is for nodes with process_item: a source yields its last items at "
+                "the end of its generator"
+            )
+            raise NodeDefinitionError(msg, node_class=cls)
+        cls._ns_finish_style = _function_style(cls.finish) if finish else ""
         if has_generator:
             cls._ns_kind = "source"
             cls._ns_style = _function_style(cls.generator)  # type: ignore[attr-defined]
@@ -266,6 +276,34 @@ class NanoNode:
         """
         return None
 
+    def finish(self) -> Any:
+        """Emit the last outputs once the input has ended (processors only).
+
+        Override it in a node that holds state across items (a running total,
+        a partial batch) to flush that state: it is called once, after the last
+        item and before downstream nodes see the end of the stream. Like
+        ``process_item`` it may be a generator (every value yielded is
+        emitted), a plain function (its return value is emitted unless it is
+        ``None``), an async function or an async generator. It is not called
+        when the run fails or is cancelled. An exception raised here fails the
+        pipeline, whatever the node's error policy, since there is no item to
+        skip or dead-letter.
+
+        Example::
+
+            class Total(NanoNode):
+                def __init__(self):
+                    self.total = 0
+                    super().__init__()
+
+                def process_item(self, item):
+                    self.total += item
+
+                def finish(self):
+                    return self.total
+        """
+        return None
+
     def teardown(self) -> Any:
         """Release what ``setup`` opened (sync or async); runs however the node ends."""
         return None
@@ -332,12 +370,14 @@ class NanoNode:
         return f"<{type(self).__name__} {self._ns_name!r}>"
 
 
-def _defined_in_hierarchy(cls: type) -> set[str]:
+def _defined_in_hierarchy(
+    cls: type, methods: tuple[str, ...] = ("process_item", "generator")
+) -> set[str]:
     names: set[str] = set()
     for klass in cls.__mro__:
         if klass is NanoNode or klass is object:
             continue
-        names.update(n for n in ("process_item", "generator") if n in vars(klass))
+        names.update(n for n in methods if n in vars(klass))
     return names
 
 

@@ -325,9 +325,10 @@ class NodeRun:
         if node.on_error == "raise" and not node._ns_blocking:
             if node._ns_style == "function" and self._fusable():
                 await self._consume_chain()
-                return
+                return  # a fusable node has no finish()
             if node._ns_style == "generator":
                 await self._consume_generator()
+                await self._finish(None)
                 return
         if node.on_error == "raise":
             call = self._fast_call()
@@ -340,9 +341,45 @@ class NodeRun:
             self._worker = worker
         try:
             await self._consume(call)
+            await self._finish(worker)
         finally:
             if worker is not None:
                 await worker.aclose()
+
+    async def _finish(self, worker: ThreadWorker | None) -> None:
+        """Call the node's ``finish()`` once its input has ended; emit what it gives.
+
+        A sync ``finish`` runs in the node's worker thread when the node is
+        ``blocking``, like its ``process_item``.
+        """
+        node = self.node
+        style = node._ns_finish_style
+        if not style:
+            return
+        finish = node.finish
+        outbox = self.outbox
+        try:
+            if style == "generator" and worker is None:
+                for out in finish():
+                    await outbox.send(out)
+            elif style == "generator":
+                assert worker is not None
+                for out in await worker.run(lambda: list(finish())):
+                    await outbox.send(out)
+            elif style == "function":
+                out = finish() if worker is None else await worker.run(finish)
+                if out is not None:
+                    await outbox.send(out)
+            elif style == "async_function":
+                out = await finish()
+                if out is not None:
+                    await outbox.send(out)
+            else:
+                async for out in finish():
+                    await outbox.send(out)
+        except Exception as exc:
+            exc.add_note(f"in nanostream node {self.name!r}, in finish()")
+            raise
 
     async def _next_batch(self, *, count: bool = True) -> list[Any] | None:
         """The next batch from the inbox, or None once the stream has ended.
@@ -395,6 +432,7 @@ class NodeRun:
             and node.on_error == "raise"
             and not node._ns_blocking
             and not self.dead_letter_outbox.edges
+            and not node._ns_finish_style
         )
 
     def _chain(self) -> list[NodeRun]:

@@ -422,3 +422,126 @@ class TestStopAndCancel:
         with pytest.raises(RuntimeError, match="boom"):
             await Pipeline(src).run()
         assert closed == ["boom"]
+
+
+class TestFinish:
+    @pytest.mark.parametrize(
+        ("style", "blocking"),
+        [
+            ("function", False),
+            ("function", True),
+            ("generator", False),
+            ("generator", True),
+            ("async_function", False),
+            ("async_generator", False),
+        ],
+    )
+    async def test_finish_emits_after_last_item(self, style: str, blocking: bool) -> None:
+        """finish() runs once after the input ends; what it returns or yields goes downstream."""
+        code = {
+            "function": "def finish(self):\n    return ('total', sum(self.seen))\n",
+            "generator": (
+                "def finish(self):\n    yield ('total', sum(self.seen))\n"
+                "    yield ('n', len(self.seen))\n"
+            ),
+            "async_function": (
+                "async def finish(self):\n    await trio.sleep(0)\n"
+                "    return ('total', sum(self.seen))\n"
+            ),
+            "async_generator": (
+                "async def finish(self):\n    await trio.sleep(0)\n"
+                "    yield ('total', sum(self.seen))\n    yield ('n', len(self.seen))\n"
+            ),
+        }[style]
+        namespace: dict[str, Any] = {}
+        exec(code, {"trio": trio}, namespace)
+
+        def process_item(self: Any, item: int) -> int:
+            self.seen.append(item)
+            return item
+
+        def init(self: Any, **kwargs: Any) -> None:
+            self.seen = []
+            NanoNode.__init__(self, **kwargs)
+
+        node_class = type(
+            f"Totals{style}",
+            (NanoNode,),
+            {"__init__": init, "process_item": process_item, **namespace},
+        )
+        src, sink = Numbers(5), Collect()
+        totals = node_class(blocking=blocking)
+        src > totals > sink
+        summary = await Pipeline(src).run()
+        expected_tail = [("total", 10)] + ([("n", 5)] if "generator" in style else [])
+        assert sink.items == [0, 1, 2, 3, 4, *expected_tail]
+        assert summary[totals.name].items_out == 5 + len(expected_tail)
+
+    async def test_finish_not_fused_and_in_order(self) -> None:
+        """A function node with finish() in a chain of function nodes still flushes in order."""
+
+        class Count(NanoNode):
+            def __init__(self) -> None:
+                self.n = 0
+                super().__init__()
+
+            def process_item(self, item: int) -> int:
+                self.n += 1
+                return item
+
+            def finish(self) -> str:
+                return f"count={self.n}"
+
+        class Tag(NanoNode):
+            def process_item(self, item: object) -> str:
+                return f"<{item}>"
+
+        src, sink = Numbers(3), Collect()
+        src > Double() > Count() > Tag() > sink
+        await Pipeline(src).run()
+        assert sink.items == ["<0>", "<2>", "<4>", "<count=3>"]
+
+    async def test_finish_failure_names_node(self) -> None:
+        """An exception in finish() fails the run with a note naming the node."""
+
+        class Bad(NanoNode):
+            def process_item(self, item: int) -> None: ...
+
+            def finish(self) -> None:
+                raise RuntimeError("flush failed")
+
+        src = Numbers(2)
+        src > Bad(name="bad", on_error="skip")
+        with pytest.raises(RuntimeError, match="flush failed") as info:
+            await Pipeline(src).run()
+        assert info.value.__notes__ == ["in nanostream node 'bad', in finish()"]
+
+    async def test_finish_not_called_after_failure(self) -> None:
+        """finish() does not run when the pipeline fails."""
+        finished: list[str] = []
+
+        class Watch(NanoNode):
+            def process_item(self, item: int) -> None:
+                if item == 1:
+                    raise ValueError("one")
+
+            def finish(self) -> None:
+                finished.append("called")
+
+        src = Numbers(3)
+        src > Watch()
+        with pytest.raises(ValueError, match="one"):
+            await Pipeline(src).run()
+        assert finished == []
+
+    def test_source_with_finish_is_refused(self) -> None:
+        """A source cannot define finish(); the message says what to do instead."""
+        from nanostream_trio import NodeDefinitionError
+
+        with pytest.raises(NodeDefinitionError, match="yields its last items"):
+
+            class Both(NanoNode):
+                def generator(self):  # type: ignore[no-untyped-def]
+                    yield 1
+
+                def finish(self) -> None: ...
