@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import inspect
 import io
+import itertools
 import logging
 import os
 import signal
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -548,38 +550,71 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _groups(loaded: PipelineFile) -> Iterator[tuple[str, list[NanoNode]]]:
-    """Composite nodes of the file and the real nodes each stands for."""
+@dataclasses.dataclass
+class _Group:
+    """A node of the file that stands for several running nodes: one subgraph."""
 
-    def leaves(node: NanoNode) -> list[NanoNode]:
-        if isinstance(node, _CompositeNode):
-            return [leaf for inner in node.inner_nodes.values() for leaf in leaves(inner)]
-        return [node]
+    title: str
+    members: list[NanoNode | _Group]
 
-    for name, node in loaded.nodes.items():
-        if isinstance(node, _CompositeNode):
-            yield f"{name} ({type(node).__name__})", leaves(node)
+
+def _graph_parts(node: NanoNode, kinds: dict[int, str]) -> NanoNode | _Group:
+    """``node`` itself, or the group of nodes it runs as (composites and staged built-ins).
+
+    Fills ``kinds`` with the second label line of each stage of a staged
+    built-in node: its role, since the stage classes are private.
+    """
+    title = f"{node.name} ({type(node).__name__})"
+    if isinstance(node, _CompositeNode):
+        inner = node.inner_nodes.values()
+        return _Group(title, [_graph_parts(member, kinds) for member in inner])
+    stages: tuple[tuple[str, NanoNode], ...] | None = getattr(node, "_ns_stages", None)
+    if stages is not None:  # CSVReader, Batch, TumblingWindow: see nodes/_stages.py
+        for role, stage in stages:
+            kinds[id(stage)] = f"{type(node).__name__} {role} stage"
+        return _Group(title, [_graph_parts(stage, kinds) for _, stage in stages])
+    return node
+
+
+def _graph_tree(loaded: PipelineFile) -> tuple[list[NanoNode | _Group], dict[int, str]]:
+    """What to draw: the groups (in file order), then the other nodes (upstream first)."""
+    kinds: dict[int, str] = {}
+    parts = [_graph_parts(node, kinds) for node in loaded.nodes.values()]
+    groups: list[NanoNode | _Group] = [part for part in parts if isinstance(part, _Group)]
+    grouped = {id(leaf) for group in groups for leaf in _drawn_leaves(group)}
+    return [*groups, *(n for n in loaded.pipeline.nodes if id(n) not in grouped)], kinds
+
+
+def _drawn_leaves(part: NanoNode | _Group) -> list[NanoNode]:
+    if isinstance(part, _Group):
+        return [leaf for member in part.members for leaf in _drawn_leaves(member)]
+    return [part]
 
 
 def render_mermaid(loaded: PipelineFile) -> str:
     """The pipeline's graph as a Mermaid flowchart."""
     pipeline = loaded.pipeline
     ids = {id(node): f"n{index}" for index, node in enumerate(pipeline.nodes)}
+    tree, kinds = _graph_tree(loaded)
+    group_ids = itertools.count()
 
     def label(text: str) -> str:
         return text.replace('"', "#quot;")
 
     lines = ["flowchart LR"]
-    grouped: set[int] = set()
-    for index, (title, members) in enumerate(_groups(loaded)):
-        lines.append(f'    subgraph g{index}["{label(title)}"]')
-        for node in members:
-            grouped.add(id(node))
-            lines.append(f'        {ids[id(node)]}["{label(node.name)}<br/>{type(node).__name__}"]')
-        lines.append("    end")
-    for node in pipeline.nodes:
-        if id(node) not in grouped:
-            lines.append(f'    {ids[id(node)]}["{label(node.name)}<br/>{type(node).__name__}"]')
+
+    def draw(part: NanoNode | _Group, indent: str) -> None:
+        if isinstance(part, _Group):
+            lines.append(f'{indent}subgraph g{next(group_ids)}["{label(part.title)}"]')
+            for member in part.members:
+                draw(member, indent + "    ")
+            lines.append(f"{indent}end")
+            return
+        kind = kinds.get(id(part), type(part).__name__)
+        lines.append(f'{indent}{ids[id(part)]}["{label(part.name)}<br/>{label(kind)}"]')
+
+    for part in tree:
+        draw(part, "    ")
     for upstream, downstream, port in _links(pipeline):
         arrow = "-->" if port == "main" else "-.->|dead_letters|"
         lines.append(f"    {ids[id(upstream)]} {arrow} {ids[id(downstream)]}")
@@ -589,32 +624,34 @@ def render_mermaid(loaded: PipelineFile) -> str:
 def render_dot(loaded: PipelineFile) -> str:
     """The pipeline's graph in Graphviz DOT."""
     pipeline = loaded.pipeline
+    tree, kinds = _graph_tree(loaded)
+    cluster_ids = itertools.count()
 
     def quote(text: str) -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = [f"digraph {quote(pipeline.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
-    grouped: set[int] = set()
-    for index, (title, members) in enumerate(_groups(loaded)):
-        lines.append(f"    subgraph cluster_{index} {{")
-        lines.append(f"        label={quote(title)};")
-        for node in members:
-            grouped.add(id(node))
-            lines.append(f"        {quote(node.name)} [label={_dot_label(node, quote)}];")
-        lines.append("    }")
-    for node in pipeline.nodes:
-        if id(node) not in grouped:
-            lines.append(f"    {quote(node.name)} [label={_dot_label(node, quote)}];")
+
+    def draw(part: NanoNode | _Group, indent: str) -> None:
+        if isinstance(part, _Group):
+            lines.append(f"{indent}subgraph cluster_{next(cluster_ids)} {{")
+            lines.append(f"{indent}    label={quote(part.title)};")
+            for member in part.members:
+                draw(member, indent + "    ")
+            lines.append(f"{indent}}}")
+            return
+        kind = kinds.get(id(part), type(part).__name__)
+        # Two quoted parts joined by DOT's own line-break escape.
+        node_label = f"{quote(part.name)[:-1]}\\n{quote(kind)[1:]}"
+        lines.append(f"{indent}{quote(part.name)} [label={node_label}];")
+
+    for part in tree:
+        draw(part, "    ")
     for upstream, downstream, port in _links(pipeline):
         style = "" if port == "main" else ' [style=dashed, label="dead_letters"]'
         lines.append(f"    {quote(upstream.name)} -> {quote(downstream.name)}{style};")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def _dot_label(node: NanoNode, quote: Any) -> str:
-    # Two quoted parts joined by DOT's own line-break escape.
-    return f"{quote(node.name)[:-1]}\\n{quote(type(node).__name__)[1:]}"
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from . import composites
 from ._config import (
     ENGINE_OPTIONS,
     Document,
@@ -61,8 +62,9 @@ __all__ = [
     "load_composite_text",
 ]
 
-#: The ``__module__`` of every composite class (``module:Class`` names use it).
-COMPOSITE_MODULE = "nanostream_trio.composites"
+#: The ``__module__`` of every composite class (``module:Class`` names use it): the
+#: real module :mod:`nanostream_trio.composites`, where each class is an attribute.
+COMPOSITE_MODULE = composites.__name__
 
 _COMPOSITE_KEYS = ("name", "description", "modules", "nodes", "edges")
 _INNER_KEYS = (
@@ -230,6 +232,19 @@ class _CompositeNode(NanoNode):
             self._ns_inner[spec.entry].configure(capacity=capacity)
         return self
 
+    def log_event(self, event: str, level: str = "info", **fields: Any) -> None:
+        """Emit a monitoring event about this node (see :meth:`NanoNode.log_event`).
+
+        The composite never runs, its inner nodes do: while any of them runs,
+        the event goes to the pipeline's logger bound to ``pipeline`` and to the
+        composite's own name (not an inner node's ``<name>.<inner>``).
+        """
+        running = next((leaf._ns_log for leaf in _leaves(self) if leaf._ns_log is not None), None)
+        if running is None or level not in ("debug", "info", "warning", "error"):
+            super().log_event(event, level, **fields)  # not running, or a bad level to reject
+            return
+        getattr(running.bind(node=self._ns_name), level)(event, **fields)
+
     @property
     def inner_nodes(self) -> dict[str, NanoNode]:
         """The inner nodes by their name in the definition."""
@@ -254,6 +269,16 @@ class _CompositeNode(NanoNode):
     def __repr__(self) -> str:
         inner = ", ".join(self._ns_inner) if hasattr(self, "_ns_inner") else ""
         return f"<{type(self).__name__} {self._ns_name!r} composite of {inner}>"
+
+
+def _leaves(node: NanoNode) -> list[NanoNode]:
+    """The nodes that really run for ``node``: through composites and staged built-ins."""
+    if isinstance(node, _CompositeNode):
+        return [leaf for inner in node._ns_inner.values() for leaf in _leaves(inner)]
+    stages: tuple[tuple[str, NanoNode], ...] | None = getattr(node, "_ns_stages", None)
+    if stages is not None:  # a staged built-in node (nodes/_stages.py)
+        return [leaf for _, stage in stages for leaf in _leaves(stage)]
+    return [node]
 
 
 # -- public factories --------------------------------------------------------------------
@@ -548,4 +573,9 @@ def _make_class(spec: CompositeSpec, description: str | None) -> type[NanoNode]:
         "_ns_composite": spec,
     }
     cls = type(spec.name, (_CompositeNode,), namespace)
+    # A real attribute of its module: importable, and picklable by reference.
+    setattr(composites, spec.name, cls)
+    if spec.name not in composites.__all__:
+        composites.__all__.append(spec.name)
+        composites.__all__.sort()
     return cls

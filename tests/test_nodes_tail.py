@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import trio
 from structlog.testing import capture_logs
 
@@ -239,6 +240,37 @@ class TestRotation:
         assert lines.items == expected(1, 6)
         assert [line.lineno for line in lines.items] == [1, 2, 3, 1, 2]
 
+    async def test_truncation_is_reported_on_the_pipelines_logger(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A truncation gives one file_truncated event on the pipeline's own logger."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 4))
+        tail, lines = make_tail(log, name="tail")
+        logger = structlog.get_logger("tests").bind(app="ingest-app")
+        pipeline = Pipeline(tail, name="ingest", logger=logger, stats_interval=None)
+        with capture_logs() as logs:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pipeline.run)
+                await lines.wait_for(3)
+                os.truncate(log, 0)
+                append(log, "x\n")
+                await lines.wait_for(4)
+                pipeline.stop()
+        events = [e for e in logs if e["event"] == "file_truncated"]
+        assert events == [
+            {
+                "event": "file_truncated",
+                "log_level": "info",
+                "app": "ingest-app",
+                "pipeline": "ingest",
+                "node": "tail",
+                "path": str(log),
+                "offset": len(numbered(1, 4)),
+                "size": 2,
+            }
+        ]
+
 
 class TestGlob:
     async def test_all_matches_and_new_files(
@@ -377,19 +409,30 @@ class TestBadInput:
         (letter,) = letters.items
         assert letter.message.startswith(f"{log}, line 2: invalid JSON")
 
+    @pytest.mark.parametrize("length", [5_000, 300_000], ids=["one-read", "several-reads"])
     async def test_overlong_line_is_skipped_and_reported(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock, length: int
     ) -> None:
         """A line over max_line_bytes is dropped with a line_too_long event; the next arrive."""
         log = tmp_path / "app.log"
-        log.write_text("short\n" + "x" * 300_000 + "\nafter\n")
+        log.write_text("short\n" + "x" * length + "\nafter\n")
         tail, lines = make_tail(log, follow=False, max_line_bytes=1000, name="tail")
         with capture_logs() as logs:
-            await Pipeline(tail).run()
+            await Pipeline(tail, name="ingest").run()
         assert lines.items == ["short", "after"]
         assert [line.lineno for line in lines.items] == [1, 3]
-        (event,) = [e for e in logs if e["event"] == "line_too_long"]
-        assert (event["path"], event["line"]) == (str(log), 2)
+        events = [e for e in logs if e["event"] == "line_too_long"]
+        assert events == [
+            {
+                "event": "line_too_long",
+                "log_level": "warning",
+                "pipeline": "ingest",
+                "node": "tail",
+                "path": str(log),
+                "line": 2,
+                "max_line_bytes": 1000,
+            }
+        ]
 
     def test_bad_start_at(self, tmp_path: Path) -> None:
         """An unknown start position is a ConfigError listing the accepted ones."""

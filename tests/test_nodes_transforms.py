@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from nanostream_trio import ConfigError, DeadLetter, NanoNode, Pipeline
 from nanostream_trio.nodes import (
@@ -230,6 +231,38 @@ class TestBatch:
         assert [stage.name for stage in batch.stages] == ["rows", "rows.emit"]
         assert batch.on_error == "skip"
         assert batch.stages[1].on_error == "raise"
+
+    async def test_own_events_carry_the_users_node_name(self) -> None:
+        """log_event of a staged node is bound to the pipeline and its name, not a stage's."""
+        flushed_in: list[str] = []
+
+        class _ReportingBatch(Batch):
+            def _flush(self) -> list[Any]:
+                batches = super()._flush()
+                flushed_in.append(str([s.name for s in self.stages if s._ns_log is not None]))
+                self.log_event("batch_flushed", items=sum(len(b) for b in batches))
+                return batches
+
+        batch = _ReportingBatch(10, name="rows")
+        source, sink = ScriptedSource([1, 2, 3]), Recorder()
+        source > batch > sink
+        with capture_logs() as logs:
+            await Pipeline(source, name="ingest", stats_interval=None).run()
+            batch.log_event("after_the_run", "debug")
+        assert flushed_in == ["['rows.emit']"]  # only the emitting stage was still running
+        ours = [e for e in logs if e["event"] in ("batch_flushed", "after_the_run")]
+        assert ours == [
+            {
+                "event": "batch_flushed",
+                "log_level": "info",
+                "pipeline": "ingest",
+                "node": "rows",
+                "items": 3,
+            },
+            {"event": "after_the_run", "log_level": "debug", "node": "rows"},
+        ]
+        with pytest.raises(ConfigError, match="got 'loud'"):
+            batch.log_event("x", "loud")
 
 
 class TestTumblingWindow:

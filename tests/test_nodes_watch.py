@@ -6,10 +6,11 @@ Nothing here sleeps to synchronise: each test waits for what the pipeline emits
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from nanostream_trio import ConfigError, NanoNode, Pipeline
 from nanostream_trio.nodes import CSVReader, LocalDirectoryWatchdog, LocalFileReader
 
 LIMIT = 10.0  # seconds; generous for a loaded machine, never reached when things work
+STOP_CYCLES = 100  # watcher starts and stops per teardown test (about 0.5 s in all)
 
 
 class Collector(NanoNode):
@@ -48,9 +50,9 @@ async def wait_until(condition: Callable[[], bool]) -> None:
 
 
 @asynccontextmanager
-async def running(*nodes: NanoNode) -> AsyncIterator[Pipeline]:
+async def running(*nodes: NanoNode, name: str = "pipeline") -> AsyncIterator[Pipeline]:
     """Run the pipeline in the background; stop it gracefully at the end."""
-    pipeline = Pipeline(*nodes, stats_interval=None, stall_timeout=None)
+    pipeline = Pipeline(*nodes, name=name, stats_interval=None, stall_timeout=None)
     async with trio.open_nursery() as nursery:
         await nursery.start(pipeline.run)
         try:
@@ -67,6 +69,63 @@ def write_file(path: Path, text: str) -> None:
 def append_file(path: Path, text: str) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def threads_now() -> set[threading.Thread]:
+    """Running threads, except Trio's idle worker threads (kept a while for reuse, by design)."""
+    return {t for t in threading.enumerate() if not t.name.startswith("Trio thread")}
+
+
+@contextmanager
+def busy_directory(directory: Path) -> Iterator[None]:
+    """A thread writing and re-reading files in ``directory`` until the block ends."""
+    done = threading.Event()
+
+    def churn() -> None:
+        index = 0
+        while not done.is_set():
+            path = directory / f"busy{index % 20}.csv"
+            write_file(path, "x\n")
+            path.read_text()  # opens and closes without writing: events that are ignored
+            index += 1
+
+    thread = threading.Thread(target=churn, name="busy-directory")
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def start_and_stop_repeatedly(directory: Path, overflow: str) -> list[str]:
+    """Start a watcher pipeline and stop it at once, STOP_CYCLES times, in a Trio run of its own.
+
+    The run happens in a daemon thread joined with a time limit, so a teardown
+    that deadlocks fails the test (its statuses are missing) instead of hanging it.
+    """
+    statuses: list[str] = []
+
+    async def cycles() -> None:
+        for _ in range(STOP_CYCLES):
+            watchdog = LocalDirectoryWatchdog(
+                directory=directory,
+                settle=0.0,
+                buffer=1,
+                overflow=overflow,  # type: ignore[arg-type]
+            )
+            watchdog > Collector()
+            pipeline = Pipeline(watchdog, stats_interval=None, stall_timeout=None)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pipeline.run)
+                await trio.lowlevel.checkpoint()  # let the watcher take an event or two
+                pipeline.stop()
+            statuses.append(pipeline.status)
+
+    runner = threading.Thread(target=trio.run, args=(cycles,), name="stop-cycles", daemon=True)
+    runner.start()
+    runner.join(3 * LIMIT)
+    return statuses
 
 
 async def emitted_after_sentinel(watch_dir: Path, paths: Collector) -> list[str]:
@@ -258,22 +317,27 @@ class TestBoundedHandOff:
         paths = Collector()
         watchdog > paths
         with capture_logs() as logs:
-            async with running(watchdog):
+            async with running(watchdog, name="drops"):
                 for i in range(8):
                     write_file(tmp_path / f"f{i}.csv", "x\n")
                 await wait_until(lambda: watchdog.statistics().events_dropped > 0)
                 await paths.wait_for(lambda items: len(items) >= 1)
                 await wait_until(lambda: any(e["event"] == "watch_events_dropped" for e in logs))
         stats = watchdog.statistics()
-        reported = sum(e["dropped"] for e in logs if e["event"] == "watch_events_dropped")
+        events = [e for e in logs if e["event"] == "watch_events_dropped"]
+        reported = sum(e["dropped"] for e in events)
         assert 0 < reported <= stats.events_dropped
+        assert events[-1]["total_dropped"] == reported
+        assert {(e["log_level"], e["pipeline"], e["node"], e["directory"]) for e in events} == {
+            ("warning", "drops", "watch", str(tmp_path))
+        }
         assert stats.files_pending <= 1
 
 
 class TestLifecycle:
     async def test_observer_threads_joined_on_stop_and_cancel(self, tmp_path: Path) -> None:
         """After a stop or a cancel, the observer and its threads have ended."""
-        before = set(threading.enumerate())
+        before = threads_now()
         for end in ("stop", "cancel"):
             watchdog = LocalDirectoryWatchdog(directory=tmp_path)
             watchdog > Collector()
@@ -286,7 +350,28 @@ class TestLifecycle:
                 pipeline.stop() if end == "stop" else pipeline.cancel()
             assert not observer.is_alive()
             assert pipeline.status == ("finished" if end == "stop" else "cancelled")
-        assert set(threading.enumerate()) - before == set()
+        assert threads_now() - before == set()
+
+    @pytest.mark.parametrize("overflow", ["block", "drop"])
+    def test_stop_while_the_observer_hands_over_events(self, tmp_path: Path, overflow: str) -> None:
+        """Stopping while the observer thread is handing events to Trio never deadlocks."""
+        before = threads_now()
+        with busy_directory(tmp_path):
+            statuses = start_and_stop_repeatedly(tmp_path, overflow)
+        assert statuses == ["finished"] * STOP_CYCLES, "a stop did not finish: deadlocked?"
+        assert threads_now() - before == set()
+
+    def test_stop_logs_no_watchdog_error(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Stopping a watcher many times while files change logs no error record from watchdog."""
+        with caplog.at_level(logging.DEBUG, logger="watchdog"), busy_directory(tmp_path):
+            statuses = start_and_stop_repeatedly(tmp_path, "block")
+        assert statuses == ["finished"] * STOP_CYCLES
+        watchdog_records = [r for r in caplog.records if r.name.startswith("watchdog")]
+        assert watchdog_records, "watchdog's debug records reach the handler"
+        errors = [r.getMessage() for r in watchdog_records if r.levelno >= logging.WARNING]
+        assert errors == []
 
     async def test_missing_directory_fails_at_setup(self, tmp_path: Path) -> None:
         """A directory that does not exist fails the pipeline with its path named."""

@@ -11,13 +11,15 @@ links into it go to its entry stage, links out of it leave its exit stage.
 The *policy stage* is the inner node named exactly like the composite: it
 receives ``on_error`` and ``retry``, its ``dead_letters`` port is the
 composite's, and its events carry the composite's name. Other stages are named
-``<name>.<role>`` in events and statistics.
+``<name>.<role>`` in events and statistics. The node's own events
+(:meth:`_Staged.log_event`) carry the composite's name whichever stage is
+running.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from .._node import DeadLetterPort, NanoNode, Port
 from .._policy import ErrorPolicy, Retry
@@ -82,6 +84,19 @@ class _Staged(NanoNode):
 
     def _ns_exit(self) -> NanoNode:
         return self._ns_stages[-1][1]
+
+    def log_event(self, event: str, level: str = "info", **fields: Any) -> None:
+        """Emit a monitoring event about this node (see :meth:`NanoNode.log_event`).
+
+        The node itself never runs, its stages do: while any of them runs, the
+        event goes to the pipeline's logger bound to ``pipeline`` and to this
+        node's name (not a stage's ``<name>.<role>``).
+        """
+        running = next((stage._ns_log for stage in self.stages if stage._ns_log is not None), None)
+        if running is None or level not in ("debug", "info", "warning", "error"):
+            super().log_event(event, level, **fields)  # not running, or a bad level to reject
+            return
+        getattr(running.bind(node=self._ns_name), level)(event, **fields)
 
     @property
     def stages(self) -> tuple[NanoNode, ...]:

@@ -35,7 +35,6 @@ import stat
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, Unpack
 
-import structlog
 import trio
 
 from .._exceptions import ConfigError
@@ -293,7 +292,7 @@ class TailFile(NanoNode):
     def _read(self, tracked: _Tracked) -> Iterator[Line]:
         size = os.fstat(tracked.fd).st_size
         if self._rewritten(tracked, size):
-            self._log().info("file_truncated", path=tracked.path, offset=tracked.pos, size=size)
+            self.log_event("file_truncated", path=tracked.path, offset=tracked.pos, size=size)
             yield from self._flush_partial(tracked)
             tracked.offset = tracked.pos = tracked.lineno = 0
             tracked.prefix = b""
@@ -338,8 +337,9 @@ class TailFile(NanoNode):
         tracked.partial += rest
         if len(tracked.partial) > self.max_line_bytes:
             tracked.lineno += 1
-            self._log().warning(
+            self.log_event(
                 "line_too_long",
+                "warning",
                 path=tracked.path,
                 line=tracked.lineno,
                 max_line_bytes=self.max_line_bytes,
@@ -352,8 +352,9 @@ class TailFile(NanoNode):
         tracked.offset = tracked.pos
         self._dirty = True
         if len(raw) > self.max_line_bytes + 2:  # a long line that arrived in one chunk
-            self._log().warning(
+            self.log_event(
                 "line_too_long",
+                "warning",
                 path=tracked.path,
                 line=tracked.lineno,
                 max_line_bytes=self.max_line_bytes,
@@ -383,9 +384,6 @@ class TailFile(NanoNode):
             self._dirty = True
 
     # -- checkpoint ----------------------------------------------------------------
-
-    def _log(self) -> Any:
-        return structlog.get_logger("nanostream_trio").bind(node=self.name)
 
     def _load_checkpoint(self) -> list[dict[str, Any]]:
         if self.checkpoint is None:

@@ -19,7 +19,11 @@ How the pieces fit:
   size, modification time or inode differ from when it was last emitted.
 * ``teardown`` closes the channel (so a blocked observer thread wakes up),
   stops the observer and joins its threads, also when the pipeline is
-  cancelled.
+  cancelled. It stops them from a worker thread, never from the Trio thread:
+  watchdog's dispatch thread holds the observer's lock while :class:`_Bridge`
+  waits for the Trio thread, and ``Observer.stop()`` takes that lock, so
+  stopping on the Trio thread could deadlock. See :func:`_stop_observer` for
+  the order in which the threads are stopped.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import stat
 from collections.abc import AsyncIterator
 from typing import Literal, Unpack
 
-import structlog
 import trio
 from watchdog.events import (
     FileClosedEvent,
@@ -43,7 +46,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, EventEmitter
 
 from .._exceptions import ConfigError
 from .._node import NanoNode
@@ -278,8 +281,9 @@ class LocalDirectoryWatchdog(NanoNode):
                 break
             self._note(change)
         if self._dropped != self._reported_dropped:
-            structlog.get_logger("nanostream_trio").bind(node=self.name).warning(
+            self.log_event(
                 "watch_events_dropped",
+                "warning",
                 dropped=self._dropped - self._reported_dropped,
                 total_dropped=self._dropped,
                 directory=self.directory,
@@ -318,9 +322,41 @@ class LocalDirectoryWatchdog(NanoNode):
             self._receive.close()  # a thread blocked handing off an event gets an error
         observer, self._observer = self._observer, None
         if observer is not None:
-            observer.stop()
-            await trio.to_thread.run_sync(observer.join)
+            # Not on the Trio thread: see the module notes (it could deadlock).
+            await trio.to_thread.run_sync(_stop_observer, observer)
 
 
 def _deadline_of(item: tuple[str, float]) -> float:
     return item[1]
+
+
+def _stop_observer(observer: BaseObserver) -> None:
+    """Stop ``observer`` and join its threads (in a worker thread), without error records.
+
+    ``Observer.stop()`` stops each emitter thread by setting its stop flag and
+    then, from the calling thread, dropping the emitter's inotify watch group.
+    An emitter thread that had already checked the flag, or had just read an
+    event, then finds the group gone and logs the error "InotifyEmitter.
+    queue_events() called when the thread is inactive" (watchdog 7: a race in
+    its stop protocol, not a fault of ours). Stopping each inotify emitter
+    ourselves first avoids that window: set its stop flag, close its watch
+    group (which wakes the blocking read) while the emitter still holds it,
+    and join it. ``Observer.stop()`` then only finds finished emitters.
+    """
+    for emitter in list(observer.emitters):
+        _stop_emitter(emitter)
+    observer.stop()
+    observer.join()
+
+
+def _stop_emitter(emitter: EventEmitter) -> None:
+    # ``_inotify`` is InotifyEmitter's private watch group (watchdog 7). Other
+    # emitters (polling, other platforms) or another watchdog version: leave
+    # them to Observer.stop(), which stops them its own way.
+    watch_group = getattr(emitter, "_inotify", None)
+    deactivate = getattr(watch_group, "deactivate", None)
+    if not callable(deactivate) or not emitter.is_alive():
+        return
+    emitter.stopped_event.set()  # its loop ends after the current read
+    deactivate()  # closes the watch group's queue: a blocked read returns at once
+    emitter.join()
