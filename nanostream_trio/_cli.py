@@ -571,7 +571,7 @@ def _graph_parts(node: NanoNode, kinds: dict[int, str]) -> NanoNode | _Group:
     stages: tuple[tuple[str, NanoNode], ...] | None = getattr(node, "_ns_stages", None)
     if stages is not None:  # CSVReader, Batch, TumblingWindow: see nodes/_stages.py
         for role, stage in stages:
-            kinds[id(stage)] = f"{type(node).__name__} {role} stage"
+            kinds[id(stage)] = f"{role} stage"
         return _Group(title, [_graph_parts(stage, kinds) for _, stage in stages])
     return node
 

@@ -17,7 +17,8 @@ from typing import IO, Any
 import pytest
 
 from nanostream_trio import NodeStatistics, PipelineStatistics
-from nanostream_trio._cli import render_table
+from nanostream_trio._cli import render_dot, render_table
+from nanostream_trio._config import read_pipeline_text
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples" / "yaml"
@@ -488,6 +489,78 @@ class TestCheckGraphNodes:
                 "count" -> "invert";
                 "invert" -> "print";
                 "invert" -> "rejects" [style=dashed, label="dead_letters"];
+            }
+            """
+        )
+
+    def test_graph_groups_staged_builtin_nodes(self) -> None:
+        """A built-in node that runs as stages (CSVReader) is drawn as one subgraph of its name."""
+        result = nanostream("graph", str(EXAMPLES / "csv_watch.yaml"))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == textwrap.dedent(
+            """\
+            flowchart LR
+                subgraph g0["parse (CSVReader)"]
+                    n2["parse.split<br/>split stage"]
+                    n3["parse<br/>rows stage"]
+                end
+                n0["watch<br/>LocalDirectoryWatchdog"]
+                n1["read<br/>LocalFileReader"]
+                n4["print<br/>PrinterOfThings"]
+                n5["rejects<br/>PrinterOfThings"]
+                n0 --> n1
+                n1 --> n2
+                n2 --> n3
+                n3 --> n4
+                n3 -.->|dead_letters| n5
+            """
+        )
+
+    def test_graph_nests_groups(self) -> None:
+        """A staged node inside a composite is a subgraph inside the composite's subgraph."""
+        text = textwrap.dedent(
+            """\
+            name: nested
+            modules: [numbers_nodes.py]
+            composites:
+              - name: CliBatchedCount
+                nodes:
+                  - {name: count, class: CountTo, frozen_arguments: {limit: 5}}
+                  - {name: batch, class: Batch, frozen_arguments: {size: 2}}
+            nodes:
+              - {name: batches, class: CliBatchedCount}
+              - {name: again, class: Batch, args: {size: 3}}
+              - {name: print, class: PrinterOfThings}
+            links:
+              - [batches, again, print]
+            """
+        )
+        loaded = read_pipeline_text(text, base_dir=EXAMPLES)
+        assert render_dot(loaded) == textwrap.dedent(
+            """\
+            digraph "nested" {
+                rankdir=LR;
+                node [shape=box];
+                subgraph cluster_0 {
+                    label="batches (CliBatchedCount)";
+                    "batches.count" [label="batches.count\\nCountTo"];
+                    subgraph cluster_1 {
+                        label="batches.batch (Batch)";
+                        "batches.batch" [label="batches.batch\\nintake stage"];
+                        "batches.batch.emit" [label="batches.batch.emit\\nemit stage"];
+                    }
+                }
+                subgraph cluster_2 {
+                    label="again (Batch)";
+                    "again" [label="again\\nintake stage"];
+                    "again.emit" [label="again.emit\\nemit stage"];
+                }
+                "print" [label="print\\nPrinterOfThings"];
+                "batches.count" -> "batches.batch";
+                "batches.batch" -> "batches.batch.emit";
+                "batches.batch.emit" -> "again";
+                "again" -> "again.emit";
+                "again.emit" -> "print";
             }
             """
         )

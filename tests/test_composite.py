@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import pickle
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 import trio
 import yaml
+from structlog.testing import capture_logs
 
+import nanostream_trio.composites
 from nanostream_trio import (
     ConfigError,
     ConfigFileError,
@@ -459,6 +462,74 @@ class TestBehavesAsOneNode:
         with pytest.raises(ValueError, match="level must be >= 0") as info:
             cls(level=-1)
         assert "while building node 'p' of composite CompPickyWrap" in info.value.__notes__
+
+
+class TestEvents:
+    async def test_log_event_carries_the_composite_name(self) -> None:
+        """log_event on a composite is bound to the pipeline and the composite's own name."""
+        node = class_factory(DOUBLER)(name="calc", plus=1)
+
+        class Probe(NanoNode):
+            async def generator(self) -> Any:
+                node.log_event("calc_probed", "warning", seen=1)  # the composite runs now
+                yield 1
+
+        sink = CompCollect()
+        Probe() > node > sink
+        with capture_logs() as logs:
+            await Pipeline(sink, name="calculator", stats_interval=None).run()
+            node.log_event("calc_idle")
+        ours = [e for e in logs if e["event"] in ("calc_probed", "calc_idle")]
+        assert ours == [
+            {
+                "event": "calc_probed",
+                "log_level": "warning",
+                "pipeline": "calculator",
+                "node": "calc",
+                "seen": 1,
+            },
+            {"event": "calc_idle", "log_level": "info", "node": "calc"},
+        ]
+        assert collected(sink) == [3]
+
+
+class TestCompositesModule:
+    def test_classes_are_attributes_of_their_module(self) -> None:
+        """A composite class is importable from nanostream_trio.composites, its __module__."""
+        cls = class_factory(DOUBLER)
+        from nanostream_trio.composites import CompDoubleThenAdd
+
+        assert CompDoubleThenAdd is cls
+        assert cls.__module__ == "nanostream_trio.composites"
+        assert "CompDoubleThenAdd" in nanostream_trio.composites.__all__
+
+    def test_redefinition_replaces_the_attribute(self) -> None:
+        """Defining a composite again under its name makes the new class the module's."""
+        class_factory(DOUBLER)
+        newest = class_factory(DOUBLER)
+        assert nanostream_trio.composites.CompDoubleThenAdd is newest
+        assert nanostream_trio.composites.__all__.count("CompDoubleThenAdd") == 1
+
+    def test_pickle_by_reference(self) -> None:
+        """Composite classes, and instances with their inner nodes, survive pickle."""
+        cls = class_factory(DOUBLER)
+        assert pickle.loads(pickle.dumps(cls)) is cls
+        copy = pickle.loads(pickle.dumps(cls(name="calc", plus=5)))
+        assert type(copy) is cls
+        assert [type(n).__name__ for n in copy.inner_nodes.values()] == ["CompScale", "CompAdd"]
+        assert copy.inner_nodes["add"].amount == 5  # type: ignore[attr-defined]
+
+    def test_undefined_name_says_to_load_the_definition(self) -> None:
+        """An undefined composite name fails with a message saying how to define it."""
+        with pytest.raises(AttributeError) as info:
+            nanostream_trio.composites.CompNeverDefined  # noqa: B018 - the lookup is the test
+        assert str(info.value) == (
+            "no composite named 'CompNeverDefined' is defined in this process; load its "
+            "definition first with load_composite(path), load_composite_text(text) or "
+            "class_factory(config)"
+        )
+        with pytest.raises(ImportError):
+            from nanostream_trio.composites import CompNeverDefined  # noqa: F401
 
 
 class TestShape:
