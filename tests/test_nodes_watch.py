@@ -6,8 +6,10 @@ Nothing here sleeps to synchronise: each test waits for what the pipeline emits
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -372,6 +374,24 @@ class TestLifecycle:
         assert watchdog_records, "watchdog's debug records reach the handler"
         errors = [r.getMessage() for r in watchdog_records if r.levelno >= logging.WARNING]
         assert errors == []
+
+    @pytest.mark.skipif(sys.platform != "linux", reason="inotify")
+    async def test_refused_watch_fails_setup_and_joins_threads(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A watch the OS refuses (inotify limit) fails the run, and no watchdog thread is left."""
+        from watchdog.observers import inotify
+
+        def refuse(emitter: object) -> None:  # what inotify_add_watch says at the limit
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+        monkeypatch.setattr(inotify.InotifyEmitter, "on_thread_start", refuse)
+        before = threads_now()
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path)
+        watchdog > Collector()
+        with pytest.raises(OSError, match="inotify watch limit reached"):
+            await Pipeline(watchdog, stats_interval=None).run()
+        assert threads_now() - before == set()
 
     async def test_missing_directory_fails_at_setup(self, tmp_path: Path) -> None:
         """A directory that does not exist fails the pipeline with its path named."""

@@ -226,9 +226,16 @@ class LocalDirectoryWatchdog(NanoNode):
         send, self._receive = trio.open_memory_channel[tuple[str, bool]](self.buffer)
         self._send = send  # kept for tests that feed changes on the fake clock
         bridge = _Bridge(self, trio.lowlevel.current_trio_token(), send)
-        observer = Observer()
-        observer.schedule(bridge, self.directory, recursive=self.recursive)
-        observer.start()  # returns once the OS watch is in place
+        observer = Observer()  # on Linux this already starts its inotify reader thread
+        try:
+            observer.schedule(bridge, self.directory, recursive=self.recursive)
+            observer.start()  # returns once the OS watch is in place
+        except BaseException:
+            # E.g. OSError ENOSPC when the inotify watch limit is reached. The
+            # observer thread never ran, but the threads it had started must be
+            # stopped and joined (stop() does both; no event is in flight yet).
+            observer.stop()
+            raise
         self._observer = observer
         if self.initial_scan:
             deadline = trio.current_time() + self.settle
