@@ -85,8 +85,9 @@ class TailFile(NanoNode):
 
     It follows ``tail -F`` semantics: rotation by rename and create,
     copy-truncate and plain truncation are detected (see the module notes in
-    ``docs/nodes.md``); a partial last line is held until it is complete; a
-    file that does not exist yet is waited for.
+    ``docs/nodes.md``; a truncation is reported by a ``file_truncated``
+    event); a partial last line is held until it is complete; a file that does
+    not exist yet is waited for.
 
     Where reading starts, for each file found at start-up:
 
