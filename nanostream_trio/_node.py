@@ -19,7 +19,7 @@ import itertools
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NoReturn
 
 from ._edges import DEFAULT_CAPACITY
 from ._exceptions import ConfigError, GraphError, LinkError, NodeDefinitionError
@@ -63,10 +63,10 @@ class Port:
         self.downstream: list[NanoNode] = []
 
     def __gt__(self, other: object) -> Any:
-        return _link(self, other)
+        return _gt(self, other, _operator_written())
 
     def __lt__(self, other: object) -> Any:
-        return _reject_lt(self, other)
+        return _lt(self, other, _operator_written())
 
     def __repr__(self) -> str:
         return f"<{self.port} of node {self.node.name!r}>"
@@ -236,8 +236,12 @@ class NanoNode:
 
     @property
     def name(self) -> str:
-        """The node's name, used in events, errors and statistics."""
+        """The node's name, used in events, errors and statistics (settable)."""
         return self._ns_name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self.configure(name=name)
 
     @property
     def dead_letters(self) -> DeadLetterPort:
@@ -250,6 +254,10 @@ class NanoNode:
         if self._ns_on_error is not None:
             return self._ns_on_error
         return "dead_letter" if self._ns_dead_letters.downstream else "raise"
+
+    @on_error.setter
+    def on_error(self, on_error: ErrorPolicy) -> None:
+        self.configure(on_error=on_error)
 
     @property
     def downstream(self) -> tuple[NanoNode, ...]:
@@ -345,10 +353,10 @@ class NanoNode:
     # -- linking ----------------------------------------------------------------
 
     def __gt__(self, other: object) -> Any:
-        return _link(self, other)
+        return _gt(self, other, _operator_written())
 
     def __lt__(self, other: object) -> Any:
-        return _reject_lt(self, other)
+        return _lt(self, other, _operator_written())
 
     def global_start(self) -> Any:
         """Run the whole pipeline this node belongs to, blocking until it ends.
@@ -425,30 +433,47 @@ def _reaches(start: NanoNode, goal: NanoNode) -> bool:
     return False
 
 
-def _caller_compares_greater() -> bool:
-    """Whether the comparison running in our caller's caller is ``>``.
+def _operator_written() -> str | None:
+    """The comparison operator (``">"``, ``"<"``...) that the user's code is executing.
 
-    ``a > b`` where b's class is a subclass of a's class makes Python try the
-    reflected ``b.__lt__(a)`` first. Reading the comparison being executed
-    tells that case apart from a user really writing ``b < a``.
+    Call it directly from a comparison dunder. ``a > b`` where b's class is a
+    subclass of a's makes Python try the reflected ``b.__lt__(a)`` first, and
+    ``a < b`` tries ``b.__gt__(a)``; reading the comparison being executed
+    tells a reflected call apart from the operator the user wrote. None when
+    the caller is not comparing (a call through ``operator.gt``, say).
     """
-    frame = sys._getframe(3)
+    frame = sys._getframe(2)  # 0: here, 1: the dunder, 2: the user's code
     for instruction in dis.get_instructions(frame.f_code):
         if instruction.offset == frame.f_lasti:
-            return instruction.opname == "COMPARE_OP" and ">" in str(instruction.argval)
-    return False
+            if instruction.opname != "COMPARE_OP":
+                return None
+            # 3.13 shows e.g. "bool(>)": keep the operator itself.
+            return str(instruction.argval).removeprefix("bool(").removesuffix(")")
+    return None
 
 
-def _reject_lt(node: NanoNode | Port, other: object) -> Any:
-    if isinstance(other, NanoNode | Port | list | tuple) and _caller_compares_greater():
-        return (
-            _link(other, node) if not isinstance(other, list | tuple) else _link_many(other, node)
-        )
+def _gt(node: NanoNode | Port, other: object, written: str | None) -> Any:
+    """``node > other``, or the reflected half of ``other < node``."""
+    if written == "<":
+        _reject_lt(other, node)
+    return _link(node, other)
+
+
+def _lt(node: NanoNode | Port, other: object, written: str | None) -> Any:
+    """``node < other`` (refused), or the reflected half of ``other > node``."""
+    if written == ">" and isinstance(other, NanoNode | Port | list | tuple):
+        if isinstance(other, list | tuple):
+            return _link_many(other, node)
+        return _link(other, node)
+    _reject_lt(node, other)
+
+
+def _reject_lt(left: object, right: object) -> NoReturn:
     msg = (
         f"'<' is not a link: write the upstream node first, as in "
-        f"'upstream > downstream' (got {_node_name(node)} < {_node_name(other)})"
+        f"'upstream > downstream' (got {_node_name(left)} < {_node_name(right)})"
     )
-    raise LinkError(msg, upstream=_node_name(other), downstream=_node_name(node))
+    raise LinkError(msg, upstream=_node_name(right), downstream=_node_name(left))
 
 
 def _link_many(sources: Iterable[object], target: NanoNode | Port) -> Any:

@@ -127,6 +127,7 @@ class Pipeline:
         self._started_at: float | None = None
         self._ended_at: float | None = None
         self._stop_requested = False
+        self._cancel_requested = False
         self._cancel_scope: trio.CancelScope | None = None
 
     def _check(self) -> None:
@@ -243,7 +244,11 @@ class Pipeline:
                 run.request_stop()
 
     def cancel(self) -> None:
-        """Cancel every node now; items in flight are dropped and ``run()`` returns."""
+        """Cancel every node now; items in flight are dropped and ``run()`` returns.
+
+        Called before ``run()``, it makes the next run end at once, cancelled.
+        """
+        self._cancel_requested = True
         if self._cancel_scope is not None:
             self._cancel_scope.cancel(reason="Pipeline.cancel() was called")
 
@@ -310,6 +315,8 @@ class Pipeline:
 
         try:
             with trio.CancelScope() as self._cancel_scope:
+                if self._cancel_requested:
+                    self._cancel_scope.cancel(reason="Pipeline.cancel() was called before run()")
                 async with trio.open_nursery() as monitor_nursery:
                     monitor_nursery.start_soon(self._monitor, log)
                     async with trio.open_nursery() as node_nursery:
@@ -338,6 +345,8 @@ class Pipeline:
             if self._status not in ("finished", "cancelled", "failed"):
                 self._status = "cancelled"
             self._cancel_scope = None
+            # A stop() or cancel() applies to the run it was meant for, not to the next.
+            self._stop_requested = self._cancel_requested = False
             summary = self.statistics()
             log.info(
                 "pipeline_finished",
@@ -411,13 +420,21 @@ class Pipeline:
     async def _run_with_signals(self) -> PipelineStatistics:
         if threading.current_thread() is not threading.main_thread():
             return await self.run()
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_signals, signals)
-                try:
-                    return await self.run()
-                finally:
-                    nursery.cancel_scope.cancel(reason="pipeline ended")
+        try:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_signals, signals)
+                    try:
+                        return await self.run()
+                    finally:
+                        nursery.cancel_scope.cancel(reason="pipeline ended")
+        except BaseExceptionGroup as group:
+            # The signal watcher's nursery wraps the run's failure: hand the
+            # caller the node's own exception, as run() does.
+            failure = _unwrap(group)
+            if failure is group:
+                raise
+            raise failure from None
 
     async def _watch_signals(self, signals: Any) -> None:
         received = 0

@@ -381,3 +381,21 @@ class TestFailureStatus:
         finished = [e["node"] for e in events if e["event"] == "node_finished"]
         assert "sink" not in finished
         assert torn_down == [True]  # teardown still runs, as it does however a node ends
+
+
+class TestGlobalStart:
+    def test_failure_raises_the_node_exception(self) -> None:
+        """global_start() raises the failing node's own exception (not a group), with its note."""
+        src = Items([1, 0])
+        src > Invert(name="invert")
+        with pytest.raises(ZeroDivisionError) as info:
+            src.global_start()
+        assert info.value.__notes__ == ["in nanostream node 'invert', processing item 0"]
+
+    def test_success_returns_summary(self) -> None:
+        """global_start() returns the final statistics."""
+        src, sink = Items([1, 2]), Collect()
+        src > sink
+        summary = src.global_start()
+        assert summary.status == "finished"
+        assert sink.items == [1, 2]

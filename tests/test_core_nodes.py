@@ -112,6 +112,22 @@ class TestDefinition:
         second = type("Twin", (Ident,), {"__module__": "mod_b"})
         assert {first, second} <= set(registered_nodes()["Twin"])
 
+    def test_name_and_policy_settable(self) -> None:
+        """self.name = ... and self.on_error = ... in a user's __init__ work and are checked."""
+
+        class Greeter(NanoNode):
+            def __init__(self) -> None:
+                super().__init__()
+                self.name = "greeter"
+                self.on_error = "skip"
+
+            def process_item(self, item: object) -> None: ...
+
+        node = Greeter()
+        assert (node.name, node.on_error) == ("greeter", "skip")
+        with pytest.raises(ConfigError, match="got on_error='nope'"):
+            node.on_error = "nope"  # type: ignore[assignment]
+
     def test_default_names_are_unique_and_readable(self) -> None:
         """Default names are the class name, then ClassName-2, ClassName-3."""
 
@@ -187,6 +203,30 @@ class TestLinking:
             a < b
         assert a.upstream == ()
         assert b.upstream == ()
+
+    def test_lt_with_subclass_on_the_right_is_refused(self) -> None:
+        """Base() < Sub() tries Sub.__gt__ first; it is still refused, and nothing is linked."""
+        a, b = Ident(), SubIdent()
+        with pytest.raises(LinkError, match=r"'<' is not a link.*got 'Ident[-\w]*' < 'SubIdent"):
+            a < b
+        assert a.upstream == ()
+        assert b.upstream == ()
+
+    def test_list_lt_is_refused(self) -> None:
+        """[a, b] < c is refused too (Python reflects it to c.__gt__)."""
+        a, b, c = Numbers(), Numbers(), Keep()
+        with pytest.raises(LinkError, match="'<' is not a link"):
+            [a, b] < c
+        assert c.downstream == ()
+        assert a.upstream == ()
+
+    def test_operator_module_links(self) -> None:
+        """operator.gt(a, b) links like a > b (no comparison in the caller's code)."""
+        import operator
+
+        a, b = Numbers(), Keep()
+        operator.gt(a, b)
+        assert a.downstream == (b,)
 
     def test_same_pair_twice(self) -> None:
         """Linking a pair twice names both nodes."""

@@ -335,6 +335,32 @@ class TestStopAndCancel:
         assert summary[src.name].items_out == len(sink.items)
         assert not [t for t in threading.enumerate() if t.name.startswith("nanostream-")]
 
+    async def test_rerun_after_stop(self, autojump_clock: trio.testing.MockClock) -> None:
+        """A stop() ends the run it was meant for; the next run goes to the end."""
+        src, sink = Numbers(5, interval=1), Collect()
+        src > sink
+        pipeline = Pipeline(src)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            await trio.sleep(2.5)
+            pipeline.stop()
+        assert sink.items == [0, 1]
+        sink.items.clear()
+        await pipeline.run()
+        assert sink.items == [0, 1, 2, 3, 4]
+
+    async def test_cancel_before_run(self) -> None:
+        """cancel() before run() makes that run end at once, cancelled; the next one is normal."""
+        src, sink = Numbers(3), Collect()
+        src > sink
+        pipeline = Pipeline(src)
+        pipeline.cancel()
+        summary = await pipeline.run()
+        assert summary.status == "cancelled"
+        assert sink.items == []
+        await pipeline.run()
+        assert sink.items == [0, 1, 2]
+
     async def test_stop_before_run(self) -> None:
         """stop() before run() makes the run end at once without items."""
         src, sink = Numbers(10, interval=1), Collect()
