@@ -8,6 +8,14 @@ machine hits both and cancels. Each system runs in several children; the
 table shows medians. Every run checks the sink's count and sum (and the
 engine's statistics where there are some) and fails loudly on a mismatch.
 
+Each timed run (limit, system, limit) starts with ``gc.collect()``. A fresh
+process has never had a full collection, so the first run that leaves
+objects alive between collections (any system with queues in it; never the
+fused loops, whose records die one by one) would otherwise pay for one: about
+12 ms here, spent scanning the objects the imports created, in whichever run
+happened to come first. Collecting up front starts every run from the same
+state; the collections that a system itself causes stay in its time.
+
 ``--quick`` runs everything once on small inputs, in seconds, as a smoke test
 (CI runs it); it prints the table but writes no file unless ``--output`` is
 given. The full run writes ``benchmarks/RESULTS.md``.
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import logging
 import os
@@ -104,6 +113,12 @@ def _quiet_structlog() -> None:
 # -- child side ----------------------------------------------------------------------
 
 
+def _timed(run: Callable[[int], Any], n: int) -> Any:
+    """``run(n)`` after a full garbage collection (see the module docstring)."""
+    gc.collect()
+    return run(n)
+
+
 def _child_throughput(system: str, n: int) -> dict[str, Any]:
     import systems
     import workload
@@ -116,11 +131,11 @@ def _child_throughput(system: str, n: int) -> dict[str, Any]:
         if limit_name == "inline_source_loop"
         else workload.expected_pipeline(n)
     )
-    limit_before, totals = run_limit(n)
+    limit_before, totals = _timed(run_limit, n)
     workload.check(limit_name, totals, expected)
-    seconds, totals = run_system(n)
+    seconds, totals = _timed(run_system, n)
     workload.check(system_name, totals, expected)
-    limit_after, totals = run_limit(n)
+    limit_after, totals = _timed(run_limit, n)
     workload.check(limit_name, totals, expected)
     limit_rate = n / ((limit_before + limit_after) / 2)
     rate = n / seconds

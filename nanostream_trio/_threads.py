@@ -4,9 +4,9 @@ Two shapes of blocking code run off the Trio thread:
 
 * :class:`ThreadedSource` iterates a blocking iterable (the seed's sources call
   ``time.sleep``) in a dedicated thread. The thread appends items to a
-  bounded buffer under a lock and only wakes the Trio side when that side is
+  bounded buffer without a lock and only wakes the Trio side when that side is
   parked waiting, so the Trio side takes whole batches and a fast source costs
-  one lock round trip per item, not one scheduler trip.
+  one ``deque.append`` per item, not one scheduler trip.
 * :class:`ThreadWorker` runs one blocking call at a time for a node whose
   ``process_item`` is declared ``blocking=True``.
 
@@ -39,6 +39,19 @@ class ThreadedSource:
     are taken only on the slow paths: the buffer is full, the Trio side is
     parked waiting, or a stop was requested. Each of those sets a flag first
     and re-checks the buffer afterwards, so no wake-up is ever lost.
+
+    The two sides take turns at the GIL, and each turn costs OS wake-ups, so
+    the hand-off is built for long turns (docs/performance.md, "Sync
+    sources"). The thread wakes the parked Trio side while holding the lock,
+    and the woken side takes that lock before it looks at the buffer: the
+    wake-up call itself (a socket write) lets go of the GIL, and without the
+    lock the Trio side would grab the GIL right then, take the one item
+    there is, park again and be woken again, item by item, while the thread
+    waits. With it, the Trio side waits until the thread has finished the
+    call and gets the GIL when the thread next lets go of it: when the
+    hand-off is full, when the iterable blocks (the prompt case: an item
+    followed by a slow one is delivered during the wait), or at the
+    interpreter's switch interval.
 
     Args:
         make_iterable: called in the worker thread; returns what to iterate.
@@ -114,11 +127,11 @@ class ThreadedSource:
     def _attend(self) -> bool:
         """Wake the parked Trio side if it waits; return whether to stop."""
         with self._lock:
-            wake = self._consumer_waiting
-            self._consumer_waiting = False
             stop = self._attention = self._stop
-        if wake:
-            self._token.run_sync_soon(self._lot.unpark_all)
+            if self._consumer_waiting:
+                self._consumer_waiting = False
+                # Under the lock on purpose: see the class docstring.
+                self._token.run_sync_soon(self._lot.unpark_all)
         return stop
 
     def _on_thread_end(self) -> None:
@@ -135,13 +148,23 @@ class ThreadedSource:
     async def receive_batch(self) -> list[Any] | None:
         """Everything the thread has produced since the last call, or None at the end.
 
+        A batch is only returned after a scheduling point: when items are
+        waiting already, it yields to the other tasks once before taking
+        them, so a caller that never waits for anything else still lets the
+        rest of the program run once per batch.
+
         Raises:
             BaseException: whatever the iterable raised in the thread.
         """
         buffer = self._buffer
+        scheduled = False
         while True:
             queued = len(buffer)
             if queued:
+                if not scheduled:
+                    await trio.lowlevel.checkpoint()
+                    scheduled = True
+                    continue
                 # Only this side pops, so these ``queued`` items are there.
                 batch = list(map(collections.deque.popleft, itertools.repeat(buffer, queued)))
                 if self._producer_waiting:
@@ -162,6 +185,12 @@ class ThreadedSource:
             if buffer or self._done:
                 continue
             await self._lot.park()
+            scheduled = True
+            # Woken by the thread from inside its locked section: wait until
+            # it has left it, so the items it keeps appending in the meantime
+            # come over in one batch (see the class docstring).
+            with self._lock:
+                pass
 
     async def aclose(self) -> None:
         """Stop the thread and join it, even when the caller is being cancelled."""
