@@ -34,12 +34,14 @@ __all__ = ["FUSE_CHAINS", "THREAD_HANDOFF_FACTOR", "NodeRun"]
 FUSE_CHAINS = True
 
 #: A source thread's hand-off holds this many times the capacity of the inbox
-#: it feeds. Each hand-over between the thread and Trio costs a GIL switch and
-#: OS wake-ups (tens to hundreds of microseconds on a busy or virtual machine),
-#: so a thread that can run ahead further works in longer stretches: measured
-#: 0.22 of the inline loop at 1x, 0.36 at 4x, 0.50 at 16x (docs/performance.md).
-#: The read-ahead stays bounded: 16 x 256 items with the default capacity.
-THREAD_HANDOFF_FACTOR = 16
+#: it feeds. The thread and the Trio side take turns at the GIL, and each turn
+#: costs OS wake-ups of the other thread (50 to 300 microseconds when the two
+#: threads sit on different CPUs of a virtual machine), so a thread that can run
+#: ahead further works in longer stretches. Measured on the benchmark's 2-CPU
+#: VM (docs/performance.md, "Sync sources"): about 0.24 of the inline loop at
+#: 1x, 0.54 at 16x, 0.59 at 32x. The read-ahead stays bounded: 32 x 256 items
+#: with the default capacity.
+THREAD_HANDOFF_FACTOR = 32
 
 # The most items a sync source takes from its iterable before pushing them.
 _MAX_CHUNK = 1024
@@ -305,7 +307,12 @@ class NodeRun:
         source.start()
         try:
             fused = await self._fused_source_stages()
+            checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
             while True:
+                # A scheduling point per batch (see receive_batch); the chunks
+                # of a batch below only check for cancellation: each trip
+                # through the scheduler lets the waiting source thread contend
+                # for the GIL in the middle of the batch (docs/performance.md).
                 batch = await source.receive_batch()
                 if batch is None:
                     return
@@ -313,8 +320,15 @@ class NodeRun:
                     await outbox.send_batch(batch)
                     continue
                 stages, size = fused
+                last_outbox = stages[-1][0].outbox
                 for start in range(0, len(batch), size):
-                    await self._emit_through(stages, batch[start : start + size])
+                    await checkpoint_if_cancelled()
+                    chunk = batch[start : start + size]
+                    outbox.sent += len(chunk)
+                    self.last_progress = trio.current_time()
+                    outputs = self._run_stages(stages, chunk)
+                    if outputs:
+                        await last_outbox.send_batch(outputs)
         finally:
             await source.aclose()
 
