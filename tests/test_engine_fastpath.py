@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from nanostream_trio import NanoNode, Pipeline, _runtime
 from nanostream_trio._edges import Edge, Outbox
+from nanostream_trio._threads import ThreadedSource
 from nanostream_trio.nodes import Filter, Map
 
 
@@ -477,6 +478,78 @@ class TestThreadedSource:
         with trio.fail_after(20):
             await Pipeline(src).run()
         assert sink.items == [1, 2]
+
+    async def test_wakes_the_parked_side_while_holding_the_lock(self) -> None:
+        """The thread wakes the parked Trio side from inside the hand-off lock, never outside it."""
+        go = threading.Event()
+
+        def produce() -> Iterator[int]:
+            if not go.wait(timeout=10):
+                raise TimeoutError("never released")
+            yield 1
+            yield 2
+
+        source = ThreadedSource(produce, capacity=8, name="test-source")
+        token = source._token
+        wakes: list[bool] = []
+
+        class RecordingToken:
+            def run_sync_soon(self, func: Any, *args: Any) -> None:
+                if func == source._lot.unpark_all:
+                    wakes.append(source._lock.locked())
+                token.run_sync_soon(func, *args)
+
+        source._token = RecordingToken()  # type: ignore[assignment]
+        source.start()
+        received: list[int] = []
+
+        async def release_when_parked() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            go.set()
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(release_when_parked)
+                while (batch := await source.receive_batch()) is not None:
+                    received.extend(batch)
+            await source.aclose()
+        assert received == [1, 2]
+        assert wakes
+        assert all(wakes)
+
+    async def test_receive_batch_is_a_checkpoint_when_items_wait(self) -> None:
+        """Taking a batch that was already waiting still yields to the other tasks first."""
+        source = ThreadedSource(lambda: range(5), capacity=8, name="test-source")
+        source.start()
+        with trio.fail_after(10):
+            await source._finished.wait()
+        with trio.testing.assert_checkpoints():
+            batch = await source.receive_batch()
+        assert batch == [0, 1, 2, 3, 4]
+        assert await source.receive_batch() is None
+        await source.aclose()
+
+    async def test_cancel_lands_within_one_chunk_of_a_hand_off_batch(self) -> None:
+        """A cancel from a node fused into a thread-run source lands before its next chunk."""
+        calls = 0
+        pipeline: Pipeline
+
+        def count_and_cancel(x: int) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 10:
+                pipeline.cancel()
+            return x
+
+        src = SyncNumbers(100_000)
+        src > Map(count_and_cancel, name="head", capacity=64) > Collect()
+        pipeline = Pipeline(src)
+        with trio.fail_after(20):
+            summary = await pipeline.run()
+        assert summary.status == "cancelled"
+        # The hand-off's batches hold up to THREAD_HANDOFF_FACTOR * 64 items;
+        # the chain takes them 64 at a time and checks for the cancel between.
+        assert 10 <= calls <= 64
 
 
 class TestBatchEdgeOps:
