@@ -3,7 +3,8 @@
 Sub-commands:
 
 * ``run FILE``: run a pipeline file until it ends; the first Ctrl-C (SIGINT
-  or SIGTERM) stops it gracefully, a second cancels it.
+  or SIGTERM) stops it gracefully, a second cancels it, and if the run has not
+  ended ``CANCEL_GRACE`` seconds later, or on a third, the process exits at once.
 * ``check FILE``: load and check a pipeline file without running it.
 * ``graph FILE``: print the pipeline's graph as Mermaid or Graphviz DOT.
 * ``nodes``: list the registered node types.
@@ -34,7 +35,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import structlog
 import trio
@@ -60,6 +61,10 @@ EXIT_CANCELLED = 130
 
 #: Seconds between redraws of the live table.
 TABLE_REFRESH = 0.5
+
+#: Seconds (real time) a run cancelled by a second Ctrl-C may take to end; after them
+#: (or on a third Ctrl-C) the process exits with status 130 without waiting any longer.
+CANCEL_GRACE = 2.0
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -138,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, logging_options],
         help="run a pipeline file",
         description="Run a pipeline file. The first Ctrl-C stops it gracefully "
-        "(items already read are finished), a second cancels it.",
+        "(items already read are finished), a second cancels it; if the run has not ended "
+        f"{CANCEL_GRACE:g} s later, or on a third, the process exits at once (status 130) "
+        "without waiting for worker threads stuck in blocking calls.",
     )
     run.add_argument("file", help="the pipeline YAML file")
     run.add_argument(
@@ -436,16 +443,41 @@ class _Ready:
         self._log.info("pipeline_ready", nodes=[node.name for node in self._pipeline.nodes])
 
 
+def _exit_now(log: Any, reason: str) -> NoReturn:
+    """End the process with status 130 without waiting for anything (see ``CANCEL_GRACE``).
+
+    Worker threads stuck in a blocking call (a ``blocking`` node in
+    ``time.sleep``, a read that never returns) cannot be interrupted, and a
+    normal exit would wait for them; so this flushes stdout and stderr and
+    calls :func:`os._exit`. ``teardown`` hooks still pending do not run.
+    """
+    with contextlib.suppress(Exception):
+        log.error("exiting_now", reason=reason, status=EXIT_CANCELLED)
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    os._exit(EXIT_CANCELLED)
+
+
 async def _watch_signals(signals: Any, pipeline: Pipeline, log: Any) -> None:
+    """First signal: stop; second: cancel, and exit anyway after ``CANCEL_GRACE``; third: exit."""
     received = 0
     async for signum in signals:
         received += 1
-        action = "stop" if received == 1 else "cancel"
+        action = ("stop", "cancel")[received - 1] if received <= 2 else "exit"
         log.warning("signal_received", signal=signal.Signals(signum).name, action=action)
         if received == 1:
             pipeline.stop()
-        else:
+        elif received == 2:
             pipeline.cancel()
+            # A thread, not a Trio timer: it must fire even if the run ends with worker
+            # threads still blocked and the interpreter then waits for them at exit.
+            timer = threading.Timer(CANCEL_GRACE, _exit_now, args=(log, "grace_period_over"))
+            timer.daemon = True
+            timer.start()
+        else:
+            _exit_now(log, "third_signal")
 
 
 async def _refresh_table(table: LiveTable) -> None:

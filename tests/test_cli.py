@@ -88,8 +88,14 @@ class Child:
                 return line
         pytest.fail(f"no {text!r} on stdout: {''.join(self.stdout)}")
 
-    def finish(self) -> tuple[int, str, str]:
-        out, err = self.process.communicate(timeout=90)
+    def finish(self, timeout: float = 90) -> tuple[int, str, str]:
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            self._killer.cancel()
+            pytest.fail(f"nanostream still running after {timeout} s")
         self._killer.cancel()
         return self.process.returncode, "".join(self.stdout) + out, "".join(self.stderr) + err
 
@@ -152,6 +158,49 @@ STUCK_NODES = textwrap.dedent(
             return item
     """
 )
+
+
+SLEEPER_NODES = textwrap.dedent(
+    """\
+    import time
+    import structlog
+    from nanostream_trio import NanoNode
+
+    class CliTwo(NanoNode):
+        def generator(self):
+            yield 1
+            yield 2
+
+    class CliSleeper(NanoNode):
+        def process_item(self, item):
+            if item == 2:
+                structlog.get_logger("sleeper").info("sleeping", item=item)
+                time.sleep(60)
+            return item
+
+    class CliUnflushed(NanoNode):
+        def process_item(self, item):
+            print(f"done {item}")  # stdout is a pipe: block-buffered, not flushed
+    """
+)
+
+
+def start_sleeper(tmp_path: Path) -> Child:
+    """A run whose blocking node sleeps in its worker thread (stdout block-buffered)."""
+    (tmp_path / "sleeper_nodes.py").write_text(SLEEPER_NODES)
+    path = tmp_path / "sleeper.yaml"
+    path.write_text(
+        "modules: [sleeper_nodes.py]\n"
+        "nodes:\n"
+        "  - {name: two, class: CliTwo}\n"
+        "  - {name: sleeper, class: CliSleeper, blocking: true}\n"
+        "  - {name: out, class: CliUnflushed}\n"
+    )
+    env = environment()
+    del env["PYTHONUNBUFFERED"]
+    child = Child("run", str(path), env=env)
+    child.wait_for_event("sleeping")
+    return child
 
 
 @pytest.fixture
@@ -312,6 +361,39 @@ class TestRun:
         assert code == 130, stderr
         actions = [e["action"] for e in events(stderr) if e["event"] == "signal_received"]
         assert actions == ["stop", "cancel"]
+
+    def test_second_ctrl_c_exits_after_grace_despite_blocked_thread(self, tmp_path: Path) -> None:
+        """A blocking node stuck in time.sleep does not hold the exit past the grace period."""
+        child = start_sleeper(tmp_path)
+        child.process.send_signal(signal.SIGINT)
+        child.wait_for_event("pipeline_stopping")
+        child.process.send_signal(signal.SIGINT)
+        child.wait_for_event("signal_received")
+        # The node sleeps 60 s: without the grace period this times out.
+        code, stdout, stderr = child.finish(timeout=30)
+        assert code == 130, stderr
+        last = events(stderr)[-1]
+        assert (last["event"], last["reason"], last["status"]) == (
+            "exiting_now",
+            "grace_period_over",
+            130,
+        )
+        # Printed without flush into a pipe: only the flush before os._exit saves it.
+        assert stdout == "done 1\n"
+
+    def test_third_ctrl_c_exits_at_once(self, tmp_path: Path) -> None:
+        """A third SIGINT ends the process without waiting for the grace period."""
+        child = start_sleeper(tmp_path)
+        child.process.send_signal(signal.SIGINT)
+        child.wait_for_event("pipeline_stopping")
+        child.process.send_signal(signal.SIGINT)
+        assert child.wait_for_event("signal_received")["action"] == "cancel"
+        child.process.send_signal(signal.SIGINT)
+        code, _, stderr = child.finish(timeout=30)
+        assert code == 130, stderr
+        actions = [e["action"] for e in events(stderr) if e["event"] == "signal_received"]
+        assert actions == ["stop", "cancel", "exit"]
+        assert events(stderr)[-1]["reason"] == "third_signal"
 
     def test_table_always(self) -> None:
         """--table always draws the per-node table (here into a pipe) with the final counts."""
