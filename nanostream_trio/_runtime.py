@@ -133,13 +133,18 @@ class NodeRun:
         self.outbox.open()
         self.dead_letter_outbox.open()
         self.log.info("node_started", role=self.role)
+        # Where a failure happened, for its note; processors note the item
+        # (or finish()) themselves.
+        phase = "setup()"
         try:
             await _maybe_await(node.setup())
             self.setup_done.set()
             ready()
             if node._ns_kind == "source":
+                phase = "generator()"
                 await self._run_source()
             else:
+                phase = ""
                 await self._run_processor()
         except trio.Cancelled:
             if self.status == "running":  # not a fused node that already failed
@@ -149,28 +154,12 @@ class NodeRun:
             if exc is self.carried_failure:
                 self.status = "cancelled"
                 raise
-            self.status = "failed"
-            self.log.error(
-                "node_failed",
-                error=f"{type(exc).__name__}: {exc}",
-                exc_type=type(exc).__name__,
-                items_in=self.items_in,
-                items_out=self.outbox.sent,
-            )
+            if phase and isinstance(exc, Exception):
+                exc.add_note(f"in nanostream node {self.name!r}, in {phase}")
+            self.report_failure(exc)
             raise
         finally:
-            try:
-                with trio.CancelScope(shield=self.status != "running"):
-                    await _maybe_await(node.teardown())
-            finally:
-                self.ended_at = trio.current_time()
-                node._ns_log = None
-                # Only a node that ended normally sends the end of stream: after a
-                # failure or a cancel the whole nursery is being cancelled, and a
-                # downstream node must not mistake that for a clean finish.
-                if self.status == "running":
-                    self.outbox.close()
-                    self.dead_letter_outbox.close()
+            await self._teardown()
         status: str = self.status  # (set by another task meanwhile: no narrowing)
         if status == "failed":
             # Fused into an upstream node's loop, it failed there (that task
@@ -178,6 +167,7 @@ class NodeRun:
             # a normal finish.
             return
         self.status = "finished"
+        assert self.ended_at is not None  # set by _teardown
         self.log.info(
             "node_finished",
             items_in=self.items_in,
@@ -186,6 +176,48 @@ class NodeRun:
             dead_lettered=self.dead_lettered,
             elapsed=self.ended_at - self.started_at,
         )
+
+    def report_failure(self, exc: BaseException) -> None:
+        """Mark this node failed and emit ``node_failed``."""
+        self.status = "failed"
+        self.log.error(
+            "node_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            exc_type=type(exc).__name__,
+            items_in=self.items_in,
+            items_out=self.outbox.sent,
+        )
+
+    async def _teardown(self) -> None:
+        """Run the node's teardown; close its outputs if it ended normally.
+
+        A teardown failure after a clean run fails the node. During a failure
+        or a cancellation it is recorded by a ``teardown_failed`` event and the
+        original exception keeps propagating: the first failure is the one
+        the user needs to see.
+        """
+        node = self.node
+        failing = self.status != "running"
+        try:
+            with trio.CancelScope(shield=failing):
+                await _maybe_await(node.teardown())
+        except Exception as exc:
+            exc.add_note(f"in nanostream node {self.name!r}, in teardown()")
+            if not failing:
+                self.report_failure(exc)
+                raise
+            self.log.error(
+                "teardown_failed", error=f"{type(exc).__name__}: {exc}", exc_type=type(exc).__name__
+            )
+        finally:
+            self.ended_at = trio.current_time()
+            node._ns_log = None
+            # Only a node that ended normally sends the end of stream: after a
+            # failure or a cancel the whole nursery is being cancelled, and a
+            # downstream node must not mistake that for a clean finish.
+            if self.status == "running":
+                self.outbox.close()
+                self.dead_letter_outbox.close()
 
     @property
     def role(self) -> str:
@@ -541,14 +573,7 @@ class NodeRun:
         if run is not self:
             # As if the fused node had failed in its own task: it reports the
             # failure, and this task (its upstream) ends as cancelled.
-            run.status = "failed"
-            run.log.error(
-                "node_failed",
-                error=f"{type(exc).__name__}: {exc}",
-                exc_type=type(exc).__name__,
-                items_in=run.items_in,
-                items_out=run.outbox.sent,
-            )
+            run.report_failure(exc)
             self.carried_failure = exc
         raise exc
 

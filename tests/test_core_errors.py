@@ -399,3 +399,70 @@ class TestGlobalStart:
         summary = src.global_start()
         assert summary.status == "finished"
         assert sink.items == [1, 2]
+
+
+class TestFailureNotes:
+    async def test_source_failure_names_node(self) -> None:
+        """A failing source's exception keeps its type and gets a note naming the node."""
+
+        class Broken(NanoNode):
+            async def generator(self):  # type: ignore[no-untyped-def]
+                yield 1
+                raise KeyError("gone")
+
+        src = Broken(name="broken")
+        src > Collect()
+        with pytest.raises(KeyError) as info:
+            await Pipeline(src).run()
+        assert info.value.__notes__ == ["in nanostream node 'broken', in generator()"]
+
+    async def test_setup_failure_names_node(self) -> None:
+        """A failing setup() gets a note naming the node and the hook."""
+
+        class Opener(NanoNode):
+            def setup(self) -> None:
+                raise FileNotFoundError("no such file: x.csv")
+
+            def process_item(self, item: Any) -> None: ...
+
+        src = Items([1])
+        src > Opener(name="opener")
+        with pytest.raises(FileNotFoundError) as info:
+            await Pipeline(src).run()
+        assert info.value.__notes__ == ["in nanostream node 'opener', in setup()"]
+
+    async def test_teardown_failure_after_clean_run_fails(self) -> None:
+        """A teardown() failure after a clean run fails the node: status, event and note."""
+
+        class Closer(NanoNode):
+            def process_item(self, item: Any) -> None: ...
+
+            def teardown(self) -> None:
+                raise OSError("flush failed")
+
+        src = Items([1])
+        src > Closer(name="closer")
+        pipeline = Pipeline(src)
+        with capture_logs() as events, pytest.raises(OSError, match="flush failed") as info:
+            await pipeline.run()
+        assert info.value.__notes__ == ["in nanostream node 'closer', in teardown()"]
+        assert pipeline.statistics()["closer"].status == "failed"
+        assert [e["node"] for e in events if e["event"] == "node_failed"] == ["closer"]
+
+    async def test_teardown_failure_does_not_mask_the_real_one(self) -> None:
+        """When a node fails and its teardown fails too, run() raises the first failure."""
+
+        class Both(NanoNode):
+            def process_item(self, item: Any) -> None:
+                raise KeyError("real")
+
+            def teardown(self) -> None:
+                raise ConnectionError("secondary")
+
+        src = Items([1])
+        src > Both(name="both")
+        with capture_logs() as events, pytest.raises(KeyError, match="real"):
+            await Pipeline(src).run()
+        [event] = [e for e in events if e["event"] == "teardown_failed"]
+        assert event["node"] == "both"
+        assert event["exc_type"] == "ConnectionError"
