@@ -42,6 +42,17 @@ class Collector(NanoNode):
                 await self._changed.wait()
 
 
+class FailOn(NanoNode):
+    def __init__(self, bad: str) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def process_item(self, item: Any) -> Any:
+        if item == self.bad:
+            raise ValueError(f"boom on {item}")
+        return item
+
+
 @asynccontextmanager
 async def running(*nodes: NanoNode) -> AsyncIterator[Pipeline]:
     pipeline = Pipeline(*nodes, stats_interval=None, stall_timeout=None)
@@ -344,27 +355,111 @@ class TestCheckpoint:
             await quiet_for()
         assert sorted(second.items) == expected(3, 6)
 
-    async def test_periodic_save_is_atomic_json(
+    async def test_periodic_save_is_atomic_json_and_lags_behind_the_inboxes(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:
-        """While lines flow the checkpoint is rewritten whole, via a temporary file."""
+        """While lines flow the checkpoint is rewritten whole, via a temporary file, with the
+        offsets of lines emitted at least as many lines ago as the inbox downstream can hold."""
         log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 3))
+        log.write_text(numbered(1, 11))
         tail, lines = make_tail(log, checkpoint=checkpoint, checkpoint_interval=1.0)
+        lines.configure(capacity=1)  # lag: 2 * 1 + 1 = 3 lines
         async with running(tail):
-            await lines.wait_for(2)
+            await lines.wait_for(10)
             await quiet_for(2.0)
-            append(log, numbered(3, 4))
-            await lines.wait_for(3)
+            assert not checkpoint.exists()  # line 10 is not 3 lines behind anything yet
+            append(log, numbered(11, 14))
+            await lines.wait_for(13)
             await quiet_for(2.0)
             saved = json.loads(checkpoint.read_text())
             (entry,) = saved["files"]
             assert (entry["path"], entry["offset"], entry["lineno"]) == (
                 str(log),
-                log.stat().st_size,
-                3,
+                len(numbered(1, 11)),
+                10,
             )
         assert not (tmp_path / "tail.checkpoint.tmp").exists()
+
+    async def test_downstream_failure_then_restart_delivers_every_line(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A node downstream failing mid-file leaves no checkpoint past its line: a restart
+        delivers every line at least once."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 2001))
+        tail = TailFile(log, checkpoint=checkpoint, poll_interval=0.1, checkpoint_interval=0.01)
+        first = Collector()
+        tail > FailOn("line 1500") > first
+        with pytest.raises(ValueError, match="line 1500"):
+            await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
+        assert len(first.items) < 1500
+        tail, second = make_tail(log, checkpoint=checkpoint, follow=False)
+        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
+        assert set(first.items) | set(second.items) == set(expected(1, 2001))
+
+    async def test_failure_after_the_source_ended_saves_nothing_with_commit(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """With tail.commit at the end, a failure downstream after the whole file was read
+        (source ended gracefully) saves nothing, so a restart reads the lost lines again."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 51))
+        tail = TailFile(log, checkpoint=checkpoint, follow=False)
+        first = Collector()
+        tail > FailOn("line 40") > first > tail.commit
+        with pytest.raises(ValueError, match="line 40"):
+            await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
+        assert not checkpoint.exists()
+        tail = TailFile(log, checkpoint=checkpoint, follow=False)
+        second = Collector()
+        tail > second > tail.commit
+        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
+        assert second.items == expected(1, 51)
+        assert json.loads(checkpoint.read_text())["files"][0]["lineno"] == 50
+        tail = TailFile(log, checkpoint=checkpoint, follow=False)
+        third = Collector()
+        tail > third > tail.commit
+        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
+        assert third.items == []
+
+    async def test_cancel_saves_no_offsets(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """pipeline.cancel() (as a second Ctrl-C) writes no checkpoint: lines in flight are
+        read again on restart."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 6))
+        tail, lines = make_tail(log, checkpoint=checkpoint)
+        pipeline = Pipeline(tail, stats_interval=None, stall_timeout=None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            await lines.wait_for(5)
+            pipeline.cancel()
+        assert not checkpoint.exists()
+
+    async def test_stop_saves_exact_offsets(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """pipeline.stop() drains and saves the offsets right after the last line."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 6))
+        tail, lines = make_tail(log, checkpoint=checkpoint)
+        async with running(tail):
+            await lines.wait_for(5)
+        (entry,) = json.loads(checkpoint.read_text())["files"]
+        assert (entry["offset"], entry["lineno"]) == (log.stat().st_size, 5)
+
+    async def test_checkpoint_in_a_missing_directory_fails_at_setup(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A checkpoint path whose directory does not exist is a ConfigError before any line,
+        naming the path."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 3))
+        tail, lines = make_tail(log, checkpoint=tmp_path / "nowhere" / "tail.checkpoint")
+        with pytest.raises(ConfigError, match=r"nowhere/tail\.checkpoint.*does not exist"):
+            await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
+        assert lines.items == []
 
     async def test_replaced_file_is_not_resumed(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock

@@ -19,9 +19,21 @@ is new):
    attached); a partial last line is held until its line ending arrives.
 
 Offsets are saved to a small JSON checkpoint file (written to a temporary
-file, then renamed over the old one) every ``checkpoint_interval`` seconds
-while lines flow and when the node ends. A restart resumes every file whose
-identity and first bytes match the checkpoint at the saved offset.
+file, then renamed over the old one). A restart resumes every file whose
+identity and first bytes match the checkpoint at the saved offset. The
+checkpoint must never get ahead of what the pipeline has delivered (lines may
+be read twice after a crash, never lost):
+
+* The final save happens only when the node ended gracefully (its input was
+  exhausted with ``follow=False``, or ``pipeline.stop()``), never after a
+  failure, a cancel or an interrupt. With :attr:`TailFile.commit` linked at
+  the end of the pipeline it waits further, until everything downstream has
+  drained without failing (the commit node's ``finish``).
+* A source cannot see what the nodes downstream have finished, so periodic
+  saves are conservative: they record the offsets as they were when the node
+  had emitted ``lag`` fewer lines than now, where ``lag`` bounds the lines
+  that can sit in the inboxes downstream (twice the sum of the capacities of
+  every node reachable downstream, plus one per node).
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ import hashlib
 import json
 import os
 import stat
+import sys
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, Unpack
 
@@ -43,6 +57,8 @@ from ._files import Line, strip_line_ending
 from ._stages import EngineOptions
 
 __all__ = ["TailFile"]
+
+_Snapshot = list[dict[str, Any]]
 
 StartAt = Literal["beginning", "end"]
 #: Bytes at a file's start used to recognise it (truncated and rewritten, or resumed).
@@ -103,10 +119,19 @@ class TailFile(NanoNode):
     ``follow=False`` it reads what is there (emitting a last unterminated
     line as well) and ends; otherwise it runs until the pipeline stops.
 
-    Delivery: after a graceful stop every line emitted has drained, and the
-    saved offsets continue exactly after it. After a crash, lines emitted
-    since the last checkpoint write are read again, and lines still in flight
-    at that write may be missing.
+    Delivery is at least once: the checkpoint never records a line the
+    pipeline may not have delivered, so after a crash lines may be read again,
+    never lost. The final save happens only when the node ends gracefully
+    (input exhausted without ``follow``, or ``pipeline.stop()``), never after
+    a failure, cancel or interrupt. To also survive a failure *downstream*
+    after the source has ended, link :attr:`commit` at the end of the pipeline
+    (``tail > parse > write > tail.commit``): the final save then waits until
+    everything downstream has drained without failing. Periodic saves (every
+    ``checkpoint_interval`` while lines flow) record the offsets of lines
+    emitted at least ``lag`` lines ago, ``lag`` bounding what the inboxes
+    downstream can hold; a node that keeps items across calls (``Batch``,
+    ``TumblingWindow``) can hold more, so with such nodes rely on the final
+    save (and :attr:`commit`).
 
     Args:
         path: a file path or a glob such as ``"logs/*.log"``.
@@ -167,20 +192,50 @@ class TailFile(NanoNode):
         self._tracked: dict[tuple[int, int], _Tracked] = {}
         self._saved: list[dict[str, Any]] = []
         self._dirty = False
+        self._emitted = 0  # lines emitted in this run
+        self._history: deque[tuple[int, _Snapshot]] = deque()  # (emitted, offsets then)
+        self._commit: _TailCommit | None = None
+        self._pending: _Snapshot | None = None  # the final offsets, awaiting the commit node
+        self._resuming = False  # a checkpoint file existed at start-up
+
+    @property
+    def commit(self) -> NanoNode:
+        """A pass-through node to link at the end of the pipeline; it makes the final
+        checkpoint save wait until everything downstream drained without failing.
+
+        Example::
+
+            tail > JSONLinesParser() > JSONLinesWriter("out.jsonl") > tail.commit
+        """
+        if self._commit is None:
+            self._commit = _TailCommit(self)
+        return self._commit
 
     # -- lifecycle -------------------------------------------------------------
 
     def setup(self) -> None:
         """Load the checkpoint and open the files that exist now."""
         self._tracked = {}
+        self._emitted = 0
+        self._history.clear()
+        self._pending = None
+        self._check_checkpoint_directory()
+        self._resuming = self.checkpoint is not None and os.path.exists(self.checkpoint)
         self._saved = self._load_checkpoint()
         self._discover(startup=True)
 
     async def teardown(self) -> None:
-        """Save the offsets and close every file."""
+        """Save the offsets if the node ended gracefully, and close every file."""
+        # teardown runs in the engine's ``finally``: an exception propagating
+        # there (a failure, Cancelled, KeyboardInterrupt) means the lines in
+        # flight may never be delivered, so the offsets are not saved.
+        graceful = sys.exception() is None
         try:
-            if self._dirty:
-                self._save_checkpoint()
+            if graceful and self._dirty:
+                if self._commit is not None:
+                    self._pending = self._snapshot()  # written by the commit node's finish
+                else:
+                    self._save_checkpoint(self._snapshot())
         finally:
             for tracked in self._tracked.values():
                 os.close(tracked.fd)
@@ -195,12 +250,14 @@ class TailFile(NanoNode):
             for tracked in list(self._tracked.values()):
                 for line in self._read(tracked):
                     emitted = True
+                    self._emitted += 1
                     yield line
                 if tracked.gone or not self.follow:
                     for line in self._finish(tracked):
+                        self._emitted += 1
                         yield line
             if self._dirty and trio.current_time() >= next_save:
-                self._save_checkpoint()
+                self._periodic_save()
                 next_save = trio.current_time() + self.checkpoint_interval
             if not self.follow and not emitted:
                 return
@@ -248,7 +305,10 @@ class TailFile(NanoNode):
         info = os.fstat(fd)
         tracked = _Tracked(name, fd, (info.st_dev, info.st_ino))
         if startup:
-            if not self._resume(tracked, info.st_size) and self.start_at == "end":
+            resumed = self._resume(tracked, info.st_size)
+            # A file missing from an existing checkpoint appeared after that save
+            # (the checkpoint lags behind): read it whole, start_at is for first runs.
+            if not resumed and self.start_at == "end" and not self._resuming:
                 self._seek_to_last_line_end(tracked, info.st_size)
         self._dirty = True
         return tracked
@@ -409,11 +469,60 @@ class TailFile(NanoNode):
         files: list[dict[str, Any]] = data.get("files", [])
         return files
 
-    def _save_checkpoint(self) -> None:
-        self._dirty = False
+    def _check_checkpoint_directory(self) -> None:
         if self.checkpoint is None:
             return
-        files = [
+        directory = os.path.dirname(os.path.abspath(self.checkpoint))
+        if not os.path.isdir(directory):
+            msg = (
+                f"node {self.name!r}: the directory of checkpoint file {self.checkpoint} "
+                f"({directory}) does not exist; create it or choose another path"
+            )
+            raise ConfigError(msg, node=self.name, key="checkpoint")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            msg = (
+                f"node {self.name!r}: cannot write checkpoint file {self.checkpoint}: "
+                f"directory {directory} is not writable"
+            )
+            raise ConfigError(msg, node=self.name, key="checkpoint")
+
+    def _lag(self) -> int:
+        """Lines that can sit downstream, unseen by this node: twice each inbox, plus one."""
+        seen: set[int] = set()
+        lag = 0
+        pending: list[NanoNode] = list(self.downstream)
+        while pending:
+            node = pending.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            lag += 2 * node._ns_capacity + 1
+            pending.extend(node.downstream)
+        return lag
+
+    def _periodic_save(self) -> None:
+        """Save the newest offsets at least ``lag`` lines behind what was emitted."""
+        self._dirty = False
+        if self._history and self._history[-1][0] == self._emitted:
+            self._history.pop()  # nothing emitted since: these offsets replace those
+        self._history.append((self._emitted, self._snapshot()))
+        safe = self._emitted - self._lag()
+        chosen: _Snapshot | None = None
+        while self._history and self._history[0][0] <= safe:
+            chosen = self._history.popleft()[1]
+        if chosen is not None:
+            self._save_checkpoint(chosen)
+        if self._history:
+            self._dirty = True  # saves behind what was emitted: try again next interval
+
+    def _commit_pending(self) -> None:
+        """Write the final offsets held since a graceful end (the commit node's finish)."""
+        if self._pending is not None:
+            self._save_checkpoint(self._pending)
+            self._pending = None
+
+    def _snapshot(self) -> _Snapshot:
+        return [
             {
                 "path": tracked.path,
                 "identity": list(tracked.identity),
@@ -426,6 +535,10 @@ class TailFile(NanoNode):
             }
             for tracked in self._tracked.values()
         ]
+
+    def _save_checkpoint(self, files: _Snapshot) -> None:
+        if self.checkpoint is None:
+            return
         data = {"version": CHECKPOINT_VERSION, "source": self.path, "files": files}
         temporary = f"{self.checkpoint}.tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -433,3 +546,20 @@ class TailFile(NanoNode):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.checkpoint)
+
+
+class _TailCommit(NanoNode):
+    """Passes items on; its ``finish`` (run only after a clean drain) writes the final
+    offsets of its TailFile."""
+
+    def __init__(self, tail: TailFile) -> None:
+        super().__init__(f"{tail.name}.commit")
+        self._tail = tail
+
+    def process_item(self, item: Any) -> Any:
+        """Pass ``item`` on unchanged."""
+        return item
+
+    def finish(self) -> None:
+        """Save the TailFile's final offsets: everything upstream drained without failing."""
+        self._tail._commit_pending()
