@@ -68,6 +68,23 @@ class TestRows:
         sink = await read_csv(['a,b\r\n"one\r\ntwo",2\r\n'], CSVReader())
         assert sink.items == [{"a": "one\r\ntwo", "b": "2"}]
 
+    async def test_only_newline_cr_and_crlf_end_rows(self) -> None:
+        """Unicode line breaks (U+2028, NEL, VT, FF, FS/GS/RS) are field content, not row
+        ends; CR alone ends a row; line numbers count only real line ends."""
+        odd = "a\u2028b\x85c\x0bd\x0ce\x1cf\x1dg\x1eh"
+        text = f"id,text\n1,{odd}\r2,x\r\n3,y,extra\n"
+        letters = Recorder(name="letters")
+        reader = CSVReader(on_error="dead_letter")
+        reader.dead_letters > letters
+        sink = await read_csv([text], reader)
+        assert sink.items == [{"id": "1", "text": odd}, {"id": "2", "text": "x"}]
+        assert [letter.item.line for letter in letters.items] == [4]
+
+    async def test_utf8_byte_order_mark_is_not_part_of_the_header(self) -> None:
+        """A leading BOM (as Excel writes) does not end up in the first column's name."""
+        sink = await read_csv(["\ufeffname,age\nann,3\n"], CSVReader())
+        assert sink.items == [{"name": "ann", "age": "3"}]
+
     async def test_lenient_fields_like_dictreader(self) -> None:
         """With strict_fields off, extras go to restkey and missing get restval."""
         reader = CSVReader(strict_fields=False, restkey="more", restval="?")
@@ -130,6 +147,35 @@ class TestMalformedRows:
         (letter,) = letters.items
         assert "line 2" in letter.message
         assert "expected after" in letter.message
+
+    async def test_unterminated_quote_does_not_swallow_the_rest(self) -> None:
+        """A quote never closed makes its first line one bad row; the lines after it are
+        parsed again as rows of their own."""
+        text = 'a,b\n1,x\n2,"oops\n3,y\n4,z\n'
+        sink, letters = Recorder(), Recorder(name="letters")
+        reader = CSVReader(on_error="dead_letter")
+        source = TextSource([text])
+        source > reader > sink
+        reader.dead_letters > letters
+        await Pipeline(source).run()
+        assert sink.items == [{"a": "1", "b": "x"}, {"a": "3", "b": "y"}, {"a": "4", "b": "z"}]
+        (letter,) = letters.items
+        assert letter.item.line == 3
+        assert letter.item.raw == '2,"oops\n'
+        assert "unterminated quoted field" in letter.message
+
+    async def test_unterminated_quote_in_strict_dialect(self) -> None:
+        """In a strict dialect the parser's end-of-data error is reported on the quote's line
+        and the rows after it still flow."""
+        text = 'a,b\n1,"oops\n2,y\n'
+        sink, letters = Recorder(), Recorder(name="letters")
+        reader = CSVReader(strict=True, on_error="dead_letter")
+        source = TextSource([text])
+        source > reader > sink
+        reader.dead_letters > letters
+        await Pipeline(source).run()
+        assert sink.items == [{"a": "2", "b": "y"}]
+        assert [letter.item.line for letter in letters.items] == [2]
 
     async def test_bytes_input_is_one_clear_error(self) -> None:
         """Bytes instead of text give one error that says how to fix it."""

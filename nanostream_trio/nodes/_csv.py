@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -56,17 +57,26 @@ class CSVRecord:
 
 
 class _LineRecorder:
-    """Iterates lines for ``csv.reader`` and remembers those of the current row."""
+    """Iterates lines for ``csv.reader`` and remembers those of the current row.
+
+    Lines end only at ``\\n``, ``\\r\\n`` or ``\\r`` (as the ``csv`` module
+    expects; ``str.splitlines`` would also cut at U+2028, ``\\x0c``, ... which
+    are ordinary characters inside a CSV field).
+    """
 
     def __init__(self, text: str) -> None:
-        self._lines = iter(text.splitlines(keepends=True))
+        self.lines = list(io.StringIO(text, newline=""))
+        self.pos = 0  # index of the next line to hand out
         self.taken: list[str] = []
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        line = next(self._lines)
+        if self.pos >= len(self.lines):
+            raise StopIteration
+        line = self.lines[self.pos]
+        self.pos += 1
         self.taken.append(line)
         return line
 
@@ -83,30 +93,53 @@ class _CSVSplit(NanoNode):
         path = getattr(item, "path", None)
         if not isinstance(item, str):
             kind = type(item).__name__
-            error = f"expected CSV text (str); got {kind}"
+            error_text = f"expected CSV text (str); got {kind}"
             if isinstance(item, bytes | bytearray):
-                error += "; read files as text (LocalFileReader without binary=True)"
-            yield CSVRecord(0, short_repr(item), None, None, path, error)
+                error_text += "; read files as text (LocalFileReader without binary=True)"
+            yield CSVRecord(0, short_repr(item), None, None, path, error_text)
             return
-        lines = _LineRecorder(item)
+        lines = _LineRecorder(item.removeprefix("\ufeff"))  # a UTF-8 byte order mark
         reader = csv.reader(lines, **self.fmt)
+        quote = reader.dialect.quotechar if reader.dialect.quoting != csv.QUOTE_NONE else None
         fieldnames = self.fieldnames
         while True:
-            start = reader.line_num + 1
+            start = lines.pos + 1
             lines.taken.clear()
+            fields: list[str] | None = None
+            error: str | None = None
             try:
                 fields = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield CSVRecord(start, "".join(lines.taken), None, fieldnames, path, str(exc))
+                error = str(exc)
+            raw = "".join(lines.taken)
+            if len(lines.taken) > 1 and (
+                error is not None
+                or (lines.pos == len(lines.lines) and quote and raw.count(quote) % 2)
+            ):
+                # A quote opened here and never closed swallowed every line after it:
+                # report this row's first line alone and parse again from the next.
+                first = lines.taken[0]
+                problem = error or "unterminated quoted field: its quote is never closed"
+                problem += (
+                    f" (the row starting on line {start} took {len(lines.taken)} lines; "
+                    f"parsing resumes at line {start + 1})"
+                )
+                yield CSVRecord(start, first, None, fieldnames, path, problem)
+                lines.pos = start  # the index of the line after the row's first
+                reader = csv.reader(lines, **self.fmt)
                 continue
+            if error is not None:
+                yield CSVRecord(start, raw, None, fieldnames, path, error)
+                continue
+            assert fields is not None
             if not fields:  # a blank line, skipped as csv.DictReader does
                 continue
             if fieldnames is None:
                 fieldnames = tuple(fields)
                 continue
-            yield CSVRecord(start, "".join(lines.taken), fields, fieldnames, path)
+            yield CSVRecord(start, raw, fields, fieldnames, path)
 
 
 class _CSVRows(NanoNode):
