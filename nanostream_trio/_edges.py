@@ -199,10 +199,13 @@ class Outbox:
     awaiting :meth:`wait_room` when it says no. ``edges`` is empty for a sink.
     """
 
-    __slots__ = ("blocked_seconds", "edges", "sent")
+    __slots__ = ("blocked_seconds", "edges", "sent", "waiting")
 
     def __init__(self, edges: list[Edge]) -> None:
         self.edges = edges
+        #: Whether the producer is waiting for room downstream now (for stall
+        #: detection: a node held back by back-pressure is not itself stalled).
+        self.waiting = False
         #: Items pushed through this outbox (counted once, however many edges).
         self.sent = 0
         #: Seconds, on the Trio clock, spent waiting for room downstream.
@@ -218,12 +221,16 @@ class Outbox:
     async def wait_room(self) -> None:
         """Park until every downstream edge has room, counting the time spent."""
         started = trio.current_time()
-        # Re-check: with fan-in, another producer may refill an edge we
-        # already waited on while we waited on the next one.
-        while not self.has_room():
-            for edge in self.edges:
-                await edge.wait_room()
-        self.blocked_seconds += trio.current_time() - started
+        self.waiting = True
+        try:
+            # Re-check: with fan-in, another producer may refill an edge we
+            # already waited on while we waited on the next one.
+            while not self.has_room():
+                for edge in self.edges:
+                    await edge.wait_room()
+        finally:
+            self.waiting = False
+            self.blocked_seconds += trio.current_time() - started
 
     def push(self, item: Any) -> None:
         """Append one item to every downstream edge."""

@@ -387,6 +387,11 @@ class Pipeline:
                         stalled.discard(run.name)
                         busy_since.pop(run.name, None)
                         continue
+                    if run.outbox.waiting or run.dead_letter_outbox.waiting:
+                        # Held back by a slower node downstream, which is the
+                        # one to report; count again once it moves.
+                        busy_since[run.name] = now
+                        continue
                     since = max(run.last_progress, busy_since.setdefault(run.name, now))
                     deadline = since + stall_after
                     if now >= deadline and run.name not in stalled:

@@ -455,6 +455,9 @@ class NodeRun:
             try:
                 for item in entry:
                     await call(item)
+                    # Each item is progress: a node working through a batch of
+                    # slow items is not stalled.
+                    self.last_progress = trio.current_time()
             except Exception as exc:
                 exc.add_note(
                     f"in nanostream node {self.name!r}, processing item {short_repr(item)}"

@@ -290,6 +290,29 @@ class TestEvents:
         assert stalled[0]["inbox_queued"] == 1
         assert stalled[0]["seconds"] == 10.0
 
+    async def test_slow_but_moving_is_not_stalled(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A node taking 1 s per item, and the node it holds back, are not reported as stalled."""
+
+        class Slow(NanoNode):
+            async def process_item(self, item: int) -> None:
+                await trio.sleep(1)
+
+        class Relay(NanoNode):
+            async def process_item(self, item: int) -> int:
+                return item
+
+        # "slow" takes batches of up to 64 items: 64 s of work per batch, more
+        # than the stall timeout; "relay" waits for room in front of it.
+        src = Items(list(range(1, 301)))
+        src > Relay(name="relay", capacity=8) > Slow(name="slow", capacity=64)
+        pipeline = Pipeline(src, stats_interval=None, stall_timeout=30)
+        with capture_logs() as events:
+            await pipeline.run()
+        assert trio.current_time() >= 300
+        assert [e for e in events if e["event"] == "node_stalled"] == []
+
     async def test_node_failed_event(self) -> None:
         """A failing node emits node_failed with the error, and pipeline_finished says failed."""
         src = Items([0])
