@@ -13,7 +13,8 @@ from __future__ import annotations
 import inspect
 import itertools
 import traceback
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
@@ -69,6 +70,11 @@ def _item_operation(node: NanoNode) -> tuple[str, Callable[[Any], Any]]:
         if operation is not None:
             return operation
     return "map", node.process_item  # type: ignore[attr-defined]
+
+
+def _take(iterator: Iterator[Any], count: int) -> list[Any]:
+    """Up to ``count`` next items of ``iterator`` (fewer only at its end)."""
+    return list(itertools.islice(iterator, count))
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -410,8 +416,10 @@ class NodeRun:
                     await outbox.send(out)
             elif style == "generator":
                 assert worker is not None
-                for out in await worker.run(lambda: list(finish())):
-                    await outbox.send(out)
+                generator = finish()  # creating it runs none of its code
+                limit = self._hold_limit()
+                while chunk := await worker.run(_take, generator, limit):
+                    await outbox.send_batch(chunk)
             elif style == "function":
                 out = finish() if worker is None else await worker.run(finish)
                 if out is not None:
@@ -648,55 +656,87 @@ class NodeRun:
 
         return call
 
+    def _hold_limit(self) -> int:
+        """How many outputs of one item may be held back: the smallest downstream inbox."""
+        return min((edge.capacity for edge in self.outbox.edges), default=DEFAULT_CAPACITY)
+
     def _threaded_call(self, worker: ThreadWorker) -> Callable[[Any], Any]:
-        collect = self._collector()
+        """The per-item call of a ``blocking=True`` node under ``"raise"``: outputs stream."""
 
         async def call(item: Any) -> None:
-            for out in await worker.run(collect, item):
-                await self.outbox.send(out)
+            async with aclosing(self._output_chunks(item)) as chunks:
+                async for chunk in chunks:
+                    await self.outbox.send_batch(chunk)
 
         return call
 
-    def _collector(self) -> Callable[[Any], Any]:
-        """A sync function returning the list of outputs for one item."""
-        func = self.node.process_item  # type: ignore[attr-defined]
-        if self.node._ns_style == "generator":
-            return lambda item: list(func(item))
+    async def _output_chunks(self, item: Any) -> AsyncGenerator[list[Any], None]:
+        """One item's outputs, in lists of at most :meth:`_hold_limit` items.
 
-        def collect(item: Any) -> list[Any]:
-            out = func(item)
-            return [] if out is None else [out]
-
-        return collect
-
-    async def _outputs(self, item: Any) -> list[Any]:
-        """All outputs of one item, computed before any is emitted."""
+        Never the whole of a generator's output at once: a node yielding a
+        million rows for one input streams them in bounded chunks. A sync
+        node declared ``blocking`` runs in its worker thread, a chunk per trip.
+        """
         node = self.node
         style = node._ns_style
-        if style in ("function", "generator"):
-            collect = self._collector()
-            worker = getattr(self, "_worker", None)
-            if worker is not None:
-                return await worker.run(collect, item)  # type: ignore[no-any-return]
-            return collect(item)  # type: ignore[no-any-return]
         func = node.process_item  # type: ignore[attr-defined]
-        if style == "async_function":
-            out = await func(item)
-            return [] if out is None else [out]
-        return [out async for out in func(item)]
+        limit = self._hold_limit()
+        worker: ThreadWorker | None = getattr(self, "_worker", None)
+        if style == "generator":
+            generator = func(item)  # creating it runs none of its code
+            while True:
+                if worker is not None:
+                    chunk = await worker.run(_take, generator, limit)
+                else:
+                    chunk = _take(generator, limit)
+                if not chunk:
+                    return
+                yield chunk
+        elif style == "async_generator":
+            chunk = []
+            async for out in func(item):
+                chunk.append(out)
+                if len(chunk) >= limit:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+        else:
+            if style == "function":
+                out = func(item) if worker is None else await worker.run(func, item)
+            else:
+                out = await func(item)
+            if out is not None:
+                yield [out]
 
     async def _guarded_call(self, item: Any) -> None:
-        """Process one item under the skip, retry or dead-letter policy."""
+        """Process one item under the skip, retry or dead-letter policy.
+
+        An item's outputs are held back until it has succeeded, so that a
+        failed item emits nothing and a retried one never emits twice, up to
+        :meth:`_hold_limit` outputs. An item with more outputs than that
+        releases them as it goes (memory stays bounded); if it then fails, the
+        outputs already released stand and it is not retried.
+        """
         node = self.node
         policy = node.on_error
         retry = node._ns_retry
+        limit = self._hold_limit()
         attempt = 0
         while True:
             attempt += 1
+            held: list[Any] = []
+            released = 0
             try:
-                outputs = await self._outputs(item)
+                async with aclosing(self._output_chunks(item)) as chunks:
+                    async for chunk in chunks:
+                        held.extend(chunk)
+                        if len(held) > limit:
+                            await self.outbox.send_batch(held)
+                            released += len(held)
+                            held = []
             except Exception as exc:
-                if policy == "retry" and attempt < retry.attempts:
+                if policy == "retry" and attempt < retry.attempts and not released:
                     delay = retry.delay(attempt)
                     self.retried += 1
                     self.log.warning(
@@ -708,10 +748,16 @@ class NodeRun:
                     )
                     await trio.sleep(delay)
                     continue
+                if released:
+                    exc.add_note(
+                        f"{released} outputs of this item had already been emitted "
+                        "(more than can be held back), so it was not retried"
+                        if policy == "retry"
+                        else f"{released} outputs of this item had already been emitted"
+                    )
                 await self._give_up(item, exc, attempt)
                 return
-            for out in outputs:
-                await self.outbox.send(out)
+            await self.outbox.send_batch(held)
             return
 
     async def _give_up(self, item: Any, exc: Exception, attempts: int) -> None:

@@ -571,3 +571,56 @@ class TestFinish:
                     yield 1
 
                 def finish(self) -> None: ...
+
+
+class TestManyOutputsPerItem:
+    @pytest.mark.parametrize(
+        "settings",
+        [{"blocking": True}, {"on_error": "skip"}, {"on_error": "retry"}, {}],
+        ids=["blocking", "skip", "retry", "raise"],
+    )
+    async def test_one_item_with_many_outputs_streams(self, settings: dict[str, Any]) -> None:
+        """A generator yielding 20,000 outputs for one input never runs far ahead of the sink."""
+        produced = consumed = widest = 0
+
+        class Explode(NanoNode):
+            def process_item(self, item: int):  # type: ignore[no-untyped-def]
+                nonlocal produced, widest
+                for i in range(20_000):
+                    produced += 1
+                    widest = max(widest, produced - consumed)
+                    yield i
+
+        class Count(NanoNode):
+            def process_item(self, item: int) -> None:
+                nonlocal consumed
+                consumed += 1
+
+        src = Numbers(1)
+        src > Explode(**settings) > Count(capacity=16)
+        with trio.fail_after(30):
+            await Pipeline(src).run()
+        assert consumed == 20_000
+        # inbox 16 + the sink's batch 16 + at most two held chunks of 16 + one in hand
+        assert widest <= 16 * 4 + 1
+
+    async def test_retry_after_release_is_not_retried(self) -> None:
+        """An item that fails after releasing outputs is dead-lettered at once, with a note."""
+        attempts = 0
+
+        class Explode(NanoNode):
+            def process_item(self, item: int):  # type: ignore[no-untyped-def]
+                nonlocal attempts
+                attempts += 1
+                yield from range(100)
+                raise ValueError("late failure")
+
+        src, sink, dead = Numbers(1), Collect(capacity=10), Collect()
+        explode = Explode(on_error="retry")
+        src > explode > sink
+        explode.dead_letters > dead
+        await Pipeline(src).run()
+        assert attempts == 1
+        [record] = dead.items
+        assert record.attempts == 1
+        assert len(sink.items) >= 10  # released outputs stand
