@@ -262,6 +262,19 @@ class TestEvents:
         stalled = [e for e in events if e["event"] == "node_stalled"]
         # "slow" takes all five items in one batch, so its inbox is empty: not stalled.
         assert stalled == []
+        per_node = [e for e in events if e["event"] in ("node_started", "node_finished")]
+        assert {(e["event"], e["node"]) for e in per_node} == {
+            (event, node)
+            for event in ("node_started", "node_finished")
+            for node in (src.name, "slow", sink.name)
+        }
+        roles = {e["node"]: e["role"] for e in per_node if e["event"] == "node_started"}
+        assert roles == {src.name: "source", "slow": "processor", sink.name: "sink"}
+        slow_finished = next(
+            e for e in per_node if e["event"] == "node_finished" and e["node"] == "slow"
+        )
+        assert slow_finished["items_in"] == slow_finished["items_out"] == 5
+        assert {"skipped", "dead_lettered", "elapsed"} <= set(slow_finished)
         finished = events[-1]
         assert finished["status"] == "finished"
         assert finished["elapsed"] == 22.5

@@ -387,7 +387,9 @@ class TestStopAndCancel:
 
         src = Endless()
         src > Slow(blocking=True)
-        with trio.move_on_after(0.2) as scope:
+        # fail_after turns a hang (a thread never told to stop) into a failure;
+        # the cancel should land within one 1 ms item after the 0.2 s deadline.
+        with trio.fail_after(10), trio.move_on_after(0.2) as scope:
             await Pipeline(src).run()
         assert scope.cancelled_caught
         assert started.is_set()
