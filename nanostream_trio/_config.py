@@ -43,6 +43,8 @@ import itertools
 import os
 import re
 import sys
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -614,6 +616,136 @@ def class_parameters(cls: type[NanoNode]) -> tuple[list[Parameter], bool]:
     return params, open_ended
 
 
+#: What each simple annotation expects, for messages.
+_EXPECTED: dict[type, str] = {
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+}
+_SIMPLE_NAMES: dict[str, type | None] = {
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "None": None,
+}
+
+
+def _simple_annotation(annotation: Any) -> tuple[type, bool] | None:
+    """``(type, accepts None)`` for ``int``/``float``/``bool``/``str`` and ``X | None``, else None.
+
+    String annotations (``from __future__ import annotations``) are read as
+    text, never evaluated.
+    """
+    if isinstance(annotation, str):
+        text = annotation.strip()
+        optional = re.fullmatch(r"(?:typing\.)?Optional\[\s*(\w+)\s*\]", text)
+        names = [optional[1], "None"] if optional else [part.strip() for part in text.split("|")]
+        if any(name not in _SIMPLE_NAMES for name in names):
+            return None
+        kinds: list[Any] = [_SIMPLE_NAMES[name] for name in names]
+    elif annotation in _EXPECTED:
+        kinds = [annotation]
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [None if arg is type(None) else arg for arg in typing.get_args(annotation)]
+    else:
+        return None
+    concrete = [kind for kind in kinds if kind is not None]
+    if len(concrete) != 1 or concrete[0] not in _EXPECTED or len(kinds) - len(concrete) > 1:
+        return None
+    return concrete[0], len(kinds) > 1
+
+
+def simple_parameter_types(cls: type[NanoNode]) -> dict[str, tuple[type, bool]]:
+    """The parameters of ``cls(...)`` annotated with a simple type: name -> (type, optional)."""
+    try:
+        signature = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return {}
+    found: dict[str, tuple[type, bool]] = {}
+    for param in signature.parameters.values():
+        if param.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+            continue
+        simple = _simple_annotation(param.annotation)
+        if simple is not None:
+            found[param.name] = simple
+    return found
+
+
+def _convert(value: Any, kind: type) -> tuple[bool, Any]:
+    """``(True, value as kind)`` when ``value`` fits ``kind``, else ``(False, None)``."""
+    if kind is bool:
+        return (True, value) if isinstance(value, bool) else (False, None)
+    if isinstance(value, bool):
+        return False, None  # YAML's true is not the number 1
+    if kind is int:
+        return (True, value) if isinstance(value, int) else (False, None)
+    if kind is float:
+        return (True, value) if isinstance(value, int | float) else (False, None)
+    return (True, value) if isinstance(value, str) else (False, None)
+
+
+def check_argument_types(
+    cls: type[NanoNode], args: Mapping[str, Any], document: Document, path: KeyPath, node: str
+) -> dict[str, Any]:
+    """Check ``args`` against the simple annotations of ``cls(...)`` before it is called.
+
+    A parameter annotated ``int``, ``float``, ``bool`` or ``str`` (or one of
+    them ``| None``) must get a value of that type (``null`` only for the
+    optional ones); other annotations are left to the class itself.
+
+    Returns:
+        The arguments to call ``cls`` with.
+    """
+    types_ = simple_parameter_types(cls)
+    checked = dict(args)
+    for key, value in args.items():
+        if key not in types_:
+            continue
+        kind, optional = types_[key]
+        if value is None and optional:
+            continue
+        fits, converted = (False, None) if value is None else _convert(value, kind)
+        if not fits:
+            got = _yaml_repr(value)
+            expected = _EXPECTED[kind] + (" or null" if optional else "")
+            hint = "; quote it to make it a string" if kind is str and value is not None else ""
+            document.fail(
+                (*path, key),
+                f"node {node!r} argument {key!r}: expected {expected}, got {got}{hint}",
+                node=node,
+            )
+        checked[key] = converted
+    return checked
+
+
+def _yaml_repr(value: Any) -> str:
+    """A value as a YAML author wrote it: ``null``, ``true``, ``'text'``, ``1.5``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return short_repr(value)
+
+
+def accepts_name(cls: type[NanoNode]) -> bool:
+    """Whether ``cls(...)`` takes the node's ``name`` (itself, or with the engine options)."""
+    try:
+        signature = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return False
+    for param in signature.parameters.values():
+        if param.name == "name" and param.kind is not inspect.Parameter.POSITIONAL_ONLY:
+            return True
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            annotation = param.annotation
+            text = annotation if isinstance(annotation, str) else repr(annotation)
+            if "Unpack[" in text:
+                return True
+    return False
+
+
 def check_arguments(
     cls: type[NanoNode],
     given: Iterable[str],
@@ -951,6 +1083,7 @@ def _build_nodes(document: Document, value: Any) -> dict[str, tuple[NanoNode, Ke
             )
         args = document.mapping((*path, "args"), spec.get("args"), f"the arguments of {name!r}")
         check_arguments(cls, args, document, (*path, "args"), name)
+        args = check_argument_types(cls, args, document, (*path, "args"), name)
         options = engine_options(document, path, spec, name)
         node = _instantiate(cls, args, document, path, name)
         try:
@@ -964,10 +1097,22 @@ def _build_nodes(document: Document, value: Any) -> dict[str, tuple[NanoNode, Ke
 def _instantiate(
     cls: type[NanoNode], args: Mapping[str, Any], document: Document, path: KeyPath, name: str
 ) -> NanoNode:
+    # Built with its name, so that the class's own messages name the node as the file does.
+    named = {**args, "name": name} if accepts_name(cls) else args
     try:
-        return cls(**args)
+        return cls(**named)
     except ConfigFileError:
         raise
+    except ConfigError as exc:
+        message = str(exc)
+        if exc.node and exc.node != name:
+            message = message.replace(f"node {exc.node!r}", f"node {name!r}")
+        if f"node {name!r}" not in message:
+            message = f"node {name!r} ({cls.__name__}): {message}"
+        where: KeyPath = (*path, "args") if args else path
+        if exc.key is not None and exc.key in args:
+            where = (*where, exc.key)
+        raise document.error(where, message, node=name) from exc
     except Exception as exc:
         raise document.error(
             (*path, "args") if args else path,

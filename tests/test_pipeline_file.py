@@ -233,8 +233,8 @@ class TestEnvironment:
     def test_os_environ_by_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without ``env``, variables come from the process environment."""
         monkeypatch.setenv("PF_LIMIT", "9")
-        pipeline = load_pipeline_text("nodes: [{class: PfCount, args: {limit: $PF_LIMIT}}]\n")
-        assert node(pipeline, "PfCount").limit == "$PF_LIMIT"  # only ${...} is substituted
+        pipeline = load_pipeline_text("nodes: [{class: PfEcho, args: {value: $PF_LIMIT}}]\n")
+        assert node(pipeline, "PfEcho").value == "$PF_LIMIT"  # only ${...} is substituted
         text = "nodes:\n  - class: PfCount\n    args:\n      limit: ${PF_LIMIT}\n"
         assert node(load_pipeline_text(text), "PfCount").limit == 9
 

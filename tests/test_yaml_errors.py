@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import yaml
@@ -42,6 +42,50 @@ class YeSink(NanoNode):
 
     def process_item(self, item: Any) -> None:
         self.items.append(item)
+
+
+class YeTyped(NanoNode):
+    """Simple annotations the loader checks before calling the class."""
+
+    def __init__(
+        self,
+        settle: float = 1.0,
+        flag: bool = False,
+        label: str | None = None,
+        count: Optional[int] = None,  # noqa: UP045 - the old spelling is checked too
+        path: str | os.PathLike[str] = ".",
+    ) -> None:
+        super().__init__()
+        self.settle, self.flag, self.label, self.count, self.path = settle, flag, label, count, path
+
+    def generator(self) -> Iterator[Any]:
+        yield self.settle
+
+
+class YePicky(NanoNode):
+    """Rejects a bad ``mode`` with a ConfigError naming the argument (and takes ``name``)."""
+
+    def __init__(self, mode: str = "a", name: str | None = None) -> None:
+        super().__init__(name)
+        if mode not in ("a", "b"):
+            msg = f"node {self.name!r} got mode={mode!r}; accepted: 'a', 'b'"
+            raise ConfigError(msg, node=self.name, key="mode")
+
+    def generator(self) -> Iterator[Any]:
+        yield 1
+
+
+class YePickyNoName(NanoNode):
+    """Like YePicky, but cannot be given its name when built."""
+
+    def __init__(self, mode: str = "a") -> None:
+        super().__init__()
+        if mode not in ("a", "b"):
+            msg = f"node {self.name!r} got mode={mode!r}; accepted: 'a', 'b'"
+            raise ConfigError(msg, node=self.name, key="mode")
+
+    def generator(self) -> Iterator[Any]:
+        yield 1
 
 
 def error_of(text: str, *, composite: bool = False) -> str:
@@ -260,6 +304,107 @@ class TestTypicalMistakes:
         assert error.node == "YeSource"
         assert error.problem == (
             "expected the inbox capacity as a whole number of items, at least 1; got int -1"
+        )
+
+
+class TestNodeArguments:
+    """Arguments a node class rejects are reported at the argument, naming the node as the file."""
+
+    @pytest.mark.parametrize(
+        ("arg", "problem"),
+        [
+            ("settle: abc", "argument 'settle': expected a number, got 'abc'"),
+            ("settle: null", "argument 'settle': expected a number, got null"),
+            ("flag: 1", "argument 'flag': expected true or false, got 1"),
+            (
+                "label: 5",
+                "argument 'label': expected a string or null, got 5; quote it to make it a string",
+            ),
+            ("count: 1.5", "argument 'count': expected a whole number or null, got 1.5"),
+            ("count: true", "argument 'count': expected a whole number or null, got true"),
+        ],
+    )
+    def test_simple_annotation_mismatch(self, arg: str, problem: str) -> None:
+        """A value not of the annotated simple type is an error at its position, before the call."""
+        message = error_of(
+            f"""\
+            nodes:
+              - name: typed
+                class: YeTyped
+                args:
+                  {arg}
+            """
+        )
+        key = arg.partition(":")[0]
+        assert message == f"pipe.yaml:5:{len(key) + 9}: nodes[0].args.{key}: node 'typed' {problem}"
+
+    def test_matching_values_pass(self) -> None:
+        """Whole numbers fit float, null fits optional ones; other annotations are not checked."""
+        pipeline = load_pipeline_text(
+            "nodes:\n"
+            "  - {name: typed, class: YeTyped, args: {settle: 2, flag: true, label: null, "
+            "count: 3, path: 7}}\n"
+            "  - {class: YeSink}\n",
+            env={},
+        )
+        typed = next(node for node in pipeline.nodes if node.name == "typed")
+        assert isinstance(typed, YeTyped)
+        given: tuple[Any, ...] = (typed.settle, typed.flag, typed.label, typed.count, typed.path)
+        assert given == (
+            2,
+            True,
+            None,
+            3,
+            7,
+        )
+
+    @pytest.mark.parametrize("cls", ["YePicky", "YePickyNoName"])
+    def test_constructor_config_error_points_at_argument(self, cls: str) -> None:
+        """A ConfigError with ``key`` extends the key path and names the node as the file does."""
+        message = error_of(
+            f"""\
+            nodes:
+              - name: picky
+                class: {cls}
+                args:
+                  mode: c
+            """
+        )
+        assert message == (
+            "pipe.yaml:5:13: nodes[0].args.mode: node 'picky' got mode='c'; accepted: 'a', 'b'"
+        )
+
+    def test_builtin_node(self) -> None:
+        """The audit's case: LocalDirectoryWatchdog's ``settle: abc``."""
+        message = error_of(
+            """\
+            nodes:
+              - name: watch
+                class: LocalDirectoryWatchdog
+                args:
+                  directory: /tmp
+                  settle: abc
+              - {name: print, class: PrinterOfThings}
+            """
+        )
+        assert message == (
+            "pipe.yaml:6:15: nodes[0].args.settle: node 'watch' argument 'settle': "
+            "expected a number, got 'abc'"
+        )
+
+    def test_builtin_config_error(self) -> None:
+        """The audit's case: TailFile's ``start_at: middle`` is reported at ``start_at``."""
+        message = error_of(
+            """\
+            nodes:
+              - name: tail
+                class: TailFile
+                args: {path: /tmp/x, start_at: middle}
+            """
+        )
+        assert message == (
+            "pipe.yaml:4:36: nodes[0].args.start_at: node 'tail' got start_at='middle'; "
+            "accepted: 'beginning', 'end'"
         )
 
 
