@@ -127,6 +127,65 @@ class TestPerLine:
             await Pipeline(source).run()
         assert info.value.line == 2
 
+    async def test_undecodable_line_goes_through_the_policy_alone(self, tmp_path: Path) -> None:
+        """With serialize=True and a dead-letter policy, a bad byte on line 2 dead-letters that
+        line only; the lines around it still flow, numbered as in the file."""
+        target = tmp_path / "mixed.txt"
+        target.write_bytes(b"one\n\xc3\x28two\nthree\n")
+        sink, letters = await read([target], LocalFileReader(serialize=True, name="lines"))
+        assert sink.items == ["one", "three"]
+        assert [line.lineno for line in sink.items] == [1, 3]
+        (letter,) = letters
+        assert letter.exc_type == "FileDecodeError"
+        assert "mixed.txt, line 2" in letter.message
+
+    async def test_skip_counts_each_bad_line(self, tmp_path: Path) -> None:
+        """With on_error="skip" each undecodable line is one skip of the node; others flow."""
+        target = tmp_path / "mixed.txt"
+        target.write_bytes(b"\xff\na\n\xfe\nb\n")
+        source, sink = PathSource([target]), Recorder()
+        source > LocalFileReader(serialize=True, on_error="skip", name="lines") > sink
+        stats = await Pipeline(source).run()
+        assert sink.items == ["a", "b"]
+        assert stats["lines"].skipped == 2
+        assert stats["lines.read"].items_out == 4
+
+    async def test_missing_file_per_line_names_the_path(self, tmp_path: Path) -> None:
+        """With serialize=True a missing file is still one failure of the node naming it."""
+        (tmp_path / "here.txt").write_text("x\n")
+        missing = tmp_path / "gone.txt"
+        sink, letters = await read(
+            [missing, tmp_path / "here.txt"], LocalFileReader(serialize=True)
+        )
+        assert sink.items == ["x"]
+        (letter,) = letters
+        assert letter.exc_type == "FileNotFoundError"
+        assert str(missing) in letter.message
+        assert letter.item == str(missing)
+
+
+class TestByteOrderMark:
+    async def test_bom_is_dropped_from_whole_text(self, tmp_path: Path) -> None:
+        """A UTF-8 BOM at the start of a file is not part of the text."""
+        target = tmp_path / "excel.csv"
+        target.write_bytes(b"\xef\xbb\xbfname\nann\n")
+        sink, _ = await read([target], LocalFileReader())
+        assert sink.items == ["name\nann\n"]
+
+    async def test_bom_is_dropped_from_the_first_line(self, tmp_path: Path) -> None:
+        """Per line, only the first line loses its BOM."""
+        target = tmp_path / "excel.csv"
+        target.write_bytes(b"\xef\xbb\xbfname\n\xef\xbb\xbfann\n")
+        sink, _ = await read([target], LocalFileReader(serialize=True))
+        assert sink.items == ["name", "\ufeffann"]
+
+    async def test_binary_mode_keeps_the_bom(self, tmp_path: Path) -> None:
+        """binary=True returns the bytes as they are."""
+        target = tmp_path / "excel.csv"
+        target.write_bytes(b"\xef\xbb\xbfname\n")
+        sink, _ = await read([target], LocalFileReader(binary=True))
+        assert sink.items == [b"\xef\xbb\xbfname\n"]
+
 
 class TestBadPaths:
     async def test_missing_file_is_dead_lettered_with_its_path(self, tmp_path: Path) -> None:

@@ -8,13 +8,16 @@ in an error message.
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO, Unpack
 
 import trio
 
-from .._node import NanoNode
+from .._node import NanoNode, Port
+from .._policy import ErrorPolicy, Retry
 from ._errors import FileDecodeError
 from ._stages import EngineOptions
 
@@ -86,19 +89,72 @@ def as_path(item: Any, node: str) -> str:
     raise TypeError(msg)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RawLine:
+    """One undecoded line of a file, from the read stage to the decode stage."""
+
+    path: str
+    lineno: int
+    raw: bytes
+
+
+class _Unread(str):
+    """A file the read stage could not open: the path (as ``str``) and what was given."""
+
+    original: Any
+
+    def __new__(cls, original: Any) -> _Unread:
+        text = os.fsdecode(original) if isinstance(original, str | os.PathLike) else repr(original)
+        self = super().__new__(cls, text)
+        self.original = original
+        return self
+
+
+class _ReadLines(NanoNode):
+    """Path in, one _RawLine per line out (a chunk of lines per trip to a thread).
+
+    It never raises for a file it cannot open: it passes an :class:`_Unread` on,
+    and the decode stage (the reader itself, which carries the error policy)
+    tries again and raises the error there.
+    """
+
+    async def process_item(self, item: Any) -> AsyncIterator[_RawLine | _Unread]:
+        try:
+            path = as_path(item, self.name)
+            handle = await trio.to_thread.run_sync(_open_binary, path)
+        except (OSError, TypeError):
+            yield _Unread(item)
+            return
+        try:
+            lineno = 0
+            while True:
+                chunk = await trio.to_thread.run_sync(handle.readlines, READ_CHUNK)
+                if not chunk:
+                    return
+                for raw in chunk:
+                    lineno += 1
+                    yield _RawLine(path, lineno, raw)
+        finally:
+            handle.close()
+
+
 class LocalFileReader(NanoNode):
     """Read the file at each incoming path: its whole text, or one item per line.
 
     A missing, unreadable or vanished file raises the usual ``OSError``
     (``FileNotFoundError``, ``IsADirectoryError``, ...), whose message names
     the path; bytes that do not decode raise :class:`FileDecodeError` with the
-    path and line. Either goes through the node's error policy.
+    path and line. Either goes through the node's error policy: per file for
+    a whole text, per *line* with ``serialize=True`` (a line that does not
+    decode is skipped or dead-lettered alone, the other lines of the file
+    still flow). A UTF-8 byte order mark at the start of a file is dropped.
 
     Reading happens in worker threads, so a slow disk stalls nothing. Per line,
     the file is read a chunk at a time, so a large file never sits in memory
-    whole under the default ``on_error="raise"``. (Under the other policies
-    the engine collects an item's outputs before emitting any, so that a
-    failed file emits nothing; then a file's lines are held until it is read.)
+    whole. With ``serialize=True`` the node runs as two inner nodes:
+    ``<name>.read`` (paths in, raw lines out) and ``<name>`` (decodes each
+    line; carries the error policy, the dead letters and the statistics of
+    failed files and lines).
 
     Args:
         serialize: ``False`` (the seed's default): emit the file's whole
@@ -107,7 +163,7 @@ class LocalFileReader(NanoNode):
         binary: emit ``bytes`` instead of text (whole, or per line split on ``\\n``).
         encoding: text encoding (per line, an ASCII-compatible one such as UTF-8).
         errors: decoding error handler, as for :meth:`bytes.decode`;
-            ``"strict"`` (default) makes undecodable bytes a per-file error.
+            ``"strict"`` (default) makes undecodable bytes an error.
         name: the node's name.
         **engine: ``on_error``, ``retry``, ``capacity`` (see :class:`NanoNode`).
     """
@@ -122,14 +178,56 @@ class LocalFileReader(NanoNode):
         name: str | None = None,
         **engine: Unpack[EngineOptions],
     ) -> None:
+        self._ns_reader: _ReadLines | None = None
         super().__init__(name, **engine)
+        if serialize:
+            reader = _ReadLines(capacity=self._ns_capacity)
+            _ = reader > self  # linked while this node is still its own entry
+            self._ns_reader = reader
+            reader.configure(name=f"{self.name}.read")
         self.serialize = serialize
         self.binary = binary
         self.encoding = encoding
         self.errors = errors
+        self._utf8 = codecs.lookup(encoding).name == "utf-8"
+
+    def configure(
+        self,
+        *,
+        name: str | None = None,
+        on_error: ErrorPolicy | None = None,
+        retry: Retry | None = None,
+        capacity: int | None = None,
+        blocking: bool | None = None,
+    ) -> NanoNode:
+        """Change engine settings (see :meth:`NanoNode.configure`); with ``serialize=True``
+        the name and capacity also apply to the inner ``<name>.read`` node."""
+        super().configure(
+            name=name, on_error=on_error, retry=retry, capacity=capacity, blocking=blocking
+        )
+        reader = getattr(self, "_ns_reader", None)
+        if reader is not None:
+            reader.configure(name=f"{name}.read" if name is not None else None, capacity=capacity)
+        return self
+
+    def _ns_entry(self) -> NanoNode:
+        reader = getattr(self, "_ns_reader", None)
+        return reader if reader is not None else self
+
+    @property
+    def upstream(self) -> tuple[NanoNode | Port, ...]:
+        """Nodes linked into this node (into its read stage with ``serialize=True``)."""
+        entry = self._ns_entry()
+        return tuple(entry._ns_upstream) if entry is not self else super().upstream
 
     async def process_item(self, item: Any) -> AsyncIterator[Any]:
-        """Read the file at path ``item`` and yield its text or its lines."""
+        """Read the file at path ``item`` and yield its text or its lines (with
+        ``serialize=True``: decode one line the read stage passed on)."""
+        if isinstance(item, _RawLine):
+            yield self._line(item.path, item.raw, item.lineno)
+            return
+        if isinstance(item, _Unread):
+            item = item.original  # the read stage failed to open it: try again, raise here
         path = as_path(item, self.name)
         if not self.serialize:
             data = await trio.to_thread.run_sync(_read_bytes, path)
@@ -149,6 +247,8 @@ class LocalFileReader(NanoNode):
             handle.close()
 
     def _decode_whole(self, path: str, data: bytes) -> FileText:
+        if self._utf8:
+            data = data.removeprefix(codecs.BOM_UTF8)
         try:
             return FileText(data.decode(self.encoding, self.errors), path)
         except UnicodeDecodeError as exc:
@@ -165,6 +265,8 @@ class LocalFileReader(NanoNode):
         raw = strip_line_ending(raw)
         if self.binary:
             return raw
+        if lineno == 1 and self._utf8:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
         try:
             return Line(raw.decode(self.encoding, self.errors), path, lineno)
         except UnicodeDecodeError as exc:
