@@ -149,6 +149,34 @@ class TestLogIngestion:
         expected = {(r["minute"], r["level"]): r["count"] for r in expected_counts(log)}
         assert dict(totals) == expected
 
+    async def test_two_files_out_of_order_and_records_without_timestamp(
+        self, tmp_path: Path
+    ) -> None:
+        """Two logs through a glob (the second one earlier in time, read after the first)
+        count every record in its minute; a record without a timestamp is reported as a bad
+        line and does not stop the run."""
+        example = load(LOG_INGESTION / "run.py")
+        lines = (LOG_INGESTION / "sample.jsonl").read_text().splitlines(keepends=True)
+        (tmp_path / "a.jsonl").write_text("".join(lines[120:]))  # later minutes first
+        (tmp_path / "b.jsonl").write_text("".join(lines[:120]))
+        (tmp_path / "c.jsonl").write_text('{"level": "error", "event": "no time"}\n')
+        out, errors = tmp_path / "counts.jsonl", io.StringIO()
+        pipeline = example.build_pipeline(
+            str(tmp_path / "*.jsonl"), out, stream=io.StringIO(), errors=errors
+        )
+        summary = await pipeline.run()
+        totals: collections.Counter[tuple[str, str]] = collections.Counter()
+        for row in read_jsonl(out):
+            totals[(row["minute"], row["level"])] += row["count"]
+        expected = {
+            (r["minute"], r["level"]): r["count"]
+            for r in expected_counts(LOG_INGESTION / "sample.jsonl")
+        }
+        assert dict(totals) == expected
+        assert summary["per_minute"].dead_lettered == 1
+        assert "record not counted: record has no ISO 8601 'timestamp'" in errors.getvalue()
+        assert "'no time'" in errors.getvalue()
+
     def test_script_prints_a_readable_table(self, tmp_path: Path) -> None:
         """python examples/log_ingestion/run.py prints the table and a summary, exit 0."""
         result = subprocess.run(

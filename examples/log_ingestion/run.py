@@ -12,8 +12,11 @@ directory. With ``--follow`` it keeps following the log like ``tail -F``
 restart continues where it stopped; Ctrl-C stops it gracefully.
 
 Windows are minutes of the records' own timestamps (event time), so replaying
-an old file gives the same counts as following it live. A line that is not
-JSON is reported on stderr with its file and line number, and the rest flow.
+an old file gives the same counts as following it live. Records may arrive up
+to ``LATENESS`` seconds out of order (several files through a glob, or a
+process that writes late) and still count in their minute. A line that is not
+JSON is reported on stderr with its file and line number, and so is a record
+without a usable ``timestamp`` or one later than ``LATENESS``; the rest flow.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from nanostream_trio.nodes import (
 
 SAMPLE = Path(__file__).with_name("sample.jsonl")
 KEPT_LEVELS = frozenset({"warning", "error", "critical"})
+#: Seconds a record may arrive behind the newest one and still count in its minute.
+LATENESS = 300.0
 
 
 def is_warning_or_worse(record: Any) -> bool:
@@ -49,8 +54,20 @@ def is_warning_or_worse(record: Any) -> bool:
 
 
 def event_time(record: dict[str, Any]) -> float:
-    """The record's ISO 8601 ``timestamp`` as seconds since the epoch."""
-    return datetime.datetime.fromisoformat(record["timestamp"]).timestamp()
+    """The record's ISO 8601 ``timestamp`` as seconds since the epoch.
+
+    Raises:
+        ValueError: no ``timestamp``, or not an ISO 8601 string (the record is
+            then reported as a bad line, and the others still count).
+    """
+    stamp = record.get("timestamp")
+    if not isinstance(stamp, str):
+        msg = f"record has no ISO 8601 'timestamp' string (got {stamp!r})"
+        raise ValueError(msg)
+    moment = datetime.datetime.fromisoformat(stamp)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)  # naive times are taken as UTC
+    return moment.timestamp()
 
 
 def _iso(seconds: float) -> str:
@@ -73,7 +90,9 @@ def as_text(result: WindowResult) -> str:
 
 
 def describe_bad_line(letter: DeadLetter) -> str:
-    """A line for stderr about a log line that could not be parsed."""
+    """A line for stderr about a log line that could not be parsed or counted."""
+    if letter.node == "per_minute":
+        return f"record not counted: {letter.message.splitlines()[0]}: {letter.item!r}"
     return f"bad log line: {letter.message}"
 
 
@@ -103,14 +122,20 @@ def build_pipeline(
     parse = JSONLinesParser(name="parse")
     keep = Filter(is_warning_or_worse, name="warnings_and_errors")
     per_minute = TumblingWindow(
-        60, key=lambda record: record["level"], timestamp=event_time, name="per_minute"
+        60,
+        key=lambda record: record["level"],
+        timestamp=event_time,
+        allowed_lateness=LATENESS,
+        on_error="dead_letter",
+        name="per_minute",
     )
     tail > parse > keep > per_minute
     per_minute > Map(as_record, name="as_record") > JSONLinesWriter(out, name="write")
     per_minute > Map(as_text, name="as_text") > PrinterOfThings(stream=stream, name="show")
-    parse.dead_letters > Map(describe_bad_line, name="describe_bad_line") > PrinterOfThings(
-        stream=errors or sys.stderr, name="bad_lines"
-    )
+    describe = Map(describe_bad_line, name="describe_bad_line")
+    parse.dead_letters > describe
+    per_minute.dead_letters > describe
+    describe > PrinterOfThings(stream=errors or sys.stderr, name="bad_lines")
     return Pipeline(tail, name="log_ingestion")
 
 
@@ -130,9 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     print("minute            level    count", flush=True)
     pipeline = build_pipeline(args.log, args.out, follow=args.follow, checkpoint=checkpoint)
     summary = pipeline.start()
+    bad = summary["parse"].dead_lettered + summary["per_minute"].dead_lettered
     print(
         f"read {summary['tail'].items_out} lines, kept {summary['warnings_and_errors'].items_out}, "
-        f"{summary['parse'].dead_lettered} bad; counts appended to {args.out}",
+        f"{bad} bad; counts appended to {args.out}",
         flush=True,
     )
 
