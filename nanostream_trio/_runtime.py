@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import structlog
 import trio
 
+from . import _threads
 from ._edges import DEFAULT_CAPACITY, END_OF_STREAM, Edge, Marker, Outbox
 from ._policy import DeadLetter, short_repr
 from ._threads import ThreadedSource, ThreadWorker
@@ -368,7 +369,10 @@ class NodeRun:
                     if outputs:
                         await last_outbox.send_batch(outputs)
         finally:
-            await source.aclose()
+            try:
+                await source.aclose()
+            finally:
+                self._report_abandoned(source)
 
     # -- processors --------------------------------------------------------------------
 
@@ -396,7 +400,19 @@ class NodeRun:
             await self._finish(worker)
         finally:
             if worker is not None:
-                await worker.aclose()
+                try:
+                    await worker.aclose()
+                finally:
+                    self._report_abandoned(worker)
+
+    def _report_abandoned(self, thread: ThreadedSource | ThreadWorker) -> None:
+        if thread.abandoned:
+            self.log.error(
+                "thread_abandoned",
+                thread=thread.name,
+                grace=_threads.CANCEL_GRACE,
+                reason="still in a blocking call after the grace period of a cancellation",
+            )
 
     async def _finish(self, worker: ThreadWorker | None) -> None:
         """Call the node's ``finish()`` once its input has ended; emit what it gives.

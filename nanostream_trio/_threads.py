@@ -13,7 +13,15 @@ Two shapes of blocking code run off the Trio thread:
 Both threads are started by us, named after their node, told to stop when the
 pipeline stops or is cancelled, and joined before the node's task ends. The
 one thing a thread cannot be told is to interrupt a call already in progress
-(a ``time.sleep(5)`` runs to its end); cancellation waits for it.
+(a ``time.sleep(5)`` runs to its end). A graceful end waits for it however
+long it takes; a cancellation waits at most :data:`CANCEL_GRACE` seconds of
+real time, then leaves the (daemon) thread behind and says so, because a
+cancel that never ends is worse than a thread stuck in someone's code.
+
+:func:`thread_activity` counts, per Trio run, how often the Trio side is
+waiting on a worker thread right now. ``nanostream_testing`` holds its fake
+clock still while the count is not zero: an autojumping clock would otherwise
+see every task blocked and race ahead while a thread works.
 """
 
 from __future__ import annotations
@@ -21,13 +29,90 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import outcome
 import trio
 
-__all__ = ["ThreadWorker", "ThreadedSource"]
+__all__ = [
+    "CANCEL_GRACE",
+    "ThreadActivity",
+    "ThreadWorker",
+    "ThreadedSource",
+    "run_sync_in_thread",
+    "thread_activity",
+]
+
+#: Real seconds a cancellation waits for a worker thread stuck in a blocking
+#: call before leaving it behind (a ``thread_abandoned`` event says so).
+CANCEL_GRACE = 5.0
+
+
+class ThreadActivity:
+    """How many waits on worker threads are in progress in one Trio run.
+
+    Listeners are called on the Trio thread with the new count whenever it
+    goes from 0 to 1 or back to 0.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self._listeners: list[Callable[[int], None]] = []
+
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(count)`` when waiting starts (1) and when it stops (0)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[int], None]) -> None:
+        """Undo :meth:`add_listener`."""
+        self._listeners.remove(listener)
+
+    @contextmanager
+    def waiting_on_thread(self) -> Iterator[None]:
+        """Count the enclosed wait as a wait on a worker thread."""
+        self.waiting += 1
+        if self.waiting == 1:
+            for listener in list(self._listeners):
+                listener(1)
+        try:
+            yield
+        finally:
+            self.waiting -= 1
+            if self.waiting == 0:
+                for listener in list(self._listeners):
+                    listener(0)
+
+
+_ACTIVITY: trio.lowlevel.RunVar[ThreadActivity] = trio.lowlevel.RunVar("nanostream_thread_activity")
+
+
+def thread_activity() -> ThreadActivity:
+    """The current Trio run's :class:`ThreadActivity`."""
+    try:
+        return _ACTIVITY.get()
+    except LookupError:
+        activity = ThreadActivity()
+        _ACTIVITY.set(activity)
+        return activity
+
+
+async def run_sync_in_thread(func: Callable[..., Any], *args: Any) -> Any:
+    """``trio.to_thread.run_sync(func, *args)``, counted by :func:`thread_activity`.
+
+    For nodes that do short blocking calls (opening and reading files): a
+    fake clock in tests then waits for the call instead of jumping ahead.
+    """
+    with thread_activity().waiting_on_thread():
+        return await trio.to_thread.run_sync(func, *args)
+
+
+async def _join_within_grace(thread: threading.Thread) -> bool:
+    """Wait up to CANCEL_GRACE real seconds for ``thread``; whether it ended."""
+    with trio.CancelScope(shield=True), thread_activity().waiting_on_thread():
+        await trio.to_thread.run_sync(thread.join, CANCEL_GRACE)
+    return not thread.is_alive()
 
 
 class ThreadedSource:
@@ -77,6 +162,8 @@ class ThreadedSource:
         self._lot = trio.lowlevel.ParkingLot()
         self._finished = trio.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        #: Set when a cancelled close left the thread behind (see aclose).
+        self.abandoned = False
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -184,7 +271,8 @@ class ThreadedSource:
             # thread could see it would otherwise wait for the next one.
             if buffer or self._done:
                 continue
-            await self._lot.park()
+            with thread_activity().waiting_on_thread():
+                await self._lot.park()
             scheduled = True
             # Woken by the thread from inside its locked section: wait until
             # it has left it, so the items it keeps appending in the meantime
@@ -193,13 +281,28 @@ class ThreadedSource:
                 pass
 
     async def aclose(self) -> None:
-        """Stop the thread and join it, even when the caller is being cancelled."""
+        """Stop the thread and join it, also when the caller is being cancelled.
+
+        A graceful close waits as long as the iterable takes to yield once
+        more. When the caller is cancelled, the thread gets :data:`CANCEL_GRACE`
+        real seconds; if it is stuck in the iterable beyond that it is left
+        behind and :attr:`abandoned` is set. The cancellation is re-raised.
+        """
         self.stop()
         if self._thread.ident is None:
             return
-        with trio.CancelScope(shield=True):
-            await self._finished.wait()
+        try:
+            with thread_activity().waiting_on_thread():
+                await self._finished.wait()
+        except trio.Cancelled:
+            self.abandoned = not await _join_within_grace(self._thread)
+            raise
         self._thread.join()
+
+    @property
+    def name(self) -> str:
+        """The worker thread's name."""
+        return self._thread.name
 
 
 class ThreadWorker:
@@ -211,9 +314,11 @@ class ThreadWorker:
 
     def __init__(self, name: str) -> None:
         self._token = trio.lowlevel.current_trio_token()
-        self._job: tuple[Callable[..., Any], tuple[Any, ...], trio.lowlevel.Task] | None = None
+        self._job: _Job | None = None
         self._job_ready = threading.Condition()
         self._closing = False
+        #: Set when a cancelled call did not return within CANCEL_GRACE.
+        self.abandoned = False
         self._finished = trio.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -226,10 +331,11 @@ class ThreadWorker:
                         self._job_ready.wait()
                     if self._job is None:
                         return
-                    func, args, task = self._job
+                    job = self._job
                     self._job = None
-                result = outcome.capture(func, *args)
-                self._token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+                result = outcome.capture(job.func, *job.args)
+                job.done.set()
+                self._token.run_sync_soon(job.deliver, result)
         finally:
             self._token.run_sync_soon(self._finished.set)
 
@@ -239,24 +345,62 @@ class ThreadWorker:
         A cancellation waits for the call in progress to end, then is raised.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        job = _Job(func, args, trio.lowlevel.current_task())
         with self._job_ready:
-            self._job = (func, args, trio.lowlevel.current_task())
+            self._job = job
             self._job_ready.notify()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            # The call cannot be interrupted; the result arrives anyway and the
-            # cancellation is delivered at our next checkpoint.
-            return trio.lowlevel.Abort.FAILED
-
-        result = await trio.lowlevel.wait_task_rescheduled(abort)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return result
+        try:
+            with thread_activity().waiting_on_thread():
+                return await trio.lowlevel.wait_task_rescheduled(job.abort)
+        except trio.Cancelled:
+            # The call cannot be interrupted: give it a bounded grace period
+            # of real time to return, then leave it behind.
+            with trio.CancelScope(shield=True), thread_activity().waiting_on_thread():
+                await trio.to_thread.run_sync(job.done.wait, CANCEL_GRACE)
+            if not job.done.is_set():
+                self.abandoned = True
+            raise
 
     async def aclose(self) -> None:
-        """Let the thread finish and join it, even when the caller is being cancelled."""
+        """Let the thread finish and join it, also when the caller is being cancelled.
+
+        A thread left behind by a cancelled call (:attr:`abandoned`) is not
+        waited for: it exits by itself if that call ever returns.
+        """
         with self._job_ready:
             self._closing = True
             self._job_ready.notify()
+        if self.abandoned:
+            return
         with trio.CancelScope(shield=True):
             await self._finished.wait()
         self._thread.join()
+
+    @property
+    def name(self) -> str:
+        """The worker thread's name."""
+        return self._thread.name
+
+
+class _Job:
+    """One call for a ThreadWorker, and how its result gets back to the waiting task."""
+
+    __slots__ = ("args", "done", "func", "settled", "task")
+
+    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], task: Any) -> None:
+        self.func = func
+        self.args = args
+        self.task = task
+        self.done = threading.Event()  # set by the worker thread when the call returned
+        self.settled = False  # the waiting task was rescheduled or gave up (Trio thread)
+
+    def abort(self, _: Any) -> trio.lowlevel.Abort:
+        # Cancelled while waiting: stop waiting here; run() then gives the
+        # call its grace period. The result, if it comes, is dropped.
+        self.settled = True
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def deliver(self, result: outcome.Outcome[Any]) -> None:
+        if not self.settled:
+            self.settled = True
+            trio.lowlevel.reschedule(self.task, result)

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from structlog.testing import capture_logs
 
 from nanostream_trio import NanoNode, Pipeline, PipelineStateError, _runtime
 
@@ -626,3 +627,87 @@ class TestManyOutputsPerItem:
         [record] = dead.items
         assert record.attempts == 1
         assert len(sink.items) >= 10  # released outputs stand
+
+
+class TestStuckThreads:
+    async def test_cancel_leaves_a_stuck_source_thread_after_grace(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A cancel waits CANCEL_GRACE real seconds for a stuck thread, then says it left it."""
+        from nanostream_trio import _threads
+
+        monkeypatch.setattr(_threads, "CANCEL_GRACE", 0.2)
+        release = threading.Event()
+
+        class Stuck(NanoNode):
+            def generator(self):  # type: ignore[no-untyped-def]
+                yield 1
+                release.wait()  # blocks until the test lets it go
+                yield 2
+
+        src = Stuck(name="stuck")
+        src > Collect()
+        try:
+            with capture_logs() as events, trio.fail_after(10):
+                with trio.move_on_after(0.1):
+                    await Pipeline(src).run()
+            [event] = [e for e in events if e["event"] == "thread_abandoned"]
+            assert (event["node"], event["thread"], event["grace"]) == (
+                "stuck",
+                "nanostream-stuck",
+                0.2,
+            )
+        finally:
+            release.set()
+        for thread in threading.enumerate():
+            if thread.name == "nanostream-stuck":
+                thread.join(timeout=10)
+                assert not thread.is_alive()
+
+    async def test_cancel_leaves_a_stuck_blocking_call_after_grace(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Also for a blocking=True process_item stuck in its call."""
+        from nanostream_trio import _threads
+
+        monkeypatch.setattr(_threads, "CANCEL_GRACE", 0.2)
+        release = threading.Event()
+
+        class Stuck(NanoNode):
+            def process_item(self, item: int) -> None:
+                release.wait()
+
+        src = Numbers(1)
+        src > Stuck(name="stuck", blocking=True)
+        try:
+            with capture_logs() as events, trio.fail_after(10):
+                with trio.move_on_after(0.1):
+                    await Pipeline(src).run()
+            assert [e["node"] for e in events if e["event"] == "thread_abandoned"] == ["stuck"]
+        finally:
+            release.set()
+        # Let go, the abandoned worker finishes its call and exits by itself.
+        for thread in threading.enumerate():
+            if thread.name == "nanostream-stuck":
+                thread.join(timeout=10)
+                assert not thread.is_alive()
+
+    async def test_call_returning_within_grace_is_joined(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A call that returns within the grace period is waited for and joined: no event."""
+        from nanostream_trio import _threads
+
+        monkeypatch.setattr(_threads, "CANCEL_GRACE", 30.0)
+
+        class Briefly(NanoNode):
+            def process_item(self, item: int) -> None:
+                time.sleep(0.3)
+
+        src = Numbers(1)
+        src > Briefly(blocking=True)
+        with capture_logs() as events, trio.fail_after(20):
+            with trio.move_on_after(0.1):
+                await Pipeline(src).run()
+        assert [e for e in events if e["event"] == "thread_abandoned"] == []
+        assert not [t for t in threading.enumerate() if t.name.startswith("nanostream-")]
