@@ -185,6 +185,33 @@ class TestSettling:
         assert others == [str(target)]
         assert texts.items[0] == "a,b\n1,2\n3,4\n"
 
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify close events")
+    async def test_writer_pausing_longer_than_settle_is_not_emitted_half_written(
+        self, tmp_path: Path
+    ) -> None:
+        """A writer that keeps the file open and pauses far longer than settle between two
+        writes gets the file emitted once, whole, after it closes it (inotify)."""
+        watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.05, pattern="*.csv")
+        paths, texts = Collector("paths"), Collector("texts")
+        reader = LocalFileReader()
+        watchdog > [paths, reader]
+        reader > texts
+        target = tmp_path / "slow.csv"
+        async with running(watchdog):
+            with open(target, "w", encoding="utf-8") as handle:  # noqa: ASYNC230
+                handle.write("name,age\nann,1\n")
+                handle.flush()
+                seen = watchdog.statistics().events_received
+                await wait_until(lambda: watchdog.statistics().events_received > seen)
+                # The sentinel is written, closed and settled after this pause began.
+                assert await emitted_after_sentinel(tmp_path, paths) == []
+                handle.write("bob,2\n")
+            await paths.wait_for(lambda items: str(target) in items)
+            others = await emitted_after_sentinel(tmp_path, paths)
+            await texts.wait_for(lambda items: len(items) == 2)
+        assert others == [str(target)]
+        assert texts.items[1] == "name,age\nann,1\nbob,2\n"
+
     async def test_changed_content_is_emitted_again(self, tmp_path: Path) -> None:
         """A file whose content changes after it was emitted is emitted again."""
         watchdog = LocalDirectoryWatchdog(directory=tmp_path, settle=0.05)
@@ -233,10 +260,70 @@ class TestSettleOnFakeClock:
             start = trio.current_time()
             assert watchdog._send is not None
             for _ in range(3):  # what the observer thread hands over, fed directly
-                await watchdog._send.send((str(target), True))
+                await watchdog._send.send((str(target), "closed"))
                 await trio.sleep(0.3)
             await trio.sleep(5)
         assert [round(t - start, 9) for t in times] == [1.1]
+
+    async def test_written_but_not_closed_waits_for_close_wait(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Where closes are reported, a write arms close_wait; the close after writing
+        brings the emission forward to settle seconds after it."""
+        target = tmp_path / "files" / "a.csv"
+        target.parent.mkdir()
+        write_file(target, "x\n")
+        watched = tmp_path / "watched"
+        watched.mkdir()
+        watchdog = LocalDirectoryWatchdog(directory=watched, settle=0.5, close_wait=30.0)
+        times: list[tuple[float, str]] = []
+
+        class Times(NanoNode):
+            def process_item(self, item: Any) -> None:
+                times.append((trio.current_time(), item))
+
+        watchdog > Times()
+        async with running(watchdog):
+            watchdog.close_events = True  # as inotify reports; fed directly below
+            start = trio.current_time()
+            assert watchdog._send is not None
+            await watchdog._send.send((str(target), "written"))
+            await trio.sleep(10)  # a writer pausing far longer than settle
+            assert times == []
+            await watchdog._send.send((str(target), "closed"))
+            await trio.sleep(5)
+            other = tmp_path / "files" / "b.csv"
+            write_file(other, "y\n")
+            await watchdog._send.send((str(other), "written"))  # never closed
+            await trio.sleep(60)
+        assert [(round(t - start, 9), p) for t, p in times] == [
+            (10.5, str(target)),
+            (45.0, str(other)),
+        ]
+
+    async def test_without_close_events_a_write_settles(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """On a back-end without close events, settle seconds after the last write suffice."""
+        target = tmp_path / "a.csv"
+        write_file(target, "x\n")
+        watched = tmp_path / "watched"
+        watched.mkdir()
+        watchdog = LocalDirectoryWatchdog(directory=watched, settle=0.5)
+        times: list[float] = []
+
+        class Times(NanoNode):
+            def process_item(self, item: Any) -> None:
+                times.append(trio.current_time())
+
+        watchdog > Times()
+        async with running(watchdog):
+            watchdog.close_events = False
+            start = trio.current_time()
+            assert watchdog._send is not None
+            await watchdog._send.send((str(target), "written"))
+            await trio.sleep(5)
+        assert [round(t - start, 9) for t in times] == [0.5]
 
 
 class TestWhatCounts:

@@ -13,10 +13,17 @@ How the pieces fit:
   the channel is full the policy decides: ``overflow="block"`` makes the
   observer thread wait; ``overflow="drop"`` drops the event and counts it.
 * The async ``generator`` runs on the Trio thread. It keeps one deadline per
-  changed path, ``settle`` seconds after its latest event on the Trio clock,
-  and emits the path when the deadline passes without further events: a file
-  written in several steps is emitted once. A file is emitted only if its
-  size, modification time or inode differ from when it was last emitted.
+  changed path and emits the path when the deadline passes without further
+  events: a file written in several steps is emitted once. Where the
+  back-end reports a file closed after writing (inotify on Linux: watchdog's
+  ``FileClosedEvent``), a write only arms a long fallback deadline
+  (``close_wait``) and the close after writing, a creation or a move into the
+  directory arms ``settle``: a writer that pauses longer than ``settle``
+  between two writes is not caught half-way. (inotify reports a file moved in
+  from outside the watch as created, with no close: hence creations settle.)
+  Other back-ends have only the ``settle`` time after the latest event. A
+  file is emitted only if its size, modification time or inode differ from
+  when it was last emitted.
 * ``teardown`` closes the channel (so a blocked observer thread wakes up),
   stops the observer and joins its threads, also when the pipeline is
   cancelled. It stops them from a worker thread, never from the Trio thread:
@@ -55,6 +62,10 @@ from ._stages import EngineOptions
 __all__ = ["LocalDirectoryWatchdog", "WatchStatistics"]
 
 Overflow = Literal["block", "drop"]
+#: What the observer thread reports about a path: created (or moved in from outside
+#: the watch, which inotify reports the same way), written to (maybe still open),
+#: closed after writing, moved in from another watched name, or gone.
+Change = Literal["created", "written", "closed", "moved_in", "gone"]
 #: Signatures of emitted files remembered, to tell a real change from a touch.
 MAX_REMEMBERED = 100_000
 
@@ -84,7 +95,7 @@ class _Bridge(FileSystemEventHandler):
         self,
         watcher: LocalDirectoryWatchdog,
         token: trio.lowlevel.TrioToken,
-        send: trio.MemorySendChannel[tuple[str, bool]],
+        send: trio.MemorySendChannel[tuple[str, Change]],
     ) -> None:
         self._watcher = watcher
         self._token = token
@@ -95,29 +106,33 @@ class _Bridge(FileSystemEventHandler):
             return
         src = os.fsdecode(event.src_path)
         if isinstance(event, FileMovedEvent):
-            self._hand_off(src, False)
-            self._hand_off(os.fsdecode(event.dest_path), True)
-        elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
-            self._hand_off(src, True)
+            self._hand_off(src, "gone")
+            self._hand_off(os.fsdecode(event.dest_path), "moved_in")
+        elif isinstance(event, FileClosedEvent):
+            self._hand_off(src, "closed")
+        elif isinstance(event, FileCreatedEvent):
+            self._hand_off(src, "created")
+        elif isinstance(event, FileModifiedEvent):
+            self._hand_off(src, "written")
         elif isinstance(event, FileDeletedEvent):
-            self._hand_off(src, False)
+            self._hand_off(src, "gone")
         # FileOpenedEvent, FileClosedNoWriteEvent and attribute changes are not
         # changes of content: a reader opening the file must not re-trigger it.
 
-    def _hand_off(self, path: str, changed: bool) -> None:
+    def _hand_off(self, path: str, change: Change) -> None:
         if not self._watcher.matches(path):
             return
         try:
             if self._watcher.overflow == "block":
-                trio.from_thread.run(self._send.send, (path, changed), trio_token=self._token)
+                trio.from_thread.run(self._send.send, (path, change), trio_token=self._token)
             else:
-                trio.from_thread.run_sync(self._offer, (path, changed), trio_token=self._token)
+                trio.from_thread.run_sync(self._offer, (path, change), trio_token=self._token)
         except (trio.RunFinishedError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the node is shutting down; nothing downstream wants this event
         except trio.Cancelled:  # pragma: no cover - Trio run ending while we waited
             pass  # outside Trio, in the observer's thread: nothing to propagate to
 
-    def _offer(self, change: tuple[str, bool]) -> None:
+    def _offer(self, change: tuple[str, Change]) -> None:
         try:
             self._send.send_nowait(change)
         except trio.WouldBlock:
@@ -129,10 +144,20 @@ class LocalDirectoryWatchdog(NanoNode):
 
     Files created, modified, closed after writing, or moved in (also renamed
     from a name the pattern does not match, the usual "write a temp file, then
-    rename" pattern) are emitted once they have had no new event for
-    ``settle`` seconds, as absolute path strings. A file emitted once is
-    emitted again only when its size, modification time or inode change.
-    Files that are deleted or moved out before they settle are not emitted.
+    rename" pattern) are emitted as absolute path strings once complete:
+
+    * where the back-end reports closes (inotify on Linux), ``settle``
+      seconds after the file was closed after writing (or moved in) with no
+      event since; a file written to but not closed is emitted only after
+      ``close_wait`` seconds without events (a writer that keeps it open);
+    * elsewhere, ``settle`` seconds after its latest event.
+
+    A file emitted once is emitted again only when its size, modification
+    time or inode change (so a writer that closes and reopens the file to
+    append, pausing longer than ``settle``, gets it emitted once per pause).
+    Writing to a temporary name (or another directory) and renaming it into
+    place is always safe. Files deleted or moved out before they are due are
+    not emitted.
 
     The node runs until the pipeline is stopped or cancelled. Paths not yet
     settled at that moment are not emitted.
@@ -143,8 +168,11 @@ class LocalDirectoryWatchdog(NanoNode):
         recursive: watch subdirectories too.
         initial_scan: also emit the matching files already present at start,
             oldest first.
-        settle: seconds without events (Trio clock) before a file counts as
-            complete.
+        settle: seconds without events (Trio clock) after a close after
+            writing (or, without close events, after the latest event) before a
+            file counts as complete.
+        close_wait: where closes are reported, seconds without events before
+            a file written to but never closed is emitted anyway.
         overflow: when ``buffer`` events are waiting: ``"block"`` (default)
             makes the observer thread wait; ``"drop"`` drops events and counts
             them (:meth:`statistics`, ``watch_events_dropped`` event).
@@ -172,6 +200,7 @@ class LocalDirectoryWatchdog(NanoNode):
         recursive: bool = False,
         initial_scan: bool = False,
         settle: float = 0.5,
+        close_wait: float = 60.0,
         overflow: Overflow = "block",
         buffer: int = 1024,
         name: str | None = None,
@@ -181,10 +210,10 @@ class LocalDirectoryWatchdog(NanoNode):
         if overflow not in ("block", "drop"):
             msg = f"node {self.name!r} got overflow={overflow!r}; accepted: 'block', 'drop'"
             raise ConfigError(msg, node=self.name, key="overflow")
-        if settle < 0 or buffer < 1:
+        if settle < 0 or buffer < 1 or close_wait < settle:
             msg = (
-                f"node {self.name!r} needs settle >= 0 and buffer >= 1; "
-                f"got settle={settle!r}, buffer={buffer!r}"
+                f"node {self.name!r} needs settle >= 0, close_wait >= settle and buffer >= 1; "
+                f"got settle={settle!r}, close_wait={close_wait!r}, buffer={buffer!r}"
             )
             raise ConfigError(msg, node=self.name, key="settle")
         self.directory = os.path.abspath(os.fspath(directory))
@@ -192,12 +221,15 @@ class LocalDirectoryWatchdog(NanoNode):
         self.recursive = recursive
         self.initial_scan = initial_scan
         self.settle = settle
+        self.close_wait = close_wait
+        self.close_events = False  # whether the back-end reports closes (known at setup)
         self.overflow: Overflow = overflow
         self.buffer = buffer
         self._observer: BaseObserver | None = None
-        self._receive: trio.MemoryReceiveChannel[tuple[str, bool]] | None = None
-        self._send: trio.MemorySendChannel[tuple[str, bool]] | None = None
+        self._receive: trio.MemoryReceiveChannel[tuple[str, Change]] | None = None
+        self._send: trio.MemorySendChannel[tuple[str, Change]] | None = None
         self._pending: dict[str, float] = {}
+        self._held: tuple[str, Change] | None = None  # a new path's change while buffer is full
         self._emitted: dict[str, tuple[int, int, int]] = {}
         self._received = 0
         self._dropped = 0
@@ -223,7 +255,8 @@ class LocalDirectoryWatchdog(NanoNode):
             msg = f"node {self.name!r} cannot watch {self.directory}: not an existing directory"
             raise NotADirectoryError(msg)
         self._pending = {}
-        send, self._receive = trio.open_memory_channel[tuple[str, bool]](self.buffer)
+        self._held = None
+        send, self._receive = trio.open_memory_channel[tuple[str, Change]](self.buffer)
         self._send = send  # kept for tests that feed changes on the fake clock
         bridge = _Bridge(self, trio.lowlevel.current_trio_token(), send)
         observer = Observer()  # on Linux this already starts its inotify reader thread
@@ -237,6 +270,7 @@ class LocalDirectoryWatchdog(NanoNode):
             observer.stop()
             raise
         self._observer = observer
+        self.close_events = _reports_closes(observer)
         if self.initial_scan:
             deadline = trio.current_time() + self.settle
             for path in self._existing_files():
@@ -274,19 +308,26 @@ class LocalDirectoryWatchdog(NanoNode):
             if due:
                 continue
             deadline = min(pending.values(), default=float("inf"))
-            if len(pending) >= self.buffer:
+            if self._held is not None:
                 await trio.sleep_until(deadline)  # leave events in the channel: back-pressure
                 continue
             with trio.move_on_at(deadline):
-                self._note(await receive.receive())
+                self._admit(await receive.receive())
 
-    def _take_changes(self, receive: trio.MemoryReceiveChannel[tuple[str, bool]]) -> None:
-        while len(self._pending) < self.buffer:
+    def _take_changes(self, receive: trio.MemoryReceiveChannel[tuple[str, Change]]) -> None:
+        while True:
+            held = self._held
+            if held is not None:
+                if len(self._pending) >= self.buffer:
+                    break
+                self._held = None
+                self._note(held)
+                continue
             try:
                 change = receive.receive_nowait()
             except trio.WouldBlock:
                 break
-            self._note(change)
+            self._admit(change)
         if self._dropped != self._reported_dropped:
             self.log_event(
                 "watch_events_dropped",
@@ -297,15 +338,31 @@ class LocalDirectoryWatchdog(NanoNode):
             )
             self._reported_dropped = self._dropped
 
-    def _note(self, change: tuple[str, bool]) -> None:
-        path, changed = change
-        self._received += 1
-        if changed:
-            self._pending.pop(path, None)  # re-insert: settle order follows the last event
-            self._pending[path] = trio.current_time() + self.settle
+    def _admit(self, change: tuple[str, Change]) -> None:
+        """Note ``change``, or hold it if it is for a new path and ``buffer`` paths wait.
+
+        Changes to paths already waiting are always taken (a close after
+        writing must reach a path whose deadline is ``close_wait`` away).
+        """
+        path, kind = change
+        if kind != "gone" and path not in self._pending and len(self._pending) >= self.buffer:
+            self._held = change
         else:
-            self._pending.pop(path, None)
+            self._note(change)
+
+    def _note(self, change: tuple[str, Change]) -> None:
+        path, kind = change
+        self._received += 1
+        self._pending.pop(path, None)  # re-insert: settle order follows the last event
+        if kind == "gone":
             self._emitted.pop(path, None)
+            return
+        wait = self.settle
+        if kind == "written" and self.close_events:
+            # Written to and maybe still open: its close after writing (inotify's
+            # IN_CLOSE_WRITE) will bring this forward to ``settle``.
+            wait = self.close_wait
+        self._pending[path] = trio.current_time() + wait
 
     def _changed_since_emitted(self, path: str) -> bool:
         try:
@@ -335,6 +392,19 @@ class LocalDirectoryWatchdog(NanoNode):
 
 def _deadline_of(item: tuple[str, float]) -> float:
     return item[1]
+
+
+def _reports_closes(observer: BaseObserver) -> bool:
+    """Whether ``observer``'s back-end reports files closed after writing.
+
+    watchdog 7's inotify back-end does (``IN_CLOSE_WRITE``); its polling,
+    kqueue, FSEvents and Windows back-ends do not.
+    """
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except ImportError:  # pragma: no cover - not Linux
+        return False
+    return isinstance(observer, InotifyObserver)
 
 
 def _stop_observer(observer: BaseObserver) -> None:
