@@ -30,7 +30,7 @@ from nanostream_trio import NanoNode, Pipeline, PipelineStatistics
 
 from ._events import EventLog
 from ._exceptions import ContractViolation, TimeLimitExceeded
-from ._running import check_time_limit, run_pipeline
+from ._running import check_time_limit, holding_clock, run_pipeline
 from ._sinks import CollectingSink
 from ._sources import FakeSource, Pause, Raise
 
@@ -108,7 +108,7 @@ class _Check:
         second = CollectingSink(name="contract:output-2", allow_empty=True)
         pipeline = self.wire(node, self.inputs, first, second)
         if self.endless:
-            summary = trio.run(self._run_then_stop, pipeline, clock=_clock())
+            summary = trio.run(holding_clock, self._run_then_stop, pipeline, clock=_clock())
         else:
             try:
                 summary = self.run(pipeline, clause)
@@ -164,7 +164,7 @@ class _Check:
         return result[0]
 
     def propagates_cancellation(self) -> None:
-        trio.run(self._cancel_while_busy, clock=_clock())
+        trio.run(holding_clock, self._cancel_while_busy, clock=_clock())
 
     async def _cancel_while_busy(self) -> None:
         clause = "propagates cancellation"

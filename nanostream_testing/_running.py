@@ -16,7 +16,8 @@ limit and the nodes still running.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ import trio
 import trio.testing
 
 from nanostream_trio import NanoNode, Pipeline, PipelineStatistics
+from nanostream_trio._threads import thread_activity
 
 from ._exceptions import TimeLimitExceeded
 
@@ -75,6 +77,48 @@ def require_fake_clock(helper: str) -> trio.testing.MockClock:
     return clock
 
 
+_HOLDING: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("nanostream_testing_hold")
+
+
+@contextmanager
+def hold_clock_for_threads() -> Iterator[None]:
+    """Keep an autojumping fake clock still while the run waits on a worker thread.
+
+    An autojump ``MockClock`` jumps to the next deadline as soon as every task
+    is blocked, and a task waiting for a worker thread (a sync source calling
+    ``time.sleep``, a ``blocking=True`` node) counts as blocked: the clock
+    would race ahead, to the time limit in the worst case, while the thread
+    works. The engine reports those waits (``thread_activity``); while there
+    are any, the clock's autojump is off, so virtual time stands still until
+    the thread hands its results over. Does nothing on another clock, and
+    nests (only the outermost use acts).
+    """
+    clock = trio.lowlevel.current_clock()
+    if not isinstance(clock, trio.testing.MockClock) or _HOLDING.get(False):
+        yield
+        return
+    activity = thread_activity()
+    normal = clock.autojump_threshold
+
+    def follow(waiting: int) -> None:
+        clock.autojump_threshold = math.inf if waiting else normal
+
+    activity.add_listener(follow)
+    _HOLDING.set(True)
+    follow(activity.waiting)
+    try:
+        yield
+    finally:
+        activity.remove_listener(follow)
+        _HOLDING.set(False)
+        clock.autojump_threshold = normal
+
+
+async def holding_clock(async_fn: Callable[..., Any], *args: Any) -> Any:
+    with hold_clock_for_threads():
+        return await async_fn(*args)
+
+
 def run_sync(helper: str, async_fn: Callable[[], Any], clock: trio.abc.Clock | None) -> Any:
     """``trio.run(async_fn)`` on a fresh autojump clock, refusing to nest in a running Trio."""
     try:
@@ -89,7 +133,7 @@ def run_sync(helper: str, async_fn: Callable[[], Any], clock: trio.abc.Clock | N
         raise RuntimeError(msg)
     if clock is None:
         clock = trio.testing.MockClock(autojump_threshold=0)
-    return trio.run(async_fn, clock=clock)
+    return trio.run(holding_clock, async_fn, clock=clock)
 
 
 async def run_pipeline_async(
@@ -128,7 +172,7 @@ async def run_pipeline_async(
     built = as_pipeline(pipeline, options)
     require_fake_clock("run_pipeline_async()")
     started = trio.current_time()
-    with trio.move_on_after(limit) as scope:
+    with hold_clock_for_threads(), trio.move_on_after(limit) as scope:
         summary = await built.run()
     if scope.cancelled_caught:
         raise _time_limit_error(built, limit, started) from None
