@@ -191,16 +191,44 @@ class TestRotation:
     async def test_rename_keeps_unterminated_last_line(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:
-        """The rotated file's last line without a newline is emitted before the new file's."""
+        """The rotated file's last line without a newline is emitted once the file has been
+        quiet for rotate_wait (a writer may still complete it)."""
         log = tmp_path / "app.log"
         log.write_text("a\nb")
-        tail, lines = make_tail(log)
+        tail, lines = make_tail(log, rotate_wait=2.0)
         async with running(tail):
             await lines.wait_for(1)
             os.rename(log, tmp_path / "app.log.1")
             log.write_text("c\n")
+            await lines.wait_for(2)
+            start = trio.current_time()
             await lines.wait_for(3)
-        assert lines.items == ["a", "b", "c"]
+            assert trio.current_time() - start >= 1.5
+        assert lines.items == ["a", "c", "b"]
+
+    async def test_writer_keeps_writing_to_the_renamed_file(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """logrotate create: lines the writer still writes through its old descriptor after
+        the rename are read until the old file is quiet for rotate_wait, then it is closed."""
+        log = tmp_path / "app.log"
+        tail, lines = make_tail(log, rotate_wait=3.0)
+        with open(log, "a", encoding="utf-8") as writer:  # noqa: ASYNC230
+            writer.write(numbered(1, 3))
+            writer.flush()
+            async with running(tail):
+                await lines.wait_for(2)
+                os.rename(log, tmp_path / "app.log.1")
+                log.write_text(numbered(100, 101))
+                await lines.wait_for(3)  # the rotation has been seen
+                await quiet_for(2.0)
+                writer.write(numbered(3, 5))  # the old descriptor, 2 s after the rename
+                writer.flush()
+                await lines.wait_for(5)
+                assert len(tail._tracked) == 2
+                await quiet_for(4.0)
+                assert len(tail._tracked) == 1  # quiet for rotate_wait: closed
+        assert sorted(lines.items) == sorted([*expected(1, 5), *expected(100, 101)])
 
     async def test_copy_truncate_shorter(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock

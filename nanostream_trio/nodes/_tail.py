@@ -7,9 +7,11 @@ is new):
    by identity (device and inode), not by name, so a file renamed to another
    matching name keeps its position.
 2. *Rotation by rename and create*: a tracked file no longer under any
-   watched name (renamed away or deleted) is read to its end, its
-   unterminated last line (if any) is emitted, and it is closed. The new file
-   under the name is a new identity and is read from its start.
+   watched name (renamed away or deleted) stays open and is still read, since
+   a writer may keep writing to its old descriptor for a moment; once it has
+   not grown for ``rotate_wait`` seconds its unterminated last line (if any)
+   is emitted and it is closed. The new file under the name is a new
+   identity and is read from its start.
 3. *Truncation and copy-truncate*: a tracked file smaller than the position
    read so far, or whose first bytes no longer match what was read there (it
    was truncated and written again between two polls), is read again from
@@ -83,7 +85,9 @@ class _Tracked:
     partial: bytearray = dataclasses.field(default_factory=bytearray)
     prefix: bytes = b""  # the file's first bytes, as read
     skipping: bool = False  # inside a line longer than max_line_bytes
-    gone: bool = False  # no longer under a watched name: read to the end, then close
+    gone: bool = False  # no longer under a watched name: read until quiet, then close
+    quiet_since: float | None = None  # (gone files) Trio time it last grew, or was seen gone
+    last_size: int = -1  # (gone files) bytes read when quiet_since was set
 
 
 def _fingerprint(prefix: bytes) -> str:
@@ -145,6 +149,9 @@ class TailFile(NanoNode):
         errors: decoding error handler (default ``"replace"``).
         max_line_bytes: longer lines are skipped and reported by a
             ``line_too_long`` event (so memory stays bounded).
+        rotate_wait: seconds (Trio clock) a file renamed away or deleted is
+            still read after it last grew, for a writer that keeps writing to
+            its old descriptor for a moment after a rotation (default 5).
         name: the node's name.
         **engine: engine settings (see :class:`NanoNode`).
 
@@ -165,6 +172,7 @@ class TailFile(NanoNode):
         encoding: str = "utf-8",
         errors: str = "replace",
         max_line_bytes: int = 1 << 20,
+        rotate_wait: float = 5.0,
         name: str | None = None,
         **engine: Unpack[EngineOptions],
     ) -> None:
@@ -172,11 +180,16 @@ class TailFile(NanoNode):
         if start_at not in ("beginning", "end"):
             msg = f"node {self.name!r} got start_at={start_at!r}; accepted: 'beginning', 'end'"
             raise ConfigError(msg, node=self.name, key="start_at")
-        if not poll_interval > 0 or not checkpoint_interval > 0 or max_line_bytes < 1:
+        if (
+            not poll_interval > 0
+            or not checkpoint_interval > 0
+            or max_line_bytes < 1
+            or not rotate_wait >= 0
+        ):
             msg = (
-                f"node {self.name!r} needs poll_interval > 0, checkpoint_interval > 0 and "
-                f"max_line_bytes >= 1; got {poll_interval!r}, {checkpoint_interval!r}, "
-                f"{max_line_bytes!r}"
+                f"node {self.name!r} needs poll_interval > 0, checkpoint_interval > 0, "
+                f"max_line_bytes >= 1 and rotate_wait >= 0; got {poll_interval!r}, "
+                f"{checkpoint_interval!r}, {max_line_bytes!r}, {rotate_wait!r}"
             )
             raise ConfigError(msg, node=self.name, key="poll_interval")
         self.path = os.fspath(path)
@@ -189,6 +202,7 @@ class TailFile(NanoNode):
         self.encoding = encoding
         self.errors = errors
         self.max_line_bytes = max_line_bytes
+        self.rotate_wait = rotate_wait
         self._tracked: dict[tuple[int, int], _Tracked] = {}
         self._saved: list[dict[str, Any]] = []
         self._dirty = False
@@ -252,7 +266,7 @@ class TailFile(NanoNode):
                     emitted = True
                     self._emitted += 1
                     yield line
-                if tracked.gone or not self.follow:
+                if not self.follow or (tracked.gone and self._quiet_long_enough(tracked)):
                     for line in self._finish(tracked):
                         self._emitted += 1
                         yield line
@@ -288,6 +302,7 @@ class TailFile(NanoNode):
             if tracked is not None:
                 tracked.path = name
                 tracked.gone = False
+                tracked.quiet_since = None
                 continue
             opened = self._open(name, startup)
             if opened is not None:
@@ -432,6 +447,14 @@ class TailFile(NanoNode):
             line = self._emit(tracked, raw)
             if line is not None:
                 yield line
+
+    def _quiet_long_enough(self, tracked: _Tracked) -> bool:
+        """Whether a gone file has not grown for ``rotate_wait`` seconds (it was just read)."""
+        now = trio.current_time()
+        if tracked.quiet_since is None or tracked.pos != tracked.last_size:
+            tracked.quiet_since = now
+            tracked.last_size = tracked.pos
+        return now - tracked.quiet_since >= self.rotate_wait
 
     def _finish(self, tracked: _Tracked) -> Iterator[Line]:
         """Read a file to its end, emit a last unterminated line, close it if it is gone."""
