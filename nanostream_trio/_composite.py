@@ -543,6 +543,24 @@ def _arguments(
     return arguments, frozen
 
 
+def _annotation_of(argument: _Argument, classes: Mapping[str, type[NanoNode]]) -> Any:
+    """The inner parameters' annotation, when all agree (pipeline files check simple ones)."""
+    found: set[Any] = set()
+    for inner_name, inner_argument in argument.targets:
+        try:
+            parameter = inspect.signature(classes[inner_name].__init__).parameters.get(
+                inner_argument
+            )
+        except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+            return inspect.Parameter.empty
+        annotation = inspect.Parameter.empty if parameter is None else parameter.annotation
+        try:
+            found.add(annotation)
+        except TypeError:  # an unhashable annotation object: not a simple one anyway
+            return inspect.Parameter.empty
+    return found.pop() if len(found) == 1 else inspect.Parameter.empty
+
+
 def _make_class(spec: CompositeSpec, description: str | None) -> type[NanoNode]:
     def __init__(self: _CompositeNode, name: str | None = None, **kwargs: Any) -> None:
         _CompositeNode.__init__(self, name, **kwargs)
@@ -551,12 +569,14 @@ def _make_class(spec: CompositeSpec, description: str | None) -> type[NanoNode]:
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
     ]
+    inner_classes = {inner.name: inner.cls for inner in spec.inner}
     for argument in spec.arguments.values():
         parameters.append(
             inspect.Parameter(
                 argument.name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=inspect.Parameter.empty if argument.required else argument.default,
+                annotation=_annotation_of(argument, inner_classes),
             )
         )
     for option in ENGINE_OPTIONS[1:]:

@@ -307,7 +307,7 @@ def parse_yaml(
             return document
         _walk(node, (), document, set())
         if env is not None:
-            _substitute(node, (), document, env, loader, set())
+            _substitute(node, (), document, env, set())
         try:
             document.data = loader.construct_document(node)
         except yaml.MarkedYAMLError as exc:
@@ -359,7 +359,6 @@ def _substitute(
     path: KeyPath,
     document: Document,
     env: Mapping[str, str],
-    loader: yaml.SafeLoader,
     seen: set[int],
 ) -> None:
     """Replace ``${NAME}`` / ``${NAME:-default}`` in string values, before construction."""
@@ -384,20 +383,17 @@ def _substitute(
                 f"as ${{{name}:-default}}",
             )
 
-        value = _ENV_PATTERN.sub(replace, node.value)
-        if value != node.value:
-            plain = node.style is None
-            node.value = value
-            # An unquoted ${PORT} that becomes 8080 is a number, as if written so.
-            if plain:
-                node.tag = loader.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+        # The result stays a string whatever it spells (DATA_DIR=on is not true, 2024-05-17
+        # not a date): where a number or true/false is expected, a string spelling one is
+        # accepted (see _spelled), so ${PORT} still works there.
+        node.value = _ENV_PATTERN.sub(replace, node.value)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _substitute(item, (*path, index), document, env, loader, seen)
+            _substitute(item, (*path, index), document, env, seen)
     elif isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key: str | int = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-            _substitute(value_node, (*path, key), document, env, loader, seen)
+            _substitute(value_node, (*path, key), document, env, seen)
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> ConfigFileError:
@@ -673,8 +669,35 @@ def simple_parameter_types(cls: type[NanoNode]) -> dict[str, tuple[type, bool]]:
     return found
 
 
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_BOOL_TEXT = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _spelled(value: Any, kind: type) -> Any:
+    """A string that spells a ``kind`` (``int``, ``float``, ``bool``) as that; else ``value``.
+
+    So ``${WORKERS}`` (always a string) can give a whole number, and
+    ``${FOLLOW:-true}`` a boolean, where one is expected. Accepted: whole
+    numbers ``8``, ``-3``; decimal numbers ``0.5``, ``1e3``; ``true``,
+    ``false``, ``yes``, ``no``, ``on``, ``off`` in any case. Surrounding
+    spaces are ignored.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if kind is int and _INT_TEXT.fullmatch(text):
+        return int(text)
+    if kind is float and _FLOAT_TEXT.fullmatch(text):
+        return float(text)
+    if kind is bool and text.lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[text.lower()]
+    return value
+
+
 def _convert(value: Any, kind: type) -> tuple[bool, Any]:
     """``(True, value as kind)`` when ``value`` fits ``kind``, else ``(False, None)``."""
+    value = _spelled(value, kind)
     if kind is bool:
         return (True, value) if isinstance(value, bool) else (False, None)
     if isinstance(value, bool):
@@ -816,6 +839,10 @@ def engine_options(
         retry = document.mapping((*path, "retry"), spec["retry"], "retry settings")
         fields = [f.name for f in dataclasses.fields(Retry)]
         document.check_keys((*path, "retry"), retry, fields, what="retry settings")
+        retry = {
+            key: _spelled(value, int if key == "attempts" else float)
+            for key, value in retry.items()
+        }
         for key, value in retry.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 document.fail((*path, "retry", key), f"expected a number; got {describe(value)}")
@@ -824,7 +851,7 @@ def engine_options(
         except (ConfigError, TypeError, ValueError) as exc:
             document.fail((*path, "retry"), str(exc), node=node)
     if spec.get("capacity") is not None:
-        capacity = spec["capacity"]
+        capacity = _spelled(spec["capacity"], int)
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             document.fail(
                 (*path, "capacity"),
@@ -834,13 +861,14 @@ def engine_options(
             )
         options["capacity"] = capacity
     if spec.get("blocking") is not None:
-        if not isinstance(spec["blocking"], bool):
+        blocking = _spelled(spec["blocking"], bool)
+        if not isinstance(blocking, bool):
             document.fail(
                 (*path, "blocking"),
-                f"expected true or false; got {describe(spec['blocking'])}",
+                f"expected true or false; got {describe(blocking)}",
                 node=node,
             )
-        options["blocking"] = spec["blocking"]
+        options["blocking"] = blocking
     return options
 
 
@@ -1032,7 +1060,7 @@ def _build_pipeline(document: Document) -> PipelineFile:
     settings: dict[str, float | None] = {}
     for key in ("stats_interval", "stall_timeout"):
         if key in spec:
-            value = spec[key]
+            value = _spelled(spec[key], float)
             if value is not None and (
                 not isinstance(value, int | float) or isinstance(value, bool) or not value > 0
             ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -183,9 +184,12 @@ class TestEnvironment:
     @pytest.mark.parametrize(
         ("value", "env", "expected"),
         [
-            ("${PF_VALUE}", {"PF_VALUE": "8080"}, 8080),
-            ("${PF_VALUE:-2.5}", {}, 2.5),
-            ("${PF_VALUE:-true}", {}, True),
+            ("${PF_VALUE}", {"PF_VALUE": "8080"}, "8080"),
+            ("${PF_VALUE:-2.5}", {}, "2.5"),
+            ("${PF_VALUE:-true}", {}, "true"),
+            ("${PF_VALUE}", {"PF_VALUE": "on"}, "on"),
+            ("${PF_VALUE}", {"PF_VALUE": "2024-05-17"}, "2024-05-17"),
+            ("${PF_VALUE}", {"PF_VALUE": "null"}, "null"),
             ("'${PF_VALUE:-8080}'", {}, "8080"),
             (
                 "http://${PF_HOST:-localhost}:${PF_PORT}/x",
@@ -193,11 +197,11 @@ class TestEnvironment:
                 "http://localhost:81/x",
             ),
             ("cost $$5", {}, "cost $5"),
-            ("${PF_VALUE:-}", {}, None),
+            ("${PF_VALUE:-}", {}, ""),
         ],
     )
     async def test_substitution(self, value: str, env: dict[str, str], expected: Any) -> None:
-        """``${NAME}`` and ``${NAME:-default}`` are replaced; unquoted results get YAML types."""
+        """``${NAME}`` and ``${NAME:-default}`` are replaced; the result is always a string."""
         pipeline = load(
             f"""\
             nodes:
@@ -229,6 +233,70 @@ class TestEnvironment:
             "env.yaml:5:15: nodes[1].capacity: environment variable 'PF_CAPACITY' is not set; "
             "set it, or give a default as ${PF_CAPACITY:-default}"
         )
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [("8", 8), (" -2 ", -2), ("0", 0)],
+    )
+    async def test_spelled_number_for_int_parameter(self, text: str, expected: int) -> None:
+        """A string spelling a whole number fills an ``int`` parameter (how ``${N}`` gives one)."""
+        pipeline = load(
+            """\
+            nodes:
+              - {name: count, class: PfCount, args: {limit: "${PF_LIMIT}"}}
+              - {name: echo, class: PfEcho, args: {value: "${PF_LIMIT}"}}
+            links: []
+            """,
+            env={"PF_LIMIT": text},
+        )
+        assert node(pipeline, "count").limit == expected
+        assert node(pipeline, "echo").value == text  # not annotated: stays the string
+
+    def test_spelled_engine_options(self) -> None:
+        """capacity, blocking, retry and stats_interval accept strings that spell their values."""
+        pipeline = load(
+            """\
+            stats_interval: ${PF_STATS}
+            nodes:
+              - {name: count, class: PfCount}
+              - name: keep
+                class: PfKeep
+                capacity: ${PF_CAPACITY}
+                blocking: ${PF_BLOCKING}
+                on_error: retry
+                retry: {attempts: "${PF_ATTEMPTS}", backoff: "${PF_BACKOFF}"}
+            """,
+            env={
+                "PF_STATS": "2.5",
+                "PF_CAPACITY": "7",
+                "PF_BLOCKING": "yes",
+                "PF_ATTEMPTS": "4",
+                "PF_BACKOFF": "0.5",
+            },
+        )
+        keep = node(pipeline, "keep")
+        assert pipeline._stats_interval == 2.5
+        assert (keep._ns_capacity, keep._ns_blocking) == (7, True)
+        assert (keep._ns_retry.attempts, keep._ns_retry.backoff) == (4, 0.5)
+
+    def test_substituted_non_number_is_reported(self) -> None:
+        """A substituted string spelling no whole number, for an ``int`` parameter, is an error."""
+        with pytest.raises(ConfigFileError) as info:
+            load(
+                "nodes:\n  - name: count\n    class: PfCount\n    args:\n"
+                "      limit: ${PF_LIMIT:-many}\n",
+                source="env.yaml",
+            )
+        assert str(info.value) == (
+            "env.yaml:5:14: nodes[0].args.limit: node 'count' argument 'limit': "
+            "expected a whole number, got 'many'"
+        )
+
+    @pytest.mark.parametrize("data_dir", ["on", "2024-05-17", "123", "null", "~"])
+    def test_csv_watch_directory_stays_a_string(self, tmp_path: Path, data_dir: str) -> None:
+        """The audit's case: DATA_DIR=on / 2024-05-17 / 123 is a directory name, not a value."""
+        pipeline = load_pipeline(EXAMPLES / "csv_watch.yaml", env={"DATA_DIR": data_dir})
+        assert node(pipeline, "watch").directory == os.path.abspath(data_dir)
 
     def test_os_environ_by_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without ``env``, variables come from the process environment."""
@@ -401,6 +469,18 @@ class TestExamples:
         ]
         assert len([line for line in lines if line.startswith("1/x = ")]) == 10
         assert summary["invert"].retried == 2
+
+    def test_composite_arguments_are_checked_like_their_inner_ones(self) -> None:
+        """A composite argument takes the annotation of the inner argument it maps to."""
+        with pytest.raises(ConfigFileError) as info:
+            load_pipeline(EXAMPLES / "foo_pipeline.yaml", env={"FOO_INTERVAL": "soon"})
+        assert str(info.value) == (
+            f"{EXAMPLES / 'foo_pipeline.yaml'}:13:21: nodes[0].args.foo_interval: "
+            "node 'foo' argument 'foo_interval': expected a number, got 'soon'"
+        )
+        pipeline = load_pipeline(EXAMPLES / "foo_pipeline.yaml", env={"FOO_MESSAGES": "2"})
+        emitter = node(pipeline, "foo.foo_generator")
+        assert (emitter.interval, emitter.count) == (0.1, 2)
 
     def test_csv_watch_example_loads(self, tmp_path: Path) -> None:
         """examples/yaml/csv_watch.yaml builds the seed's headline pipeline (run in test_cli)."""
