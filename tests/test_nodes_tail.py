@@ -279,6 +279,51 @@ class TestRotation:
         assert lines.items == expected(1, 6)
         assert [line.lineno for line in lines.items] == [1, 2, 3, 1, 2]
 
+    @pytest.mark.parametrize(
+        ("before", "after"),
+        [
+            ("line 1\nline 2\n", "LINE 1\nline 3\n"),  # the first bytes differ
+            (numbered(1, 60), numbered(1, 59) + "line XY\n"),  # only the last bytes differ
+        ],
+        ids=["prefix", "suffix"],
+    )
+    async def test_rewritten_to_exactly_the_same_size(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock, before: str, after: str
+    ) -> None:
+        """A file truncated and written again to exactly the size already read (its
+        modification time moved) is read again from its start."""
+        assert len(before) == len(after)
+        log = tmp_path / "app.log"
+        log.write_text(before)
+        count = before.count("\n")
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(count)
+            await quiet_for(1.0)
+            mtime = log.stat().st_mtime_ns
+            with open(log, "r+", encoding="utf-8") as handle:  # noqa: ASYNC230
+                handle.truncate(0)
+                handle.write(after)
+            os.utime(log, ns=(mtime + 10**9, mtime + 10**9))  # as a later write would
+            await lines.wait_for(2 * count)
+            await quiet_for()
+        assert lines.items == before.splitlines() + after.splitlines()
+
+    async def test_touch_without_new_content_reads_nothing_again(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A new modification time with the same bytes (touch) is not a rewrite."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 4))
+        tail, lines = make_tail(log)
+        async with running(tail):
+            await lines.wait_for(3)
+            await quiet_for(1.0)
+            mtime = log.stat().st_mtime_ns
+            os.utime(log, ns=(mtime + 10**9, mtime + 10**9))
+            await quiet_for()
+        assert lines.items == expected(1, 4)
+
     async def test_truncation_is_reported_on_the_pipelines_logger(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:

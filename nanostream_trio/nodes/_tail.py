@@ -84,6 +84,8 @@ class _Tracked:
     lineno: int = 0  # lines emitted (or skipped) so far
     partial: bytearray = dataclasses.field(default_factory=bytearray)
     prefix: bytes = b""  # the file's first bytes, as read
+    suffix: bytes = b""  # the last bytes read (before pos), this run
+    mtime: int | None = None  # modification time when pos reached the end
     skipping: bool = False  # inside a line longer than max_line_bytes
     gone: bool = False  # no longer under a watched name: read until quiet, then close
     quiet_since: float | None = None  # (gone files) Trio time it last grew, or was seen gone
@@ -357,28 +359,43 @@ class TailFile(NanoNode):
 
     # -- reading -------------------------------------------------------------------
 
-    def _rewritten(self, tracked: _Tracked, size: int) -> bool:
-        if size < tracked.pos:
+    def _rewritten(self, tracked: _Tracked, info: os.stat_result) -> bool:
+        size, pos, prefix = info.st_size, tracked.pos, tracked.prefix
+        if size < pos:
             return True
-        prefix = tracked.prefix
-        if not prefix or size <= tracked.pos:
+        if size > pos:
+            return bool(prefix) and os.pread(tracked.fd, len(prefix), 0) != prefix
+        # Same size as read: rewritten to exactly that size? Look only when the
+        # modification time moved since the end was reached (a touch changes it
+        # too, so the first and last bytes read decide).
+        if tracked.mtime is None or info.st_mtime_ns == tracked.mtime:
             return False
-        return os.pread(tracked.fd, len(prefix), 0) != prefix
+        tracked.mtime = info.st_mtime_ns
+        if prefix and os.pread(tracked.fd, len(prefix), 0) != prefix:
+            return True
+        suffix = tracked.suffix
+        return bool(suffix) and os.pread(tracked.fd, len(suffix), pos - len(suffix)) != suffix
 
     def _read(self, tracked: _Tracked) -> Iterator[Line]:
-        size = os.fstat(tracked.fd).st_size
-        if self._rewritten(tracked, size):
+        info = os.fstat(tracked.fd)
+        size = info.st_size
+        if self._rewritten(tracked, info):
             self.log_event("file_truncated", path=tracked.path, offset=tracked.pos, size=size)
             yield from self._flush_partial(tracked)
             tracked.offset = tracked.pos = tracked.lineno = 0
-            tracked.prefix = b""
+            tracked.prefix = tracked.suffix = b""
+            tracked.mtime = None
             tracked.skipping = False
             self._dirty = True
         budget = READ_BUDGET
         while budget > 0:
             chunk = os.pread(tracked.fd, READ_CHUNK, tracked.pos)
             if not chunk:
+                end = os.fstat(tracked.fd)
+                tracked.mtime = end.st_mtime_ns if end.st_size == tracked.pos else None
                 return
+            tracked.mtime = None
+            tracked.suffix = (tracked.suffix + chunk)[-FINGERPRINT_BYTES:]
             budget -= len(chunk)
             if len(tracked.prefix) < FINGERPRINT_BYTES and tracked.pos < FINGERPRINT_BYTES:
                 tracked.prefix += chunk[: FINGERPRINT_BYTES - tracked.pos]
