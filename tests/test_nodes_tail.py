@@ -389,6 +389,64 @@ class TestGlob:
             await quiet_for()
         assert sorted(lines.items) == ["one", "three", "two"]
 
+    @pytest.mark.parametrize("truncate_seen_first", [False, True])
+    async def test_copy_truncate_into_a_matched_name_reads_the_copy_from_the_known_offset(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock, truncate_seen_first: bool
+    ) -> None:
+        """With a glob covering rotated names, logrotate's copytruncate copy is recognised by
+        its first and last bytes read: only the lines written after the last poll are read
+        from it, and every line arrives exactly once."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 51))  # more than the 256 fingerprint bytes
+        tail, lines = make_tail(str(tmp_path / "app.log*"))
+        async with running(tail):
+            await lines.wait_for(50)
+            append(log, numbered(51, 54))  # written after the last poll, before the copy
+            copy = tmp_path / ("staging" if truncate_seen_first else "app.log.1")
+            shutil.copy(log, copy)
+            os.truncate(log, 0)
+            append(log, numbered(100, 102))
+            if truncate_seen_first:
+                await lines.wait_for(52)  # the truncated file was read again first
+                os.rename(copy, tmp_path / "app.log.1")
+            await lines.wait_for(55)
+            await quiet_for()
+        assert sorted(lines.items) == sorted([*expected(1, 54), *expected(100, 102)])
+        assert len(lines.items) == 55
+
+    async def test_file_starting_like_another_is_read_whole(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A new file whose first bytes match a tracked file's but whose content differs
+        further on is no copy: it is read from its start."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 51))
+        tail, lines = make_tail(str(tmp_path / "app.log*"))
+        async with running(tail):
+            await lines.wait_for(50)
+            other = numbered(1, 40) + "".join(f"other {i}\n" for i in range(20))
+            (tmp_path / "app.log.2").write_text(other)
+            await lines.wait_for(109)
+            await quiet_for()
+        assert lines.items == expected(1, 51) + other.splitlines()
+
+    async def test_short_file_starting_like_another_is_read_after_rotate_wait(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A new file shorter than what was read of the file it starts like may be a copy
+        still being written: it is looked at again, and read whole after rotate_wait."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 51))
+        tail, lines = make_tail(str(tmp_path / "app.log*"), rotate_wait=2.0)
+        async with running(tail):
+            await lines.wait_for(50)
+            start = trio.current_time()
+            (tmp_path / "app.log.2").write_text(numbered(1, 41))
+            await lines.wait_for(90)
+            assert trio.current_time() - start >= 2.0
+            await quiet_for()
+        assert lines.items == expected(1, 51) + expected(1, 41)
+
 
 class TestCheckpoint:
     async def test_restart_continues_without_loss_or_duplicates(

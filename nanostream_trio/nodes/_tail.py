@@ -92,6 +92,24 @@ class _Tracked:
     last_size: int = -1  # (gone files) bytes read when quiet_since was set
 
 
+@dataclasses.dataclass(frozen=True)
+class _Known:
+    """Content read from a file: its first and last bytes read, and how far."""
+
+    path: str
+    prefix: bytes
+    suffix: bytes
+    offset: int
+    pos: int
+    lineno: int
+
+
+#: Returned by TailFile._copy_of: look at this new file again at the next poll.
+_DEFER = object()
+#: Contents of truncated files remembered, to recognise their copies.
+RETIRED_FINGERPRINTS = 64
+
+
 def _fingerprint(prefix: bytes) -> str:
     return hashlib.sha256(prefix).hexdigest()
 
@@ -213,6 +231,8 @@ class TailFile(NanoNode):
         self._commit: _TailCommit | None = None
         self._pending: _Snapshot | None = None  # the final offsets, awaiting the commit node
         self._resuming = False  # a checkpoint file existed at start-up
+        self._retired: deque[_Known] = deque(maxlen=RETIRED_FINGERPRINTS)
+        self._deferred: dict[str, float] = {}  # new files that may be copies being written
 
     @property
     def commit(self) -> NanoNode:
@@ -232,6 +252,8 @@ class TailFile(NanoNode):
     def setup(self) -> None:
         """Load the checkpoint and open the files that exist now."""
         self._tracked = {}
+        self._retired.clear()
+        self._deferred = {}
         self._emitted = 0
         self._history.clear()
         self._pending = None
@@ -321,6 +343,22 @@ class TailFile(NanoNode):
             return None  # vanished between stat and open; the next poll sees what is there
         info = os.fstat(fd)
         tracked = _Tracked(name, fd, (info.st_dev, info.st_ino))
+        if not startup and self.is_glob:
+            known = self._copy_of(tracked, info.st_size)
+            if known is _DEFER:
+                os.close(fd)
+                return None
+            if isinstance(known, _Known):
+                tracked.offset = tracked.pos = known.offset
+                tracked.lineno = known.lineno
+                tracked.prefix = known.prefix
+                self.log_event(
+                    "file_copy_resumed",
+                    path=name,
+                    copy_of=known.path,
+                    offset=known.offset,
+                    line=known.lineno,
+                )
         if startup:
             resumed = self._resume(tracked, info.st_size)
             # A file missing from an existing checkpoint appeared after that save
@@ -329,6 +367,36 @@ class TailFile(NanoNode):
                 self._seek_to_last_line_end(tracked, info.st_size)
         self._dirty = True
         return tracked
+
+    def _known_contents(self) -> Iterator[_Known]:
+        for other in self._tracked.values():
+            yield _Known(
+                other.path, other.prefix, other.suffix, other.offset, other.pos, other.lineno
+            )
+        yield from self._retired
+
+    def _copy_of(self, tracked: _Tracked, size: int) -> _Known | object | None:
+        """The content a new file is a copy of (copy-truncate into a name the glob matches),
+        :data:`_DEFER` while a copy may still be being written, or ``None``."""
+        head: bytes | None = None
+        for known in self._known_contents():
+            if len(known.prefix) < FINGERPRINT_BYTES or not known.suffix:
+                continue  # too little read to tell a copy from a file that starts alike
+            if head is None:
+                head = os.pread(tracked.fd, FINGERPRINT_BYTES, 0)
+            if head != known.prefix:
+                continue
+            if size < known.pos:
+                first_seen = self._deferred.setdefault(tracked.path, trio.current_time())
+                if trio.current_time() - first_seen < self.rotate_wait:
+                    return _DEFER  # maybe a copy still being written: look again next poll
+                continue
+            end = os.pread(tracked.fd, len(known.suffix), known.pos - len(known.suffix))
+            if end == known.suffix:
+                self._deferred.pop(tracked.path, None)
+                return known
+        self._deferred.pop(tracked.path, None)
+        return None
 
     def _resume(self, tracked: _Tracked, size: int) -> bool:
         for entry in self._saved:
@@ -381,6 +449,18 @@ class TailFile(NanoNode):
         size = info.st_size
         if self._rewritten(tracked, info):
             self.log_event("file_truncated", path=tracked.path, offset=tracked.pos, size=size)
+            if len(tracked.prefix) >= FINGERPRINT_BYTES and tracked.suffix:
+                # Its old content may reappear as a copy (copy-truncate): remember it.
+                self._retired.append(
+                    _Known(
+                        tracked.path,
+                        tracked.prefix,
+                        tracked.suffix,
+                        tracked.offset,
+                        tracked.pos,
+                        tracked.lineno,
+                    )
+                )
             yield from self._flush_partial(tracked)
             tracked.offset = tracked.pos = tracked.lineno = 0
             tracked.prefix = tracked.suffix = b""
