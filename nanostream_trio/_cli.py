@@ -20,6 +20,7 @@ configuration, 130 cancelled by a second Ctrl-C (or interrupted while loading).
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import csv
 import dataclasses
@@ -28,6 +29,7 @@ import io
 import itertools
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -223,6 +225,8 @@ class _Output:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.table: LiveTable | None = None
+        #: Events are JSON lines (``--log-format json``, or ``auto`` off a terminal).
+        self.json = False
 
     def write(self, line: str) -> None:
         if self.table is not None:
@@ -248,19 +252,41 @@ class _StdlibToStructlog(logging.Handler):
     """Sends stdlib ``logging`` records (from libraries such as watchdog) into the event stream.
 
     So that with ``--log-format json`` every line on stderr is a JSON event.
+    Python warnings arrive here too (``logging.captureWarnings``), on the
+    logger ``py.warnings``, and become ``python_warning`` events.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             log = structlog.get_logger(record.name)
-            log.log(record.levelno, record.getMessage(), logger=record.name)
+            message = record.getMessage()
+            warning = _WARNING_TEXT.match(message) if record.name == "py.warnings" else None
+            if warning is not None:
+                log.log(
+                    record.levelno,
+                    "python_warning",
+                    logger=record.name,
+                    category=warning["category"],
+                    message=warning["message"],
+                    file=warning["file"],
+                    line=int(warning["line"]),
+                )
+            else:
+                log.log(record.levelno, message, logger=record.name)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
+
+
+#: ``warnings.formatwarning``'s text, as ``logging.captureWarnings`` hands it on.
+_WARNING_TEXT = re.compile(
+    r"(?P<file>.*?):(?P<line>\d+): (?P<category>[\w.]+): (?P<message>.*?)(?:\n|$)", re.DOTALL
+)
 
 
 def _configure_logging(output: _Output, log_format: str, level: str) -> None:
     if log_format == "auto":
         log_format = "pretty" if _isatty(output.stream) else "json"
+    output.json = log_format == "json"
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -279,6 +305,9 @@ def _configure_logging(output: _Output, log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_StdlibToStructlog()]
     root.setLevel(_LEVELS[level])
+    # Python warnings (a node's DeprecationWarning, ...) join the event stream as
+    # python_warning events instead of plain text on stderr.
+    logging.captureWarnings(True)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -524,13 +553,7 @@ def _run_to_status(
         if not isinstance(exc, Exception):
             raise
         _finish_table(output)
-        if full_traceback:
-            traceback.print_exception(exc, file=sys.stderr)
-        lines = traceback.format_exception_only(exc)
-        print(
-            f"nanostream: pipeline {pipeline.name!r} failed: {''.join(lines).rstrip()}",
-            file=sys.stderr,
-        )
+        _report_failure(output, log, f"pipeline {pipeline.name!r}", exc, full_traceback)
         return EXIT_FAILED
     finally:
         if table_stdout is not None:
@@ -540,6 +563,42 @@ def _run_to_status(
     if summary.status == "cancelled":
         return EXIT_CANCELLED
     return EXIT_OK if summary.status == "finished" else EXIT_FAILED
+
+
+_NOTE_NODE = re.compile(r"in nanostream node ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+
+def _failed_node(exc: BaseException) -> str | None:
+    """The node a failure came from, as the engine's note names it (``in nanostream node 'x'``)."""
+    for note in getattr(exc, "__notes__", ()):
+        match = _NOTE_NODE.search(str(note))
+        if match is not None:
+            with contextlib.suppress(ValueError, SyntaxError):
+                name = ast.literal_eval(match.group(1))
+                if isinstance(name, str):
+                    return name
+    return None
+
+
+def _report_failure(
+    output: _Output, log: Any, what: str, exc: BaseException, full_traceback: bool
+) -> None:
+    """The last word on a failed run: plain lines, or a ``run_failed`` event in JSON mode."""
+    if output.json:
+        fields: dict[str, Any] = {
+            "error": str(exc),
+            "exc_type": type(exc).__name__,
+            "node": _failed_node(exc),
+            "notes": [str(note) for note in getattr(exc, "__notes__", ())],
+        }
+        if full_traceback:
+            fields["traceback"] = "".join(traceback.format_exception(exc))
+        log.error("run_failed", **fields)
+        return
+    if full_traceback:
+        traceback.print_exception(exc, file=sys.stderr)
+    lines = traceback.format_exception_only(exc)
+    print(f"nanostream: {what} failed: {''.join(lines).rstrip()}", file=sys.stderr)
 
 
 def _finish_table(output: _Output) -> None:
@@ -843,8 +902,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             raise exc from None
         if not isinstance(exc, Exception):
             raise
-        message = "".join(traceback.format_exception_only(exc)).rstrip()
-        print(f"nanostream: demo failed: {message}", file=sys.stderr)
+        _report_failure(output, log, "demo", exc, False)
         return EXIT_FAILED
     print(
         f"nanostream demo: {summary.status}: {rows} rows from {args.files} files "

@@ -280,30 +280,93 @@ class TestRun:
         assert (result.returncode, result.stderr) == (0, "")
 
     def test_failure_exits_1(self, tmp_path: Path, custom_nodes: Path) -> None:
-        """A node failure ends the run with status 1 and the error, node and item on stderr."""
+        """A node failure ends the run with status 1 and a last run_failed event (JSON mode)."""
         path = tmp_path / "fails.yaml"
         path.write_text(
             "modules: [cli_nodes.py]\n"
             "nodes: [{name: ticks, class: CliTicks}, {name: check, class: CliFails}]\n"
         )
-        result = nanostream("run", str(path))
+        result = nanostream("run", "--log-format", "json", str(path))
         assert result.returncode == 1
-        last = result.stderr.splitlines()[-2:]
-        assert last[0] == "nanostream: pipeline 'pipeline' failed: ValueError: bad item 3"
-        assert "in nanostream node 'check', processing item 3" in last[1]
-        assert "node_failed" in result.stderr
+        every = events(result.stderr)  # every line on stderr is a JSON event
+        assert "node_failed" in [event["event"] for event in every]
+        last = every[-1]
+        del last["timestamp"]
+        assert last == {
+            "event": "run_failed",
+            "level": "error",
+            "pipeline": "pipeline",
+            "error": "bad item 3",
+            "exc_type": "ValueError",
+            "node": "check",
+            "notes": ["in nanostream node 'check', processing item 3"],
+        }
+
+    def test_failure_in_pretty_mode(self, tmp_path: Path, custom_nodes: Path) -> None:
+        """With pretty events the failure is told in two plain lines at the end."""
+        path = tmp_path / "fails.yaml"
+        path.write_text(
+            "modules: [cli_nodes.py]\n"
+            "nodes: [{name: ticks, class: CliTicks}, {name: check, class: CliFails}]\n"
+        )
+        result = nanostream("run", "--log-format", "pretty", str(path))
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-2:] == [
+            "nanostream: pipeline 'pipeline' failed: ValueError: bad item 3",
+            "in nanostream node 'check', processing item 3",
+        ]
 
     def test_traceback_option(self, tmp_path: Path, custom_nodes: Path) -> None:
-        """--traceback prints where in the node the failure happened."""
+        """--traceback prints where in the node the failure happened (a field in JSON mode)."""
         path = tmp_path / "fails.yaml"
         path.write_text(
             "modules: [cli_nodes.py]\n"
             "nodes: [{name: ticks, class: CliTicks}, {name: check, class: CliFails}]\n"
         )
-        result = nanostream("run", "--traceback", "--log-level", "warning", str(path))
-        assert result.returncode == 1
-        assert "Traceback (most recent call last):" in result.stderr
-        assert f'File "{custom_nodes}", line 19, in process_item' in result.stderr
+        where = f'File "{custom_nodes}", line 19, in process_item'
+        pretty = nanostream("run", "--traceback", "--log-format", "pretty", str(path))
+        assert pretty.returncode == 1
+        assert "Traceback (most recent call last):" in pretty.stderr
+        assert where in pretty.stderr
+        json_mode = nanostream("run", "--traceback", "--log-format", "json", str(path))
+        assert json_mode.returncode == 1
+        failed = events(json_mode.stderr)[-1]
+        assert failed["event"] == "run_failed"
+        assert failed["traceback"].startswith("Traceback (most recent call last):")
+        assert where in failed["traceback"]
+
+    def test_python_warnings_are_events(self, tmp_path: Path) -> None:
+        """A warning a node raises is a python_warning event, not plain text, in JSON mode."""
+        (tmp_path / "warn_nodes.py").write_text(
+            "import warnings\n"
+            "from nanostream_trio import NanoNode\n"
+            "class CliWarns(NanoNode):\n"
+            "    def process_item(self, item):\n"
+            "        warnings.warn('old api', UserWarning)\n"
+            "        return item\n"
+            "class CliOne(NanoNode):\n"
+            "    def generator(self):\n"
+            "        yield 1\n"
+        )
+        path = tmp_path / "warns.yaml"
+        path.write_text(
+            "modules: [warn_nodes.py]\n"
+            "nodes: [{name: one, class: CliOne}, {name: warns, class: CliWarns}]\n"
+        )
+        result = nanostream("run", "--log-format", "json", str(path))
+        assert result.returncode == 0, result.stderr
+        warned = [e for e in events(result.stderr) if e["event"] == "python_warning"]
+        assert len(warned) == 1
+        del warned[0]["timestamp"]
+        assert warned[0] == {
+            "event": "python_warning",
+            "level": "warning",
+            "logger": "py.warnings",
+            "category": "UserWarning",
+            "message": "old api",
+            "file": str(tmp_path / "warn_nodes.py"),
+            "line": 5,
+        }
 
     def test_config_error_exits_2(self, tmp_path: Path) -> None:
         """A bad file is reported with its location and status 2; nothing runs."""
