@@ -113,6 +113,10 @@ class _Staged(NanoNode):
         """The policy stage's effective error policy."""
         return self._ns_policy_stage.on_error
 
+    @on_error.setter
+    def on_error(self, on_error: ErrorPolicy) -> None:
+        self.configure(on_error=on_error)
+
     @property
     def downstream(self) -> tuple[NanoNode, ...]:
         """Nodes linked after the exit stage."""
