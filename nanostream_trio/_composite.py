@@ -296,8 +296,14 @@ def class_factory(config: Mapping[str, Any]) -> type[NanoNode]:
             and ``modules`` (modules to import first).
 
     Returns:
-        The new class, registered under its name. Calling it builds the
-        inner nodes; its keyword arguments are the ``arg_mapping`` targets.
+        The new class, registered under its name and importable from
+        :mod:`nanostream_trio.composites`. Calling it builds the inner nodes;
+        its keyword arguments are the ``arg_mapping`` targets. Unlike the
+        original nanostream, nothing is put into the caller's namespace:
+        assign the result (``FooMessageTester = class_factory(config)``), or
+        ``from nanostream_trio.composites import FooMessageTester``;
+        ``class_factory(config)`` alone followed by ``FooMessageTester(...)``
+        raises ``NameError``.
 
     Raises:
         ConfigFileError: the definition is invalid (unknown node type or

@@ -192,6 +192,37 @@ class TestSeedExample:
             "messages",
         ]
 
+    def test_seed_call_without_assignment_is_a_name_error(self) -> None:
+        """class_factory injects nothing into the caller's namespace: the seed's bare call fails."""
+        config = yaml.safe_load((EXAMPLES / "foo_message.yaml").read_text())
+        config["modules"] = [str(EXAMPLES / "foo_nodes.py")]
+        namespace: dict[str, Any] = {"class_factory": class_factory, "config": config}
+        with pytest.raises(NameError, match="'FooMessageTester' is not defined"):
+            exec("class_factory(config)\nFooMessageTester(foo_interval=0)", namespace)
+        assert "FooMessageTester" not in namespace
+
+    def test_docs_show_the_name_error_and_both_fixes(self) -> None:
+        """The callout in docs/yaml.md runs as shown: the bare call fails, the two fixes work."""
+        docs = (Path(__file__).parent.parent / "docs" / "yaml.md").read_text()
+        quoted = "\n".join(
+            line.removeprefix("> ").removeprefix(">") for line in docs.splitlines()
+            if line.startswith(">")
+        )  # fmt: skip
+        blocks = quoted.split("```python\n")[1:]
+        assert len(blocks) == 2, "the class_factory callout of docs/yaml.md has two code blocks"
+        bare, fixed = (block.partition("```")[0] for block in blocks)
+        config = yaml.safe_load((EXAMPLES / "foo_message.yaml").read_text())
+        config["modules"] = [str(EXAMPLES / "foo_nodes.py")]
+        namespace: dict[str, Any] = {
+            "class_factory": class_factory,
+            "foo_message_config": config,
+        }
+        with pytest.raises(NameError, match="'FooMessageTester' is not defined"):
+            exec(bare, namespace)
+        exec(fixed, namespace)
+        assert type(namespace["foo_node"]) is namespace["FooMessageTester"]
+        assert namespace["FooMessageTester"] is nanostream_trio.composites.FooMessageTester
+
 
 class TestFactory:
     def test_returns_registered_node_class(self) -> None:
