@@ -130,8 +130,10 @@ def build_pipeline(
         name="per_minute",
     )
     tail > parse > keep > per_minute
-    per_minute > Map(as_record, name="as_record") > JSONLinesWriter(out, name="write")
-    per_minute > Map(as_text, name="as_text") > PrinterOfThings(stream=stream, name="show")
+    write = per_minute > Map(as_record, name="as_record") > JSONLinesWriter(out, name="write")
+    show = per_minute > Map(as_text, name="as_text") > PrinterOfThings(stream=stream, name="show")
+    # The checkpoint's final save waits until both outputs drained without failing.
+    [write, show] > tail.commit
     describe = Map(describe_bad_line, name="describe_bad_line")
     parse.dead_letters > describe
     per_minute.dead_letters > describe
