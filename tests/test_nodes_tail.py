@@ -553,6 +553,23 @@ class TestCheckpoint:
         await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
         assert third.items == []
 
+    async def test_commit_passes_items_on_and_follows_the_name(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """tail.commit is one node named <name>.commit that passes items on unchanged."""
+        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
+        log.write_text(numbered(1, 3))
+        tail = TailFile(log, checkpoint=checkpoint, follow=False, name="logs")
+        assert tail.commit is tail.commit
+        assert tail.commit.name == "logs.commit"
+        tail.configure(name="app")
+        assert tail.commit.name == "app.commit"
+        lines = Collector()
+        tail > tail.commit > lines
+        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
+        assert lines.items == expected(1, 3)
+        assert json.loads(checkpoint.read_text())["files"][0]["lineno"] == 2
+
     async def test_cancel_saves_no_offsets(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:

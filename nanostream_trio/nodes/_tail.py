@@ -55,6 +55,7 @@ import trio
 
 from .._exceptions import ConfigError
 from .._node import NanoNode
+from .._policy import ErrorPolicy, Retry
 from ._files import Line, strip_line_ending
 from ._stages import EngineOptions
 
@@ -134,10 +135,14 @@ class TailFile(NanoNode):
     * at the offset saved in ``checkpoint``, if the file there is the same
       file (same inode and same first bytes);
     * otherwise at ``start_at``: ``"beginning"`` (default, as Vector's file
-      source does without a checkpoint) or ``"end"`` (only new lines).
+      source does without a checkpoint) or ``"end"`` (only new lines); but a
+      file missing from an existing checkpoint appeared after its last save
+      and is read from its beginning.
 
     Files that appear later (after a rotation, or new matches of the glob)
-    are read from their beginning.
+    are read from their beginning, except a copy of content already read
+    (copy-truncate into a name the glob matches), recognised by its first and
+    last bytes read and read from the offset already reached.
 
     The node is ready once the files that exist are open. With
     ``follow=False`` it reads what is there (emitting a last unterminated
@@ -246,6 +251,25 @@ class TailFile(NanoNode):
         if self._commit is None:
             self._commit = _TailCommit(self)
         return self._commit
+
+    def configure(
+        self,
+        *,
+        name: str | None = None,
+        on_error: ErrorPolicy | None = None,
+        retry: Retry | None = None,
+        capacity: int | None = None,
+        blocking: bool | None = None,
+    ) -> NanoNode:
+        """Change engine settings (see :meth:`NanoNode.configure`); a new name also
+        renames :attr:`commit` to ``<name>.commit``."""
+        super().configure(
+            name=name, on_error=on_error, retry=retry, capacity=capacity, blocking=blocking
+        )
+        commit = getattr(self, "_commit", None)
+        if name is not None and commit is not None:
+            commit.configure(name=f"{name}.commit")
+        return self
 
     # -- lifecycle -------------------------------------------------------------
 
