@@ -6,9 +6,12 @@ Run it with::
 
 (default ``./data_directory``, created if missing), then drop a CSV file into
 the directory, for instance ``cp examples/csv_watch/people.csv data_directory/``.
-Each row is printed as it arrives. Files already in the directory are read
-at start. Ctrl-C stops gracefully: rows already read are printed before the
-program exits.
+Each row is printed once the file is complete: on Linux when its writer
+closes it, elsewhere once it has not changed for ``settle`` seconds. A
+program producing the files should write each under a temporary name (say
+``x.csv.tmp``) and rename it to ``x.csv`` when done: that is always safe.
+Files already in the directory are read at start. Ctrl-C stops gracefully:
+rows already read are printed before the program exits.
 
 A malformed row is reported on stderr with its file and line, and the other
 rows keep flowing; so is a file that cannot be read. :func:`build_pipeline`
@@ -54,7 +57,8 @@ def build_pipeline(
         stream: where rows are printed (default ``sys.stdout``).
         errors: where unreadable files and malformed rows are reported
             (default ``sys.stderr``).
-        settle: seconds a file must stay unchanged before it is read.
+        settle: seconds a file must stay unchanged (on Linux: after its writer
+            closed it) before it is read.
         initial_scan: also read the CSV files already in the directory.
 
     Returns:
