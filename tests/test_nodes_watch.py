@@ -491,3 +491,10 @@ class TestLifecycle:
         """An unknown overflow policy is a ConfigError listing the accepted ones."""
         with pytest.raises(ConfigError, match="'block', 'drop'"):
             LocalDirectoryWatchdog(overflow="queue")  # type: ignore[arg-type]
+
+    def test_close_wait_defaults_to_at_least_settle(self) -> None:
+        """close_wait defaults to 60 s, or to settle when that is longer; shorter is refused."""
+        assert LocalDirectoryWatchdog(settle=0.5).close_wait == 60.0
+        assert LocalDirectoryWatchdog(settle=120.0).close_wait == 120.0
+        with pytest.raises(ConfigError, match=r"close_wait >= settle"):
+            LocalDirectoryWatchdog(settle=5.0, close_wait=1.0)

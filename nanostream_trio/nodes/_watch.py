@@ -172,7 +172,8 @@ class LocalDirectoryWatchdog(NanoNode):
             writing (or, without close events, after the latest event) before a
             file counts as complete.
         close_wait: where closes are reported, seconds without events before
-            a file written to but never closed is emitted anyway.
+            a file written to but never closed is emitted anyway (default 60,
+            or ``settle`` if longer).
         overflow: when ``buffer`` events are waiting: ``"block"`` (default)
             makes the observer thread wait; ``"drop"`` drops events and counts
             them (:meth:`statistics`, ``watch_events_dropped`` event).
@@ -200,7 +201,7 @@ class LocalDirectoryWatchdog(NanoNode):
         recursive: bool = False,
         initial_scan: bool = False,
         settle: float = 0.5,
-        close_wait: float = 60.0,
+        close_wait: float | None = None,
         overflow: Overflow = "block",
         buffer: int = 1024,
         name: str | None = None,
@@ -210,6 +211,8 @@ class LocalDirectoryWatchdog(NanoNode):
         if overflow not in ("block", "drop"):
             msg = f"node {self.name!r} got overflow={overflow!r}; accepted: 'block', 'drop'"
             raise ConfigError(msg, node=self.name, key="overflow")
+        if close_wait is None:
+            close_wait = max(60.0, settle)
         if settle < 0 or buffer < 1 or close_wait < settle:
             msg = (
                 f"node {self.name!r} needs settle >= 0, close_wait >= settle and buffer >= 1; "
