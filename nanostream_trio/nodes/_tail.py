@@ -23,8 +23,8 @@ is new):
 Offsets are saved to a small JSON checkpoint file (written to a temporary
 file, then renamed over the old one). A restart resumes every file whose
 identity and first bytes match the checkpoint at the saved offset. The
-checkpoint must never get ahead of what the pipeline has delivered (lines may
-be read twice after a crash, never lost):
+checkpoint must not get ahead of what the pipeline has delivered (lines may
+be read twice after a crash, never lost), as far as a source can tell:
 
 * The final save happens only when the node ended gracefully (its input was
   exhausted with ``follow=False``, or ``pipeline.stop()``), never after a
@@ -148,19 +148,18 @@ class TailFile(NanoNode):
     ``follow=False`` it reads what is there (emitting a last unterminated
     line as well) and ends; otherwise it runs until the pipeline stops.
 
-    Delivery is at least once: the checkpoint never records a line the
-    pipeline may not have delivered, so after a crash lines may be read again,
-    never lost. The final save happens only when the node ends gracefully
-    (input exhausted without ``follow``, or ``pipeline.stop()``), never after
-    a failure, cancel or interrupt. To also survive a failure *downstream*
-    after the source has ended, link :attr:`commit` at the end of the pipeline
-    (``tail > parse > write > tail.commit``): the final save then waits until
-    everything downstream has drained without failing. Periodic saves (every
-    ``checkpoint_interval`` while lines flow) record the offsets of lines
-    emitted at least ``lag`` lines ago, ``lag`` bounding what the inboxes
-    downstream can hold; a node that keeps items across calls (``Batch``,
-    ``TumblingWindow``) can hold more, so with such nodes rely on the final
-    save (and :attr:`commit`).
+    Delivery is at least once (after a crash lines may be read again, never
+    lost) within these limits. The final save happens only when the node
+    ends gracefully (input exhausted without ``follow``, or
+    ``pipeline.stop()``), never after a failure, cancel or interrupt. To also
+    survive a failure *downstream* after the source has ended, link
+    :attr:`commit` at the end of the pipeline (``tail > parse > write >
+    tail.commit``): the final save then waits until everything downstream has
+    drained without failing. Periodic saves (every ``checkpoint_interval``
+    while lines flow) record the offsets of lines emitted at least ``lag``
+    lines ago, ``lag`` bounding what the inboxes downstream can hold; a node
+    that keeps items across calls (``Batch``, ``TumblingWindow``) can hold
+    more, so with such nodes rely on the final save (and :attr:`commit`).
 
     Args:
         path: a file path or a glob such as ``"logs/*.log"``.
