@@ -472,7 +472,7 @@ class _Ready:
         self._log.info("pipeline_ready", nodes=[node.name for node in self._pipeline.nodes])
 
 
-def _exit_now(log: Any, reason: str) -> NoReturn:
+def _exit_now(log: Any, reason: str, signal_name: str | None = None) -> NoReturn:
     """End the process with status 130 without waiting for anything (see ``CANCEL_GRACE``).
 
     Worker threads stuck in a blocking call (a ``blocking`` node in
@@ -481,6 +481,8 @@ def _exit_now(log: Any, reason: str) -> NoReturn:
     calls :func:`os._exit`. ``teardown`` hooks still pending do not run.
     """
     with contextlib.suppress(Exception):
+        if signal_name is not None:
+            log.warning("signal_received", signal=signal_name, action="exit")
         log.error("exiting_now", reason=reason, status=EXIT_CANCELLED)
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(Exception):
@@ -489,24 +491,65 @@ def _exit_now(log: Any, reason: str) -> NoReturn:
     os._exit(EXIT_CANCELLED)
 
 
+class _Escalation:
+    """Counts SIGINT/SIGTERM in a plain signal handler, so escalation needs no Trio loop.
+
+    Installed on top of Trio's own handler (which it calls on, so the
+    ``_watch_signals`` task still sees every signal): the second signal starts
+    the ``CANCEL_GRACE`` timer and the third exits, even while a node's sync
+    code blocks the Trio thread and no task can run. Python runs the handler
+    in the main thread as soon as the current bytecode (or interrupted system
+    call, such as ``time.sleep``) returns. The handler itself only starts
+    threads: logging from it could wait on a lock the code it interrupted holds.
+    """
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._received = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Escalation:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._received += 1
+        if self._received == 2:
+            # A thread, not a Trio timer: it must fire even if the Trio thread is blocked,
+            # or the run ended with worker threads still stuck and the interpreter waits.
+            timer = threading.Timer(CANCEL_GRACE, _exit_now, args=(self._log, "grace_period_over"))
+            timer.daemon = True
+            timer.start()
+        elif self._received >= 3:
+            name = signal.Signals(signum).name
+            thread = threading.Thread(
+                target=_exit_now, args=(self._log, "third_signal", name), daemon=True
+            )
+            thread.start()
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+
+
 async def _watch_signals(signals: Any, pipeline: Pipeline, log: Any) -> None:
-    """First signal: stop; second: cancel, and exit anyway after ``CANCEL_GRACE``; third: exit."""
+    """First signal: stop; second: cancel (a third is :class:`_Escalation`'s)."""
     received = 0
     async for signum in signals:
         received += 1
-        action = ("stop", "cancel")[received - 1] if received <= 2 else "exit"
+        if received > 2:
+            continue  # _Escalation is already ending the process
+        action = "stop" if received == 1 else "cancel"
         log.warning("signal_received", signal=signal.Signals(signum).name, action=action)
         if received == 1:
             pipeline.stop()
-        elif received == 2:
-            pipeline.cancel()
-            # A thread, not a Trio timer: it must fire even if the run ends with worker
-            # threads still blocked and the interpreter then waits for them at exit.
-            timer = threading.Timer(CANCEL_GRACE, _exit_now, args=(log, "grace_period_over"))
-            timer.daemon = True
-            timer.start()
         else:
-            _exit_now(log, "third_signal")
+            pipeline.cancel()
 
 
 async def _refresh_table(table: LiveTable) -> None:
@@ -517,7 +560,10 @@ async def _refresh_table(table: LiveTable) -> None:
 
 async def _supervise(pipeline: Pipeline, log: Any, table: LiveTable | None) -> PipelineStatistics:
     """Run ``pipeline`` with signal handling (and the table's redraws)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with (
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        _Escalation(log),
+    ):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, pipeline, log)
             if table is not None:
@@ -851,7 +897,10 @@ async def _demo(args: argparse.Namespace, log: Any) -> tuple[PipelineStatistics,
         watchdog > file_reader > csv_reader > printer
         pipeline = Pipeline(watchdog, name="demo", stats_interval=None)
         summary: list[PipelineStatistics] = []
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with (
+            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+            _Escalation(log),
+        ):
             async with trio.open_nursery() as nursery:
 
                 async def run_pipeline(task_status: trio.TaskStatus[None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -185,15 +186,15 @@ SLEEPER_NODES = textwrap.dedent(
 )
 
 
-def start_sleeper(tmp_path: Path) -> Child:
-    """A run whose blocking node sleeps in its worker thread (stdout block-buffered)."""
+def start_sleeper(tmp_path: Path, blocking: str = "true") -> Child:
+    """A run whose node sleeps in its worker thread (or, not blocking, on the Trio thread)."""
     (tmp_path / "sleeper_nodes.py").write_text(SLEEPER_NODES)
     path = tmp_path / "sleeper.yaml"
     path.write_text(
         "modules: [sleeper_nodes.py]\n"
         "nodes:\n"
         "  - {name: two, class: CliTwo}\n"
-        "  - {name: sleeper, class: CliSleeper, blocking: true}\n"
+        f"  - {{name: sleeper, class: CliSleeper, blocking: {blocking}}}\n"
         "  - {name: out, class: CliUnflushed}\n"
     )
     env = environment()
@@ -457,6 +458,30 @@ class TestRun:
         actions = [e["action"] for e in events(stderr) if e["event"] == "signal_received"]
         assert actions == ["stop", "cancel", "exit"]
         assert events(stderr)[-1]["reason"] == "third_signal"
+
+    def test_ctrl_c_ends_run_whose_trio_thread_is_blocked(self, tmp_path: Path) -> None:
+        """A sync node sleeping on the Trio thread (no task can run) still lets Ctrl-C end it.
+
+        No event can mark when each signal has been handled (the loop is
+        blocked), so the test sends SIGINT once a second until the process
+        ends; it must end, with 130, long before the node's 60 s sleep does.
+        """
+        child = start_sleeper(tmp_path, blocking="false")
+        sent = 0
+        while child.process.poll() is None:
+            if sent == 10:
+                child.process.kill()
+                child.finish()
+                pytest.fail("nanostream ignored 10 SIGINTs while its Trio thread was blocked")
+            child.process.send_signal(signal.SIGINT)
+            sent += 1
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=1)
+        code, _, stderr = child.finish(timeout=30)
+        assert code == 130, stderr
+        last = events(stderr)[-1]
+        assert last["event"] == "exiting_now"
+        assert last["reason"] in ("third_signal", "grace_period_over")
 
     def test_table_always(self) -> None:
         """--table always draws the per-node table (here into a pipe) with the final counts."""
