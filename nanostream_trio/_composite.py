@@ -39,6 +39,7 @@ from ._config import (
     ENGINE_OPTIONS,
     Document,
     KeyPath,
+    check_argument_types,
     check_arguments,
     class_parameters,
     did_you_mean,
@@ -446,6 +447,7 @@ def _read_inner(document: Document, path: KeyPath, entry: Any) -> _Inner:
                 "a frozen argument cannot be set by the composite's caller",
             )
     check_arguments(cls, frozen, document, (*path, "frozen_arguments"), name, check_required=False)
+    frozen = check_argument_types(cls, frozen, document, (*path, "frozen_arguments"), name)
     check_arguments(cls, mapping, document, (*path, "arg_mapping"), name, check_required=False)
     params, _ = class_parameters(cls)
     for param in params:

@@ -699,6 +699,26 @@ class TestLoaders:
             "expected one of: raise, skip, retry, dead_letter; did you mean 'skip'?"
         )
 
+    def test_frozen_argument_types_checked_at_definition(self) -> None:
+        """A frozen value of the wrong simple type is an error when the class is made."""
+        text = (
+            "name: CompBadFrozen\nnodes:\n  - class: CompAdd\n    frozen_arguments: {amount: x}\n"
+        )
+        with pytest.raises(ConfigFileError) as info:
+            load_composite_text(text, source="comp.yaml")
+        assert str(info.value) == (
+            "comp.yaml:4:32: nodes[0].frozen_arguments.amount: node 'CompAdd' argument "
+            "'amount': expected a whole number, got 'x'"
+        )
+
+    def test_composite_arguments_carry_inner_annotations(self) -> None:
+        """A composite's signature shows the annotation of the inner argument it maps to."""
+        cls = class_factory(SCALED)
+        parameters = inspect.signature(cls).parameters
+        assert parameters["how_many"].annotation in (int, "int")
+        assert parameters["factor"].annotation in (int, "int")
+        assert parameters["on_error"].annotation is inspect.Parameter.empty
+
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing file is a ConfigFileError naming it."""
         path = tmp_path / "nope.yaml"
