@@ -14,10 +14,9 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO, Unpack
 
-import trio
-
 from .._node import NanoNode, Port
 from .._policy import ErrorPolicy, Retry
+from .._threads import run_sync_in_thread
 from ._errors import FileDecodeError
 from ._stages import EngineOptions
 
@@ -121,14 +120,14 @@ class _ReadLines(NanoNode):
     async def process_item(self, item: Any) -> AsyncIterator[_RawLine | _Unread]:
         try:
             path = as_path(item, self.name)
-            handle = await trio.to_thread.run_sync(_open_binary, path)
+            handle = await run_sync_in_thread(_open_binary, path)
         except (OSError, TypeError):
             yield _Unread(item)
             return
         try:
             lineno = 0
             while True:
-                chunk = await trio.to_thread.run_sync(handle.readlines, READ_CHUNK)
+                chunk = await run_sync_in_thread(handle.readlines, READ_CHUNK)
                 if not chunk:
                     return
                 for raw in chunk:
@@ -230,14 +229,14 @@ class LocalFileReader(NanoNode):
             item = item.original  # the read stage failed to open it: try again, raise here
         path = as_path(item, self.name)
         if not self.serialize:
-            data = await trio.to_thread.run_sync(_read_bytes, path)
+            data = await run_sync_in_thread(_read_bytes, path)
             yield data if self.binary else self._decode_whole(path, data)
             return
-        handle = await trio.to_thread.run_sync(_open_binary, path)
+        handle = await run_sync_in_thread(_open_binary, path)
         try:
             lineno = 0
             while True:
-                chunk = await trio.to_thread.run_sync(handle.readlines, READ_CHUNK)
+                chunk = await run_sync_in_thread(handle.readlines, READ_CHUNK)
                 if not chunk:
                     return
                 for raw in chunk:
