@@ -52,7 +52,7 @@ from ._config import (
     resolve_class,
 )
 from ._exceptions import ConfigError
-from ._node import DeadLetterPort, NanoNode, Port
+from ._node import DeadLetterPort, EngineSettings, NanoNode, Port
 from ._policy import ErrorPolicy, Retry
 
 __all__ = [
@@ -208,30 +208,20 @@ class _CompositeNode(NanoNode):
                 )
                 raise ConfigError(msg, node=spec.name, key=argument.name)
 
-    def configure(
-        self,
-        *,
-        name: str | None = None,
-        on_error: ErrorPolicy | None = None,
-        retry: Retry | None = None,
-        capacity: int | None = None,
-        blocking: bool | None = None,
-    ) -> NanoNode:
-        """Change engine settings; they apply to the inner nodes (see the class docstring)."""
-        super().configure(
-            name=name, on_error=on_error, retry=retry, capacity=capacity, blocking=blocking
-        )
-        spec = type(self)._ns_composite
-        for inner_name, node in self._ns_inner.items():
+    def _ns_configured(self, changes: EngineSettings) -> None:
+        """Settings apply to the inner nodes (see the class docstring)."""
+        inner_nodes = getattr(self, "_ns_inner", None)
+        if inner_nodes is None:  # NanoNode.__init__ runs before the inner nodes exist
+            return
+        for inner_name, node in inner_nodes.items():
             node.configure(
-                name=f"{self._ns_name}.{inner_name}" if name is not None else None,
-                on_error=on_error,
-                retry=retry,
-                blocking=blocking,
+                name=f"{self._ns_name}.{inner_name}" if "name" in changes else None,
+                on_error=changes.get("on_error"),
+                retry=changes.get("retry"),
+                blocking=changes.get("blocking"),
             )
-        if capacity is not None:
-            self._ns_inner[spec.entry].configure(capacity=capacity)
-        return self
+        if "capacity" in changes:
+            inner_nodes[type(self)._ns_composite.entry].configure(capacity=changes["capacity"])
 
     def log_event(self, event: str, level: str = "info", **fields: Any) -> None:
         """Emit a monitoring event about this node (see :meth:`NanoNode.log_event`).

@@ -19,7 +19,7 @@ import itertools
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn, TypedDict
 
 from ._edges import DEFAULT_CAPACITY
 from ._exceptions import ConfigError, GraphError, LinkError, NodeDefinitionError
@@ -28,6 +28,17 @@ from ._policy import ErrorPolicy, Retry, check_policy
 __all__ = ["DeadLetterPort", "NanoNode", "Port", "registered_nodes", "resolve_node_class"]
 
 Kind = Literal["source", "processor", "abstract"]
+
+
+class EngineSettings(TypedDict, total=False):
+    """The engine settings of a node, as keyword arguments (see :meth:`NanoNode.configure`)."""
+
+    name: str
+    on_error: ErrorPolicy
+    retry: Retry
+    capacity: int
+    blocking: bool
+
 
 # name -> classes with that __name__, in definition order. Equal names in
 # different modules are normal (test modules define ``Source`` again and
@@ -230,7 +241,25 @@ class NanoNode:
             self._ns_capacity = capacity
         if blocking is not None:
             self._ns_blocking = bool(blocking)
+        changes = EngineSettings()
+        for key, value in (
+            ("name", name),
+            ("on_error", on_error),
+            ("retry", retry),
+            ("capacity", capacity),
+            ("blocking", blocking),
+        ):
+            if value is not None:
+                changes[key] = value  # type: ignore[literal-required]
+        self._ns_configured(changes)
         return self
+
+    def _ns_configured(self, changes: EngineSettings) -> None:
+        """Hook: the settings in ``changes`` were just applied to this node.
+
+        Nodes made of inner nodes (composites, staged built-ins) override it
+        to pass the settings on; ``changes`` holds only the settings given.
+        """
 
     # -- public read-only views ---------------------------------------------
 

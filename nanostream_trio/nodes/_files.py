@@ -14,8 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO, Unpack
 
-from .._node import NanoNode, Port
-from .._policy import ErrorPolicy, Retry
+from .._node import EngineSettings, NanoNode, Port
 from .._threads import run_sync_in_thread
 from ._errors import FileDecodeError
 from ._stages import EngineOptions
@@ -190,24 +189,14 @@ class LocalFileReader(NanoNode):
         self.errors = errors
         self._utf8 = codecs.lookup(encoding).name == "utf-8"
 
-    def configure(
-        self,
-        *,
-        name: str | None = None,
-        on_error: ErrorPolicy | None = None,
-        retry: Retry | None = None,
-        capacity: int | None = None,
-        blocking: bool | None = None,
-    ) -> NanoNode:
-        """Change engine settings (see :meth:`NanoNode.configure`); with ``serialize=True``
-        the name and capacity also apply to the inner ``<name>.read`` node."""
-        super().configure(
-            name=name, on_error=on_error, retry=retry, capacity=capacity, blocking=blocking
-        )
+    def _ns_configured(self, changes: EngineSettings) -> None:
+        """With ``serialize=True`` the name and capacity also apply to ``<name>.read``."""
         reader = getattr(self, "_ns_reader", None)
         if reader is not None:
-            reader.configure(name=f"{name}.read" if name is not None else None, capacity=capacity)
-        return self
+            reader.configure(
+                name=f"{changes['name']}.read" if "name" in changes else None,
+                capacity=changes.get("capacity"),
+            )
 
     def _ns_entry(self) -> NanoNode:
         reader = getattr(self, "_ns_reader", None)

@@ -21,14 +21,14 @@ from __future__ import annotations
 import itertools
 from typing import Any, TypedDict
 
-from .._node import DeadLetterPort, NanoNode, Port
+from .._node import DeadLetterPort, EngineSettings, NanoNode, Port
 from .._policy import ErrorPolicy, Retry
 
 __all__ = ["EngineOptions", "_Staged"]
 
 
 class EngineOptions(TypedDict, total=False):
-    """The engine settings every built-in node passes on to :class:`NanoNode`."""
+    """The engine settings every built-in node passes on to :class:`NanoNode` (besides ``name``)."""
 
     on_error: ErrorPolicy
     retry: Retry
@@ -60,24 +60,18 @@ class _Staged(NanoNode):
             stage_name = name if stage is self._ns_policy_stage else f"{name}.{role}"
             stage.configure(name=stage_name)
 
-    def configure(
-        self,
-        *,
-        name: str | None = None,
-        on_error: ErrorPolicy | None = None,
-        retry: Retry | None = None,
-        capacity: int | None = None,
-        blocking: bool | None = None,
-    ) -> NanoNode:
-        """Change engine settings: the name renames every stage, ``capacity`` sizes the
-        entry stage's inbox, ``on_error`` and ``retry`` go to the policy stage."""
-        super().configure(name=name)
-        if name is not None:
-            self._ns_rename(name)
-        self._ns_policy_stage.configure(on_error=on_error, retry=retry)
-        self._ns_entry().configure(capacity=capacity)
-        del blocking  # the stages decide for themselves whether they block
-        return self
+    def _ns_configured(self, changes: EngineSettings) -> None:
+        """The name renames every stage, ``capacity`` sizes the entry stage's inbox,
+        ``on_error`` and ``retry`` go to the policy stage; each stage decides for itself
+        whether it blocks."""
+        if not hasattr(self, "_ns_stages"):  # set up by _ns_set_stages, before __init__
+            return
+        if "name" in changes:
+            self._ns_rename(changes["name"])
+        self._ns_policy_stage.configure(
+            on_error=changes.get("on_error"), retry=changes.get("retry")
+        )
+        self._ns_entry().configure(capacity=changes.get("capacity"))
 
     def _ns_entry(self) -> NanoNode:
         return self._ns_stages[0][1]

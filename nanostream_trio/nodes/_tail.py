@@ -54,8 +54,7 @@ from typing import Any, Literal, Unpack
 import trio
 
 from .._exceptions import ConfigError
-from .._node import NanoNode
-from .._policy import ErrorPolicy, Retry
+from .._node import EngineSettings, NanoNode
 from ._files import Line, strip_line_ending
 from ._stages import EngineOptions
 
@@ -251,24 +250,11 @@ class TailFile(NanoNode):
             self._commit = _TailCommit(self)
         return self._commit
 
-    def configure(
-        self,
-        *,
-        name: str | None = None,
-        on_error: ErrorPolicy | None = None,
-        retry: Retry | None = None,
-        capacity: int | None = None,
-        blocking: bool | None = None,
-    ) -> NanoNode:
-        """Change engine settings (see :meth:`NanoNode.configure`); a new name also
-        renames :attr:`commit` to ``<name>.commit``."""
-        super().configure(
-            name=name, on_error=on_error, retry=retry, capacity=capacity, blocking=blocking
-        )
+    def _ns_configured(self, changes: EngineSettings) -> None:
+        """A new name also renames :attr:`commit` to ``<name>.commit``."""
         commit = getattr(self, "_commit", None)
-        if name is not None and commit is not None:
-            commit.configure(name=f"{name}.commit")
-        return self
+        if "name" in changes and commit is not None:
+            commit.configure(name=f"{changes['name']}.commit")
 
     # -- lifecycle -------------------------------------------------------------
 
