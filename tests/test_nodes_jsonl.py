@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+from nanostream_testing import CollectingSink, FakeSource
 from nanostream_trio import ConfigError, NanoNode, Pipeline
 from nanostream_trio.nodes import (
     JSONLineError,
@@ -19,24 +20,14 @@ from nanostream_trio.nodes import (
     LocalFileReader,
 )
 
-
-class ItemSource(NanoNode):
-    def __init__(self, items: list[Any]) -> None:
-        super().__init__()
-        self.items = items
-
-    async def generator(self) -> Any:
-        for item in self.items:
-            yield item
+ItemSource = FakeSource  # scripted items, all at time 0
 
 
-class Recorder(NanoNode):
+class Recorder(CollectingSink):
+    """Keeps what arrives; nothing arriving is a legitimate outcome in these tests."""
+
     def __init__(self, name: str | None = None) -> None:
-        super().__init__(name)
-        self.items: list[Any] = []
-
-    def process_item(self, item: Any) -> None:
-        self.items.append(item)
+        super().__init__(name, allow_empty=True)
 
 
 def lines_of(path: str) -> list[str]:
