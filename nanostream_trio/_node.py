@@ -341,6 +341,18 @@ class NanoNode:
         """
         return None
 
+    def on_success(self) -> Any:
+        """Called once the whole pipeline has finished cleanly (sync or async).
+
+        Every node has ended normally and every item has reached the end of
+        the pipeline (a graceful ``stop()`` included); not called after a
+        failure or a cancellation. The place to commit what must only be
+        committed once everything downstream is done: a source's read
+        offsets, acknowledgements to a broker. Hooks run in pipeline order,
+        upstream first; an exception fails the run.
+        """
+        return None
+
     def teardown(self) -> Any:
         """Release what ``setup`` opened (sync or async); runs however the node ends."""
         return None

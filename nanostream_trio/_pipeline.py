@@ -21,7 +21,7 @@ import trio
 from ._edges import Edge
 from ._exceptions import ConfigError, GraphError, PipelineStateError
 from ._node import NanoNode, Port
-from ._runtime import NodeRun
+from ._runtime import NodeRun, _maybe_await
 from ._stats import NodeStatistics, PipelineStatistics, PipelineStatus
 
 __all__ = ["Pipeline"]
@@ -326,6 +326,8 @@ class Pipeline:
                         task_status.started()
                     monitor_nursery.cancel_scope.cancel(reason="pipeline finished")
             self._status = "cancelled" if self._cancel_scope.cancelled_caught else "finished"
+            if self._status == "finished":
+                await self._succeeded(runs)
         except BaseExceptionGroup as group:
             failure = _unwrap(group)
             self._status = (
@@ -355,6 +357,16 @@ class Pipeline:
                 nodes={name: _counts(stats) for name, stats in summary.nodes.items()},
             )
         return summary
+
+    async def _succeeded(self, runs: list[NodeRun]) -> None:
+        """Call every node's ``on_success`` hook, upstream first."""
+        for run in runs:
+            try:
+                await _maybe_await(run.node.on_success())
+            except Exception as exc:
+                exc.add_note(f"in nanostream node {run.name!r}, in on_success()")
+                run.report_failure(exc)
+                raise
 
     async def _monitor(self, log: Any) -> None:
         """Emit ``pipeline_stats`` periodically and ``node_stalled`` when a node stops moving."""

@@ -711,3 +711,86 @@ class TestStuckThreads:
                 await Pipeline(src).run()
         assert [e for e in events if e["event"] == "thread_abandoned"] == []
         assert not [t for t in threading.enumerate() if t.name.startswith("nanostream-")]
+
+
+class TestOnSuccess:
+    async def test_called_after_everything_drained(self) -> None:
+        """on_success runs once per node, upstream first, after the sink got every item."""
+        calls: list[tuple[str, int]] = []
+        sink = Collect(name="sink")
+
+        class Src(NanoNode):
+            async def generator(self):  # type: ignore[no-untyped-def]
+                for i in range(3):
+                    yield i
+
+            def on_success(self) -> None:
+                calls.append(("src", len(sink.items)))
+
+        class Mid(NanoNode):
+            async def process_item(self, item: int) -> int:
+                return item
+
+            async def on_success(self) -> None:
+                calls.append(("mid", len(sink.items)))
+
+        src = Src(name="src")
+        src > Mid(name="mid") > sink
+        await Pipeline(src).run()
+        assert calls == [("src", 3), ("mid", 3)]
+
+    async def test_called_after_graceful_stop(self, autojump_clock: trio.testing.MockClock) -> None:
+        """A pipeline.stop() that drains counts as success."""
+        called: list[bool] = []
+
+        class Ticker(Numbers):
+            def on_success(self) -> None:
+                called.append(True)
+
+        src = Ticker(100, interval=1)
+        src > Collect()
+        pipeline = Pipeline(src)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            await trio.sleep(3.5)
+            pipeline.stop()
+        assert called == [True]
+
+    async def test_not_called_after_failure_or_cancel(self) -> None:
+        """A failed or cancelled run calls no on_success hook."""
+        called: list[str] = []
+
+        class Src(Numbers):
+            def on_success(self) -> None:
+                called.append("src")
+
+        class Boom(NanoNode):
+            def process_item(self, item: int) -> None:
+                raise RuntimeError("boom")
+
+        src = Src(3)
+        src > Boom()
+        with pytest.raises(RuntimeError):
+            await Pipeline(src).run()
+        cancelled = Src(3, interval=1)
+        cancelled > Collect()
+        pipeline = Pipeline(cancelled)
+        pipeline.cancel()
+        await pipeline.run()
+        assert called == []
+
+    async def test_failure_in_on_success_fails_the_run(self) -> None:
+        """An exception in on_success fails the run, with a note naming the node."""
+
+        class Src(Numbers):
+            def on_success(self) -> None:
+                raise OSError("commit failed")
+
+        src = Src(2, name="src")
+        src > Collect()
+        pipeline = Pipeline(src)
+        with pytest.raises(OSError, match="commit failed") as info:
+            await pipeline.run()
+        assert info.value.__notes__ == ["in nanostream node 'src', in on_success()"]
+        assert pipeline.status == "failed"
+        assert pipeline.statistics()["src"].status == "failed"

@@ -681,3 +681,48 @@ class TestBadInput:
         """An unknown start position is a ConfigError listing the accepted ones."""
         with pytest.raises(ConfigError, match="'beginning', 'end'"):
             TailFile(tmp_path / "x", start_at="middle")  # type: ignore[arg-type]
+
+
+class TestFinalSaveWaitsForTheWholePipeline:
+    async def test_downstream_failure_after_tail_ended_saves_nothing(self, tmp_path: Any) -> None:
+        """Without tail.commit, a failure downstream after the tail ended leaves no checkpoint."""
+        from nanostream_trio import NanoNode, Pipeline
+        from nanostream_trio.nodes import TailFile
+
+        log = tmp_path / "app.log"
+        log.write_text("".join(f"line {i}\n" for i in range(1, 51)))
+        checkpoint = tmp_path / "ck.json"
+
+        class FailAt40(NanoNode):
+            # async: runs in its own task, so the tail ends before it gets to line 40
+            async def process_item(self, item: str) -> str:
+                if item.strip() == "line 40":
+                    raise ValueError("bad line")
+                return item
+
+        class Sink(NanoNode):
+            def process_item(self, item: str) -> None: ...
+
+        tail = TailFile(str(log), checkpoint=str(checkpoint), follow=False)
+        tail > FailAt40() > Sink()
+        with pytest.raises(ValueError, match="bad line"):
+            await Pipeline(tail).run()
+        assert not checkpoint.exists()
+
+    async def test_clean_run_saves_on_success(self, tmp_path: Any) -> None:
+        """A clean run saves the final offsets (through on_success), after the last line."""
+        from nanostream_trio import NanoNode, Pipeline
+        from nanostream_trio.nodes import TailFile
+
+        log = tmp_path / "app.log"
+        log.write_text("a\nb\n")
+        checkpoint = tmp_path / "ck.json"
+
+        class Sink(NanoNode):
+            def process_item(self, item: str) -> None: ...
+
+        tail = TailFile(str(log), checkpoint=str(checkpoint), follow=False)
+        tail > Sink()
+        await Pipeline(tail).run()
+        [entry] = json.loads(checkpoint.read_text())["files"]
+        assert entry["offset"] == 4

@@ -27,10 +27,11 @@ checkpoint must not get ahead of what the pipeline has delivered (lines may
 be read twice after a crash, never lost), as far as a source can tell:
 
 * The final save happens only when the node ended gracefully (its input was
-  exhausted with ``follow=False``, or ``pipeline.stop()``), never after a
-  failure, a cancel or an interrupt. With :attr:`TailFile.commit` linked at
-  the end of the pipeline it waits further, until everything downstream has
-  drained without failing (the commit node's ``finish``).
+  exhausted with ``follow=False``, or ``pipeline.stop()``) and the whole
+  pipeline then finished cleanly (``on_success``), never after a failure
+  anywhere, a cancel or an interrupt. With :attr:`TailFile.commit` linked at
+  the end of the pipeline it happens as soon as everything before that node
+  has drained (the commit node's ``finish``).
 * A source cannot see what the nodes downstream have finished, so periodic
   saves are conservative: they record the offsets as they were when the node
   had emitted ``lag`` fewer lines than now, where ``lag`` bounds the lines
@@ -150,11 +151,11 @@ class TailFile(NanoNode):
     Delivery is at least once (after a crash lines may be read again, never
     lost) within these limits. The final save happens only when the node
     ends gracefully (input exhausted without ``follow``, or
-    ``pipeline.stop()``), never after a failure, cancel or interrupt. To also
-    survive a failure *downstream* after the source has ended, link
-    :attr:`commit` at the end of the pipeline (``tail > parse > write >
-    tail.commit``): the final save then waits until everything downstream has
-    drained without failing. Periodic saves (every ``checkpoint_interval``
+    ``pipeline.stop()``) and the whole pipeline then finishes cleanly
+    (:meth:`on_success`), never after a failure anywhere (also downstream,
+    after the tail itself ended), cancel or interrupt. Linking :attr:`commit`
+    at the end of the pipeline (``tail > parse > write > tail.commit``) saves
+    as soon as everything before it has drained. Periodic saves (every ``checkpoint_interval``
     while lines flow) record the offsets of lines emitted at least ``lag``
     lines ago, ``lag`` bounding what the inboxes downstream can hold; a node
     that keeps items across calls (``Batch``, ``TumblingWindow``) can hold
@@ -279,10 +280,10 @@ class TailFile(NanoNode):
         graceful = sys.exception() is None
         try:
             if graceful and self._dirty:
-                if self._commit is not None:
-                    self._pending = self._snapshot()  # written by the commit node's finish
-                else:
-                    self._save_checkpoint(self._snapshot())
+                # Written once the lines have been delivered: by on_success when
+                # the whole pipeline has finished cleanly, or earlier by the
+                # commit node's finish when one is linked.
+                self._pending = self._snapshot()
         finally:
             for tracked in self._tracked.values():
                 os.close(tracked.fd)
@@ -644,8 +645,12 @@ class TailFile(NanoNode):
         if self._history:
             self._dirty = True  # saves behind what was emitted: try again next interval
 
+    def on_success(self) -> None:
+        """The pipeline finished cleanly: every line emitted was delivered; save the offsets."""
+        self._commit_pending()
+
     def _commit_pending(self) -> None:
-        """Write the final offsets held since a graceful end (the commit node's finish)."""
+        """Write the final offsets held since a graceful end (on success, or the commit node)."""
         if self._pending is not None:
             self._save_checkpoint(self._pending)
             self._pending = None
