@@ -629,6 +629,22 @@ class TestManyOutputsPerItem:
         assert len(sink.items) >= 10  # released outputs stand
 
 
+async def cancelled_run_events(node: NanoNode, after: float, limit: float) -> list[Any]:
+    """Run the pipeline, cancel it after ``after`` s; its events (failing if over ``limit`` s)."""
+    with capture_logs() as events, trio.fail_after(limit):
+        with trio.move_on_after(after):
+            await Pipeline(node).run()
+    return events
+
+
+def join_left_behind(name: str) -> None:
+    """Join a thread the engine left behind, now that its blocking call was let go."""
+    for thread in threading.enumerate():
+        if thread.name == name:
+            thread.join(timeout=10)
+            assert not thread.is_alive()
+
+
 class TestStuckThreads:
     async def test_cancel_leaves_a_stuck_source_thread_after_grace(
         self, monkeypatch: pytest.MonkeyPatch
@@ -648,9 +664,7 @@ class TestStuckThreads:
         src = Stuck(name="stuck")
         src > Collect()
         try:
-            with capture_logs() as events, trio.fail_after(10):
-                with trio.move_on_after(0.1):
-                    await Pipeline(src).run()
+            events = await cancelled_run_events(src, after=0.1, limit=10)
             [event] = [e for e in events if e["event"] == "thread_abandoned"]
             assert (event["node"], event["thread"], event["grace"]) == (
                 "stuck",
@@ -659,10 +673,7 @@ class TestStuckThreads:
             )
         finally:
             release.set()
-        for thread in threading.enumerate():
-            if thread.name == "nanostream-stuck":
-                thread.join(timeout=10)
-                assert not thread.is_alive()
+        join_left_behind("nanostream-stuck")
 
     async def test_cancel_leaves_a_stuck_blocking_call_after_grace(
         self, monkeypatch: pytest.MonkeyPatch
@@ -680,17 +691,12 @@ class TestStuckThreads:
         src = Numbers(1)
         src > Stuck(name="stuck", blocking=True)
         try:
-            with capture_logs() as events, trio.fail_after(10):
-                with trio.move_on_after(0.1):
-                    await Pipeline(src).run()
+            events = await cancelled_run_events(src, after=0.1, limit=10)
             assert [e["node"] for e in events if e["event"] == "thread_abandoned"] == ["stuck"]
         finally:
             release.set()
         # Let go, the abandoned worker finishes its call and exits by itself.
-        for thread in threading.enumerate():
-            if thread.name == "nanostream-stuck":
-                thread.join(timeout=10)
-                assert not thread.is_alive()
+        join_left_behind("nanostream-stuck")
 
     async def test_call_returning_within_grace_is_joined(
         self, monkeypatch: pytest.MonkeyPatch
@@ -706,9 +712,7 @@ class TestStuckThreads:
 
         src = Numbers(1)
         src > Briefly(blocking=True)
-        with capture_logs() as events, trio.fail_after(20):
-            with trio.move_on_after(0.1):
-                await Pipeline(src).run()
+        events = await cancelled_run_events(src, after=0.1, limit=20)
         assert [e for e in events if e["event"] == "thread_abandoned"] == []
         assert not [t for t in threading.enumerate() if t.name.startswith("nanostream-")]
 
