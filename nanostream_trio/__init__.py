@@ -19,6 +19,7 @@ from ._exceptions import LinkError as LinkError
 from ._exceptions import NanostreamError as NanostreamError
 from ._exceptions import NodeDefinitionError as NodeDefinitionError
 from ._exceptions import PipelineStateError as PipelineStateError
+from ._items import Items as Items
 from ._node import DeadLetterPort as DeadLetterPort
 from ._node import NanoNode as NanoNode
 from ._node import registered_nodes as registered_nodes
@@ -47,6 +48,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterPort",
     "GraphError",
+    "Items",
     "LinkError",
     "LocalDirectoryWatchdog",
     "LocalFileReader",

@@ -22,6 +22,7 @@ import trio
 
 from . import _threads
 from ._edges import DEFAULT_CAPACITY, END_OF_STREAM, Edge, Marker, Outbox
+from ._items import Items
 from ._policy import DeadLetter, short_repr
 from ._threads import ThreadedSource, ThreadWorker
 
@@ -76,6 +77,29 @@ def _item_operation(node: NanoNode) -> tuple[str, Callable[[Any], Any]]:
 def _take(iterator: Iterator[Any], count: int) -> list[Any]:
     """Up to ``count`` next items of ``iterator`` (fewer only at its end)."""
     return list(itertools.islice(iterator, count))
+
+
+def _flatten(chunk: list[Any]) -> list[Any] | None:
+    """``chunk`` with each :class:`Items` spliced in; None if ``chunk`` is empty."""
+    if not chunk:
+        return None
+    if not any(item.__class__ is Items for item in chunk):
+        return chunk
+    flat: list[Any] = []
+    for item in chunk:
+        if item.__class__ is Items:
+            flat += item
+        else:
+            flat.append(item)
+    return flat
+
+
+def _push_any(outbox: Outbox, item: Any) -> None:
+    """Push one item, or all of an :class:`Items` in one step."""
+    if item.__class__ is Items:
+        outbox.push_batch(item)
+    else:
+        outbox.push(item)
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -262,9 +286,11 @@ class NodeRun:
         if fused is not None:
             stages, size = fused
             while not self.stop_requested:
-                chunk = list(itertools.islice(iterator, size))
+                chunk = _flatten(list(itertools.islice(iterator, size)))
                 if not chunk:
-                    return
+                    if chunk is None:
+                        return
+                    continue
                 await self._emit_through(stages, chunk)
             return
         while not self.stop_requested:
@@ -272,9 +298,11 @@ class NodeRun:
             if room <= 0:
                 await outbox.wait_room()
                 continue
-            chunk = list(itertools.islice(iterator, min(room, _MAX_CHUNK)))
+            chunk = _flatten(list(itertools.islice(iterator, min(room, _MAX_CHUNK))))
             if not chunk:
-                return
+                if chunk is None:
+                    return
+                continue
             outbox.push_batch(chunk)
 
     # A source whose consumer is a fusable chain (see _chain) runs that chain
@@ -320,11 +348,11 @@ class NodeRun:
                     if self.stop_requested:
                         # A cancel may be pending in our scope: never wait here,
                         # the edge takes this one item over its capacity.
-                        outbox.push(item)
+                        _push_any(outbox, item)
                         break
                     if not outbox.has_room():
                         await outbox.wait_room()
-                    outbox.push(item)
+                    _push_any(outbox, item)
                     if self.stop_requested:
                         break
                     self.in_generator = True

@@ -36,6 +36,8 @@ from typing import Any
 import outcome
 import trio
 
+from ._items import Items
+
 __all__ = [
     "CANCEL_GRACE",
     "ThreadActivity",
@@ -173,6 +175,7 @@ class ThreadedSource:
         iterator = None
         buffer = self._buffer
         append = buffer.append
+        extend = buffer.extend
         capacity = self._capacity
         try:
             iterator = iter(self._make_iterable())
@@ -187,8 +190,14 @@ class ThreadedSource:
                         room = capacity - len(buffer)
                 # After a stop the item in hand still goes out (the hand-off
                 # is over capacity by at most this one item), then we quit.
-                append(item)
-                room -= 1
+                if item.__class__ is Items:
+                    # A source's many items in one step (deque.extend holds
+                    # the GIL throughout, so the Trio side sees all or none).
+                    extend(item)
+                    room -= len(item)
+                else:
+                    append(item)
+                    room -= 1
                 if self._attention and self._attend():
                     break
         except BaseException as exc:
