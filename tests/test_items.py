@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from nanostream_testing import CollectingSink, run_pipeline
-
 from nanostream_trio import Items, NanoNode
 
 
@@ -45,7 +44,7 @@ class Double(NanoNode):
 
 class TestItems:
     def test_threaded_source_items_are_spliced_in_order(self) -> None:
-        """Items yielded by a sync source in its thread arrive one by one, in order, counted each."""
+        """Items yielded by a sync source in its thread arrive one by one, in order."""
         source = SyncChunks()
         sink = CollectingSink()
         source > sink
