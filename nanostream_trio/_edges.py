@@ -103,6 +103,11 @@ class Edge:
         """Items queued now, not yet taken by the consumer."""
         return self._count
 
+    @property
+    def producers(self) -> int:
+        """Producers registered and not yet closed."""
+        return self._open_producers
+
     def has_room(self) -> bool:
         """Whether one more item may be pushed now."""
         return self._count < self._capacity
@@ -237,6 +242,10 @@ class Outbox:
         self.sent += 1
         for edge in self.edges:
             edge.push(item)
+
+    def capacity(self) -> int:
+        """The smallest capacity of the downstream edges (:data:`DEFAULT_CAPACITY` for none)."""
+        return min((edge.capacity for edge in self.edges), default=DEFAULT_CAPACITY)
 
     def room(self) -> int:
         """How many more items every downstream edge takes now (a sink: unlimited)."""

@@ -21,7 +21,7 @@ import trio
 from ._edges import Edge
 from ._exceptions import ConfigError, GraphError, PipelineStateError
 from ._node import NanoNode, Port
-from ._runtime import NodeRun, _maybe_await
+from ._runtime import NodeRun, maybe_await
 from ._stats import NodeStatistics, PipelineStatistics, PipelineStatus
 
 __all__ = ["Pipeline"]
@@ -362,7 +362,7 @@ class Pipeline:
         """Call every node's ``on_success`` hook, upstream first."""
         for run in runs:
             try:
-                await _maybe_await(run.node.on_success())
+                await maybe_await(run.node.on_success())
             except Exception as exc:
                 exc.add_note(f"in nanostream node {run.name!r}, in on_success()")
                 run.report_failure(exc)

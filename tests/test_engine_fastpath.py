@@ -151,22 +151,15 @@ class TestFusedChain:
         for node in middle:
             assert summary[node.name].inbox_peak > 0
 
-    @pytest.mark.parametrize(
-        "breaker",
-        ["fan_out", "fan_in", "skip_policy", "blocking", "generator", "async_function"],
-    )
+    @pytest.mark.parametrize("breaker", ["fan_out", "fan_in", "blocking", "async_function"])
     async def test_chain_stops_where_fusion_would_change_behaviour(self, breaker: str) -> None:
-        """Fan-out, fan-in, another policy, blocking=True and non-function styles end a chain."""
+        """Fan-out, fan-in, blocking=True and async styles end a chain."""
         src = Numbers(list(range(300)))
         head = Map(lambda x: x, name="head")
         src > head
         follower: NanoNode
-        if breaker == "skip_policy":
-            follower = Map(lambda x: x, name="follower", on_error="skip")
-        elif breaker == "blocking":
+        if breaker == "blocking":
             follower = Map(lambda x: x, name="follower", blocking=True)
-        elif breaker == "generator":
-            follower = Explode(1, name="follower")
         elif breaker == "async_function":
 
             class AsyncIdentity(NanoNode):
@@ -185,6 +178,26 @@ class TestFusedChain:
         assert summary["follower"].inbox_peak > 0
         expected = 600 if breaker == "fan_in" else 300
         assert summary["sink"].items_in == expected
+
+    @pytest.mark.parametrize("kind", ["skip_policy", "retry_policy", "dead_letters", "generator"])
+    async def test_any_policy_and_generators_fuse(self, kind: str) -> None:
+        """Policies, a linked dead_letters port and generator nodes keep a chain fused."""
+        src = Numbers(list(range(300)))
+        head = Map(lambda x: x, name="head")
+        follower: NanoNode
+        if kind == "skip_policy":
+            follower = Map(lambda x: x, name="follower", on_error="skip")
+        elif kind == "retry_policy":
+            follower = Map(lambda x: x, name="follower", on_error="retry")
+        elif kind == "dead_letters":
+            follower = Map(lambda x: x, name="follower")
+            follower.dead_letters > Collect(name="dead")
+        else:
+            follower = Explode(1, name="follower")
+        src > head > follower > Collect(name="sink")
+        summary = await Pipeline(src).run()
+        assert summary["follower"].inbox_peak == 0
+        assert summary["follower"].items_in == summary["sink"].items_in == 300
 
     async def test_filter_never_emits_none(self) -> None:
         """A None input passing a fused Filter is not emitted (process_item would return None)."""

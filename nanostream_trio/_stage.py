@@ -1,0 +1,390 @@
+"""Stages: a node's ``process_item`` called over a whole batch under its error policy.
+
+A :class:`SyncStage` is the unit every sync node (plain function or generator
+``process_item``) runs as: :meth:`SyncStage.process` takes a batch (a list)
+and returns the outputs (a list), applying the node's policy per item inside
+the loop. Items that succeed cost nothing extra under any policy: a plain
+function is mapped over the batch with the builtin ``map`` inside one ``try``
+(a failure resumes the map after the failing item); a generator is drained
+into the output list with ``list.extend`` inside a ``try`` per item (free in
+Python 3.11 until something raises).
+
+Some work cannot finish inside one synchronous call: an item to retry after a
+backoff (a ``trio.sleep`` on the caller's side), or more outputs than may be
+held at once. The stage then returns what it has and sets
+:attr:`SyncStage.delay` and :attr:`SyncStage.has_more`; the caller hands the
+outputs on, waits ``delay`` seconds, and calls :meth:`SyncStage.resume`. So a
+stage never awaits anything itself: a fused chain (``_chain.py``), a thread
+(``blocking=True``) or a source can all run it.
+
+:class:`AsyncStage` is the same for ``async`` styles, one item at a time (an
+async node may suspend in any call, so each output goes out at once).
+
+Outputs of an item that fails are held back, so a failed item emits nothing
+and a retried item never emits twice, up to ``limit`` outputs (the smallest
+downstream inbox); an item with more outputs releases them as it goes, and if
+it then fails, what was released stands and it is not retried.
+"""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._policy import DeadLetter, short_repr
+
+if TYPE_CHECKING:
+    from ._edges import Outbox
+    from ._runtime import NodeRun
+
+__all__ = ["AsyncStage", "SyncStage", "item_operation"]
+
+
+def item_operation(node: Any) -> tuple[str, Callable[[Any], Any]]:
+    """``("map", func)`` or ``("filter", predicate)``: what a function node does to one item.
+
+    By default ``("map", node.process_item)``: the outputs are the non-None
+    results. A node class may define ``_ns_item_operation(self)`` returning
+    the same kind of pair, promising that process_item(item) is exactly
+    ``func(item)`` (map) or ``item if predicate(item) else None`` (filter);
+    the stage then calls the user's function directly, skipping one Python
+    call per item. Returning None falls back to the default.
+    """
+    hook = getattr(node, "_ns_item_operation", None)
+    if hook is not None:
+        operation: tuple[str, Callable[[Any], Any]] | None = hook()
+        if operation is not None:
+            return operation
+    return "map", node.process_item
+
+
+class _Failures:
+    """What a stage does with an item that raised: the policy part shared by both stages."""
+
+    def __init__(self, run: NodeRun) -> None:
+        self.run = run
+        node = run.node
+        self.policy = node.on_error
+        self.retry = node._ns_retry
+        self.to_dead_letters = self.policy == "dead_letter" or (
+            self.policy == "retry" and bool(run.dead_letter_outbox.edges)
+        )
+        #: Dead-letter records made by the last call, for the caller to send.
+        self.dead: list[DeadLetter] = []
+
+    async def send_dead(self) -> None:
+        """Send the dead-letter records made so far (on the Trio thread)."""
+        dead, self.dead = self.dead, []
+        await self.run.dead_letter_outbox.send_batch(dead)
+
+    def note(self, exc: Exception, item: Any) -> None:
+        exc.add_note(f"in nanostream node {self.run.name!r}, processing item {short_repr(item)}")
+
+    def retry_delay(self, exc: Exception, item: Any, attempt: int, released: int) -> float | None:
+        """Seconds to wait before trying ``item`` again, or None to give up on it now."""
+        if self.policy != "retry" or attempt >= self.retry.attempts or released:
+            return None
+        delay = self.retry.delay(attempt)
+        self.run.retried += 1
+        self.run.log.warning(
+            "item_retried",
+            item=short_repr(item),
+            attempt=attempt,
+            delay=delay,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return delay
+
+    def give_up(self, exc: Exception, item: Any, attempts: int, released: int, now: float) -> None:
+        """Skip or dead-letter ``item``, or raise ``exc`` (noted) under ``"raise"``."""
+        run = self.run
+        policy = self.policy
+        if released:
+            exc.add_note(
+                f"{released} outputs of this item had already been emitted "
+                "(more than can be held back), so it was not retried"
+                if policy == "retry"
+                else f"{released} outputs of this item had already been emitted"
+            )
+        if policy == "raise" or (policy == "retry" and not self.to_dead_letters):
+            if attempts > 1:
+                exc.add_note(f"gave up after {attempts} attempts")
+            self.note(exc, item)
+            raise exc
+        formatted = "".join(traceback.format_exception(exc))
+        error = f"{type(exc).__name__}: {exc}"
+        if policy == "skip":
+            run.skipped += 1
+            run.log.warning(
+                "item_skipped",
+                item=short_repr(item),
+                error=error,
+                exc_type=type(exc).__name__,
+                traceback=formatted,
+            )
+            return
+        run.dead_lettered += 1
+        run.log.warning(
+            "item_dead_lettered",
+            item=short_repr(item),
+            error=error,
+            exc_type=type(exc).__name__,
+            attempts=attempts,
+        )
+        self.dead.append(
+            DeadLetter(
+                item=item,
+                node=run.name,
+                exc_type=type(exc).__qualname__,
+                message=str(exc),
+                traceback=formatted,
+                attempts=attempts,
+                time=now,
+            )
+        )
+
+
+class SyncStage(_Failures):
+    """A sync ``process_item`` (plain function or generator) over a batch, under a policy.
+
+    Args:
+        run: the node's per-run state (counters, events, dead-letter outbox).
+        limit: how many outputs of one item may be held back (and about how
+            many outputs one call returns at most).
+    """
+
+    def __init__(self, run: NodeRun, limit: int) -> None:
+        super().__init__(run)
+        node = run.node
+        self.limit = limit
+        if node._ns_style == "generator":
+            self.kind, self.func = "generator", node.process_item  # type: ignore[attr-defined]
+        else:
+            self.kind, self.func = item_operation(node)
+        self.raises = self.policy == "raise"
+        #: Seconds to wait before :meth:`resume` (a retry's backoff), else 0.
+        self.delay = 0.0
+        #: Whether :meth:`resume` has work left (set by the last call).
+        self.has_more = False
+        # Where resume() picks up: the batch, the index of the next item, the
+        # attempt for that item, a generator item's outputs not yet taken and
+        # how many of that item's outputs were already released.
+        self._items: list[Any] = []
+        self._pos = 0
+        self._attempt = 1
+        self._open: Iterator[Any] | None = None
+        self._released = 0
+        self._now = 0.0
+
+    def process(self, items: list[Any], now: float, room: int) -> list[Any]:
+        """The outputs of ``items`` (check :attr:`has_more` and :attr:`dead` after).
+
+        ``now`` is the Trio time to record in dead-letter records (the stage
+        may run in a worker thread, where the Trio clock is not readable).
+        ``room`` is how many outputs the caller can hand on without waiting:
+        a generator is not advanced further ahead than that (nor than
+        :attr:`limit`, nor, under a policy other than ``"raise"``, less than
+        one item's held-back outputs).
+        """
+        self._now = now
+        if self.kind == "generator":
+            return self._generate(items, 0, 1, None, 0, room)
+        return self._map(items, 0, 1)
+
+    def resume(self, now: float, room: int) -> list[Any]:
+        """Carry on where the last call stopped (after waiting :attr:`delay` seconds)."""
+        self._now = now
+        items, pos, attempt = self._items, self._pos, self._attempt
+        if self.kind == "generator":
+            return self._generate(items, pos, attempt, self._open, self._released, room)
+        return self._map(items, pos, attempt)
+
+    def _pause(self, items: list[Any], pos: int, attempt: int, delay: float = 0.0) -> None:
+        self.has_more = True
+        self.delay = delay
+        self._items, self._pos, self._attempt = items, pos, attempt
+
+    def _map(self, items: list[Any], pos: int, attempt: int) -> list[Any]:
+        self.has_more = False
+        self.delay = 0.0
+        func = self.func
+        # results[j] belongs to items[pos + j]: one result per item, failures
+        # included (as None, or False for a filter), so len(results) always
+        # tells which item raised.
+        results: list[Any] = []
+        failures = 0
+        while True:
+            done = pos + len(results)
+            try:
+                results.extend(map(func, items if done == 0 else items[done:]))
+                break
+            except Exception as exc:
+                index = pos + len(results)
+                item = items[index]
+                if index != pos:
+                    attempt = 1  # the attempt counted is that of items[pos] only
+                if self.raises:
+                    self.note(exc, item)
+                    raise
+                delay = self.retry_delay(exc, item, attempt, 0)
+                if delay is not None:
+                    self._pause(items, index, attempt + 1, delay)
+                    break
+                self.give_up(exc, item, attempt, 0, self._now)
+                attempt = 1
+                failures += 1
+                results.append(None if self.kind == "map" else False)
+        if self.kind == "map":
+            outputs = [out for out in results if out is not None]
+        else:
+            taken = items if pos == 0 and len(results) == len(items) else items[pos:]
+            outputs = [out for out in itertools.compress(taken, results) if out is not None]
+        self.run.filtered += len(results) - len(outputs) - failures
+        return outputs
+
+    def _generate(
+        self,
+        items: list[Any],
+        pos: int,
+        attempt: int,
+        open_: Iterator[Any] | None,
+        released: int,
+        room: int,
+    ) -> list[Any]:
+        self.has_more = False
+        self.delay = 0.0
+        self._open = None
+        func = self.func
+        limit = self.limit
+        raises = self.raises
+        cap = min(max(room, 1), limit)
+        # The fewest outputs to take from one item: under a policy, enough to
+        # tell whether it has more than may be held back.
+        least = 1 if raises else limit + 1
+        out: list[Any] = []
+        extend = out.extend
+        islice = itertools.islice
+        count = len(items)
+        empty = 0
+        while pos < count:
+            item = items[pos]
+            mark = len(out)
+            want = cap - mark
+            if want < least:
+                want = least
+            try:
+                outputs = func(item) if open_ is None else open_
+                extend(islice(outputs, want))
+                if len(out) - mark == want and (raises or want > limit):
+                    # This item may have more outputs than we may take now:
+                    # hand these over, carry on with the same item next call.
+                    self._open = outputs
+                    self._released = released + want
+                    self._pause(items, pos, attempt)
+                    break
+            except Exception as exc:
+                del out[mark:]
+                if raises:
+                    self.note(exc, item)
+                    raise
+                delay = self.retry_delay(exc, item, attempt, released)
+                if delay is not None:
+                    self._pause(items, pos, attempt + 1, delay)
+                    break
+                self.give_up(exc, item, attempt, released, self._now)
+            else:
+                if len(out) == mark and not released:
+                    empty += 1
+            pos += 1
+            attempt = 1
+            open_ = None
+            released = 0
+            if len(out) >= cap and pos < count:
+                self._pause(items, pos, 1)  # enough for one hand-over
+                break
+        self.run.filtered += empty
+        return out
+
+
+class AsyncStage(_Failures):
+    """An async ``process_item`` (function or generator), one item at a time, under a policy.
+
+    Each output goes out as soon as it is made (the node may suspend in any
+    call); under a policy other than ``"raise"`` an item's outputs are held
+    back until it has succeeded, up to ``limit`` of them.
+    """
+
+    def __init__(self, run: NodeRun, limit: int) -> None:
+        super().__init__(run)
+        self.func = run.node.process_item  # type: ignore[attr-defined]
+        self.generates = run.node._ns_style == "async_generator"
+        self.limit = limit
+
+    async def process(self, items: list[Any], outbox: Outbox) -> None:
+        """Process ``items`` in order, sending outputs and dead letters as they come."""
+        run = self.run
+        guarded = self.policy != "raise"
+        for item in items:
+            made = run.outbox.sent
+            failed = run.skipped + run.dead_lettered
+            if guarded:
+                await self._guarded(item, outbox)
+            else:
+                try:
+                    await self._streamed(item, outbox)
+                except Exception as exc:
+                    self.note(exc, item)
+                    raise
+            if run.outbox.sent == made and run.skipped + run.dead_lettered == failed:
+                run.filtered += 1
+            if self.dead:
+                await self.send_dead()
+            # Each item is progress: a node working through a batch of slow
+            # items is not stalled.
+            run.last_progress = trio.current_time()
+
+    async def _streamed(self, item: Any, outbox: Outbox) -> None:
+        if self.generates:
+            async for out in self.func(item):
+                if not outbox.has_room():
+                    await outbox.wait_room()
+                outbox.push(out)
+            return
+        out = await self.func(item)
+        if out is not None:
+            if not outbox.has_room():
+                await outbox.wait_room()
+            outbox.push(out)
+
+    async def _guarded(self, item: Any, outbox: Outbox) -> None:
+        attempt = 0
+        limit = self.limit
+        while True:
+            attempt += 1
+            held: list[Any] = []
+            released = 0
+            try:
+                if self.generates:
+                    async for out in self.func(item):
+                        held.append(out)
+                        if len(held) > limit:
+                            await outbox.send_batch(held)
+                            released += len(held)
+                            held = []
+                else:
+                    out = await self.func(item)
+                    if out is not None:
+                        held.append(out)
+            except Exception as exc:
+                delay = self.retry_delay(exc, item, attempt, released)
+                if delay is not None:
+                    await trio.sleep(delay)
+                    continue
+                self.give_up(exc, item, attempt, released, trio.current_time())
+                return
+            await outbox.send_batch(held)
+            return
