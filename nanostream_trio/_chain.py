@@ -90,7 +90,9 @@ class Chain:
             run = stage.run
             run.items_in += len(items)
             run.last_progress = now
-            room = self.outbox.room() if k == self._last else stage.limit
+            # What the chain's last edge takes now bounds every stage's
+            # outputs: nothing runs further ahead than it could hand on.
+            room = self.outbox.room()
             try:
                 items = stage.process(items, now, room)
             except Exception as exc:
@@ -132,7 +134,7 @@ class Chain:
             else:
                 await trio.lowlevel.checkpoint_if_cancelled()
             try:
-                room = self.outbox.room() if k == self._last else stage.limit
+                room = self.outbox.room()
                 items = stage.resume(trio.current_time(), room)
             except Exception as exc:
                 self._failed(stage.run, exc)

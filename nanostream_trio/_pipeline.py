@@ -225,6 +225,8 @@ class Pipeline:
             blocked_seconds=run.outbox.blocked_seconds + run.dead_letter_outbox.blocked_seconds,
             rate=counted / running if running > 0 else 0.0,
             last_progress=run.last_progress,
+            filtered=run.filtered,
+            handoff_queued=run.thread_source.queued if run.thread_source is not None else 0,
         )
 
     # -- control ------------------------------------------------------------------------
@@ -473,6 +475,7 @@ def _counts(stats: NodeStatistics) -> dict[str, Any]:
         "status": stats.status,
         "items_in": stats.items_in,
         "items_out": stats.items_out,
+        "filtered": stats.filtered,
         "skipped": stats.skipped,
         "retried": stats.retried,
         "dead_lettered": stats.dead_lettered,

@@ -44,7 +44,7 @@ FUSE_CHAINS = True
 
 #: A source thread's hand-off holds this many times the capacity of the inbox
 #: it feeds (see ``ThreadedSource``; counted in ``NodeStatistics.handoff_queued``).
-THREAD_HANDOFF_FACTOR = 32
+THREAD_HANDOFF_FACTOR = 1
 
 
 async def maybe_await(value: Any) -> Any:

@@ -135,10 +135,14 @@ async def _run_inline(run: NodeRun, iterator: Iterator[Any]) -> None:
 async def _run_async_generator(run: NodeRun) -> None:
     outbox = run.outbox
     agen = run.node.generator()  # type: ignore[attr-defined]
-    room = 0
-    # The room only grows behind our back while this task is the edge's only
-    # producer; with fan-in another source may fill it whenever we suspend.
+    # The room only shrinks by our own pushes while this task is the edge's
+    # only producer: count it down locally, re-measure at zero. With fan-in
+    # another producer may fill the edge whenever we suspend.
     exclusive = all(edge.producers == 1 for edge in outbox.edges)
+    # A single exclusive edge: append to its open batch directly (the
+    # consumer is not parked while a batch is open, so nobody needs waking).
+    edge = outbox.edges[0] if exclusive and len(outbox.edges) == 1 else None
+    room = 0
     try:
         with run.stop_scope:
             run.in_generator = True
@@ -152,21 +156,30 @@ async def _run_async_generator(run: NodeRun) -> None:
                         outbox.push_batch(item)
                     room = 0
                 else:
-                    # The room counted down locally, re-measured only at zero.
                     # After stop() a cancel may be pending in our scope: never
                     # wait then, the edge takes this one item over its capacity.
                     if room <= 0 and not run.stop_requested:
                         room = outbox.room()
+                        if edge is not None and edge.queued > edge.peak:
+                            edge.peak = edge.queued
                         if room <= 0:
                             await outbox.wait_room()
                             room = outbox.room()
-                    outbox.push(item)
+                    tail = edge._tail if edge is not None else None
+                    if tail is not None:
+                        tail.append(item)
+                        edge._count += 1  # type: ignore[union-attr]
+                        outbox.sent += 1
+                    else:
+                        outbox.push(item)
                     room = room - 1 if exclusive else 0
                 if run.stop_requested:
                     break
                 run.in_generator = True
     finally:
         run.in_generator = False
+        if edge is not None:
+            edge.peak = max(edge.peak, edge.queued)
         await agen.aclose()
 
 

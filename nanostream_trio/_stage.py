@@ -258,56 +258,95 @@ class SyncStage(_Failures):
         self.has_more = False
         self.delay = 0.0
         self._open = None
-        func = self.func
         limit = self.limit
-        raises = self.raises
+        # At most ``cap`` outputs per call, roughly (one item may add
+        # ``budget``); at most ``budget`` taken from one item before handing
+        # over. Under a policy, the budget holds back a whole item's outputs
+        # (one more than the limit tells an item with too many).
         cap = min(max(room, 1), limit)
-        # The fewest outputs to take from one item: under a policy, enough to
-        # tell whether it has more than may be held back.
-        least = 1 if raises else limit + 1
+        budget = cap if self.raises else limit + 1
         out: list[Any] = []
-        extend = out.extend
-        islice = itertools.islice
-        count = len(items)
-        empty = 0
-        while pos < count:
-            item = items[pos]
-            mark = len(out)
-            want = cap - mark
-            if want < least:
-                want = least
-            try:
-                outputs = func(item) if open_ is None else open_
-                extend(islice(outputs, want))
-                if len(out) - mark == want and (raises or want > limit):
-                    # This item may have more outputs than we may take now:
-                    # hand these over, carry on with the same item next call.
-                    self._open = outputs
-                    self._released = released + want
-                    self._pause(items, pos, attempt)
-                    break
-            except Exception as exc:
-                del out[mark:]
-                if raises:
-                    self.note(exc, item)
-                    raise
-                delay = self.retry_delay(exc, item, attempt, released)
-                if delay is not None:
-                    self._pause(items, pos, attempt + 1, delay)
-                    break
-                self.give_up(exc, item, attempt, released, self._now)
-            else:
-                if len(out) == mark and not released:
-                    empty += 1
+        if open_ is not None:
+            # The item left open by the last call comes first.
+            if self._step(out, items, pos, attempt, open_, released, budget):
+                return out
             pos += 1
             attempt = 1
-            open_ = None
-            released = 0
-            if len(out) >= cap and pos < count:
-                self._pause(items, pos, 1)  # enough for one hand-over
-                break
+        func = self.func
+        append = out.append
+        empty = 0
+        size = len(out)
+        index = pos
+        # A plain ``for`` with a counter: cheaper per item than islice + extend.
+        for item in items if pos == 0 else items[pos:]:
+            taken = 0
+            try:
+                outputs = func(item)
+                for output in outputs:
+                    append(output)
+                    taken += 1
+                    if taken == budget:
+                        break
+            except Exception as exc:
+                del out[size:]
+                if self._failed(exc, items, index, attempt, 0):
+                    break
+            else:
+                if taken == budget and (self.raises or budget > limit):
+                    # This item may have more outputs than may be taken now:
+                    # hand these over, carry on with the same item next call.
+                    self._open = outputs
+                    self._released = budget
+                    self._pause(items, index, attempt)
+                    break
+                if not taken:
+                    empty += 1
+                size += taken
+                if size >= cap and index + 1 < len(items):
+                    self._pause(items, index + 1, 1)  # enough for one hand-over
+                    break
+            index += 1
+            attempt = 1
         self.run.filtered += empty
         return out
+
+    def _step(
+        self,
+        out: list[Any],
+        items: list[Any],
+        pos: int,
+        attempt: int,
+        outputs: Iterator[Any],
+        released: int,
+        budget: int,
+    ) -> bool:
+        """Take more outputs of an item left open; whether this call must stop here."""
+        try:
+            out.extend(itertools.islice(outputs, budget))
+        except Exception as exc:
+            out.clear()
+            return self._failed(exc, items, pos, attempt, released)
+        if len(out) == budget:
+            self._open = outputs
+            self._released = released + budget
+            self._pause(items, pos, attempt)
+            return True
+        return False
+
+    def _failed(
+        self, exc: Exception, items: list[Any], index: int, attempt: int, released: int
+    ) -> bool:
+        """Apply the policy to ``items[index]``; whether the call must stop (a retry waits)."""
+        item = items[index]
+        if self.raises:
+            self.note(exc, item)
+            raise exc
+        delay = self.retry_delay(exc, item, attempt, released)
+        if delay is not None:
+            self._pause(items, index, attempt + 1, delay)
+            return True
+        self.give_up(exc, item, attempt, released, self._now)
+        return False
 
 
 class AsyncStage(_Failures):

@@ -38,6 +38,14 @@ class NodeStatistics:
             ``items_in`` for a consumer and ``items_out`` for a source.
         last_progress: Trio time of the last item taken or emitted, or of the
             node's start.
+        filtered: items taken that produced no output and no error (a
+            function ``process_item`` returned None, a ``Filter`` dropped the
+            item, a generator yielded nothing). For a node that emits at most
+            one output per item, ``items_in == items_out + filtered + skipped
+            + dead_lettered`` once its inbox is drained.
+        handoff_queued: for a sync source run in a worker thread, items the
+            thread has produced that the Trio side has not taken yet (at most
+            the capacity of the inbox it feeds); 0 otherwise.
     """
 
     name: str
@@ -54,6 +62,8 @@ class NodeStatistics:
     blocked_seconds: float
     rate: float
     last_progress: float
+    filtered: int = 0
+    handoff_queued: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for logging and JSON)."""

@@ -313,6 +313,11 @@ class ThreadedSource:
         """The worker thread's name."""
         return self._thread.name
 
+    @property
+    def queued(self) -> int:
+        """Items produced by the thread and not taken by the Trio side yet."""
+        return len(self._buffer)
+
 
 class ThreadWorker:
     """A dedicated thread that runs one blocking call at a time for a node.
