@@ -55,7 +55,9 @@ class TestDelivery:
     async def test_linear_in_order(self) -> None:
         """Every item reaches the sink, in order, and the summary counts each node."""
         src, sink = Numbers(1000), Collect()
-        src > Double() > sink
+        # Named explicitly: a default name depends on how many nodes of the
+        # class this process made before (tests run in random order).
+        src > Double(name="Double") > sink
         summary = await Pipeline(src).run()
         assert sink.items == [2 * i for i in range(1000)]
         assert summary["Double"].items_in == 1000

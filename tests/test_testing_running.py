@@ -42,7 +42,9 @@ class SlowIncrement(NanoNode):
 def hour_of_input() -> tuple[CollectingSink, Pipeline]:
     """60 items one minute apart through two processing nodes."""
     sink = CollectingSink(name="sink")
-    FakeSource(range(60), interval=60, name="minutes") > Double() > SlowIncrement(5) > sink
+    FakeSource(range(60), interval=60, name="minutes") > Double(name="Double") > SlowIncrement(
+        5, name="SlowIncrement"
+    ) > sink
     return sink, Pipeline(sink, name="hourly", stats_interval=600)
 
 
