@@ -51,19 +51,23 @@ class Slicer:
     __slots__ = ("_ends",)
 
     def __init__(self) -> None:
-        self._ends = _clock() + TIME_SLICE
+        self._ends = 0.0  # 0: the slice starts at the next tick
 
     def restart(self) -> None:
         """The task has just waited (a real scheduling point): a new slice begins."""
-        self._ends = _clock() + TIME_SLICE
+        self._ends = 0.0
 
     async def tick(self) -> None:
         """Check for cancellation; yield to the scheduler if the slice is used up."""
-        if _clock() < self._ends:
+        now = _clock()
+        if now < self._ends:
             await trio.lowlevel.checkpoint_if_cancelled()
-            return
-        await trio.lowlevel.checkpoint()
-        self._ends = _clock() + TIME_SLICE
+        elif self._ends:
+            await trio.lowlevel.checkpoint()
+            self._ends = _clock() + TIME_SLICE
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._ends = now + TIME_SLICE
 
 
 class Chain:
@@ -162,14 +166,19 @@ async def consume(run: NodeRun, handle: Callable[[list[Any]], Awaitable[None]]) 
     while True:
         if inbox._entries:
             entry = inbox.receive_nowait()
+            waited = False
         else:
+            # Parking is a real scheduling point (and a cancellation lands there).
             entry = await inbox.receive()
-            slicer.restart()
+            waited = True
         if entry.__class__ is Marker:
             if entry is END_OF_STREAM:
                 return
             continue
-        await slicer.tick()
+        if waited:
+            slicer.restart()
+        else:
+            await slicer.tick()
         await handle(entry)  # type: ignore[arg-type]
 
 
