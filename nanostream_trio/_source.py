@@ -145,13 +145,17 @@ async def _run_async_generator(run: NodeRun) -> None:
     room = 0
     try:
         with run.stop_scope:
+            # stop() cancels the scope while we wait inside the generator; our
+            # own waits for room (below) are not in it, so an item in hand is
+            # always delivered.
             run.in_generator = True
             async for item in agen:
-                run.in_generator = False
                 if item.__class__ is Items:
                     # Pushed whole (a marker never splits it), waiting for room first.
                     if outbox.room() < len(item) and not run.stop_requested:
+                        run.in_generator = False
                         await outbox.send_batch(item)
+                        run.in_generator = True
                     else:
                         outbox.push_batch(item)
                     room = 0
@@ -163,19 +167,20 @@ async def _run_async_generator(run: NodeRun) -> None:
                         if edge is not None and edge.queued > edge.peak:
                             edge.peak = edge.queued
                         if room <= 0:
+                            run.in_generator = False
                             await outbox.wait_room()
+                            run.in_generator = True
                             room = outbox.room()
-                    tail = edge._tail if edge is not None else None
-                    if tail is not None:
-                        tail.append(item)
-                        edge._count += 1  # type: ignore[union-attr]
+                    if edge is not None and edge._tail is not None:
+                        edge._tail.append(item)
+                        edge._count += 1
                         outbox.sent += 1
+                        room -= 1
                     else:
                         outbox.push(item)
-                    room = room - 1 if exclusive else 0
+                        room = room - 1 if exclusive else 0
                 if run.stop_requested:
                     break
-                run.in_generator = True
     finally:
         run.in_generator = False
         if edge is not None:

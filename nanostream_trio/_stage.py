@@ -278,6 +278,7 @@ class SyncStage(_Failures):
         size = len(out)
         index = pos
         # A plain ``for`` with a counter: cheaper per item than islice + extend.
+        last = len(items) - 1
         for item in items if pos == 0 else items[pos:]:
             taken = 0
             try:
@@ -289,24 +290,25 @@ class SyncStage(_Failures):
                         break
             except Exception as exc:
                 del out[size:]
-                if self._failed(exc, items, index, attempt, 0):
+                # The attempt counted is that of items[pos] only.
+                if self._failed(exc, items, index, attempt if index == pos else 1, 0):
                     break
             else:
-                if taken == budget and (self.raises or budget > limit):
+                if not taken:
+                    empty += 1
+                elif taken == budget:
                     # This item may have more outputs than may be taken now:
                     # hand these over, carry on with the same item next call.
                     self._open = outputs
                     self._released = budget
-                    self._pause(items, index, attempt)
+                    self._pause(items, index, attempt if index == pos else 1)
                     break
-                if not taken:
-                    empty += 1
-                size += taken
-                if size >= cap and index + 1 < len(items):
-                    self._pause(items, index + 1, 1)  # enough for one hand-over
-                    break
+                else:
+                    size += taken
+                    if size >= cap and index < last:
+                        self._pause(items, index + 1, 1)  # enough for one hand-over
+                        break
             index += 1
-            attempt = 1
         self.run.filtered += empty
         return out
 
