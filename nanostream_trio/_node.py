@@ -18,7 +18,7 @@ import inspect
 import itertools
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Literal, NoReturn, TypedDict
 
 from ._edges import DEFAULT_CAPACITY
@@ -411,12 +411,19 @@ class NanoNode:
         Raises:
             Exception: the first failure of a node with ``on_error="raise"``.
         """
-        from ._pipeline import Pipeline
-
-        return Pipeline(self).start()
+        if _start_pipeline is None:  # pragma: no cover - set when the package is imported
+            msg = "import nanostream_trio (not only nanostream_trio._node) to run a pipeline"
+            raise RuntimeError(msg)
+        return _start_pipeline(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._ns_name!r}>"
+
+
+#: How :meth:`NanoNode.global_start` runs a pipeline: ``_pipeline`` sets it when
+#: it is imported, so that this module never imports the pipeline (which
+#: imports nodes): the dependency runs one way, ``_pipeline -> _node``.
+_start_pipeline: Callable[[NanoNode], Any] | None = None
 
 
 def _defined_in_hierarchy(

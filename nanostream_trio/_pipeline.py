@@ -18,6 +18,7 @@ from typing import Any, Literal
 import structlog
 import trio
 
+from . import _node
 from ._edges import Edge
 from ._exceptions import ConfigError, GraphError, PipelineStateError
 from ._node import NanoNode, Port
@@ -468,6 +469,14 @@ class Pipeline:
                 self.stop()
             else:
                 self.cancel()
+
+
+def _start(node: NanoNode) -> PipelineStatistics:
+    """``node.global_start()``: run the pipeline of ``node`` with signal handling."""
+    return Pipeline(node).start()
+
+
+_node._start_pipeline = _start
 
 
 def _counts(stats: NodeStatistics) -> dict[str, Any]:

@@ -220,6 +220,10 @@ class NodeRun:
         """How many outputs of one item may be held back: the smallest downstream inbox."""
         return self.outbox.capacity()
 
+    def handoff_capacity(self) -> int:
+        """How many items a source's worker thread may produce ahead of its task."""
+        return THREAD_HANDOFF_FACTOR * self.outbox.capacity()
+
     def sync_stage(self) -> SyncStage:
         """This node's sync stage (made once per run: a chain and the node's own task share it)."""
         if self._stage is None:

@@ -189,12 +189,9 @@ async def _run_async_generator(run: NodeRun) -> None:
 
 
 async def _run_threaded(run: NodeRun) -> None:
-    from . import _runtime
-
-    outbox = run.outbox
     source = run.thread_source = ThreadedSource(
         run.node.generator,  # type: ignore[attr-defined]
-        capacity=_runtime.THREAD_HANDOFF_FACTOR * outbox.capacity(),
+        capacity=run.handoff_capacity(),
         name=f"nanostream-{run.name}",
     )
     if run.stop_requested:
