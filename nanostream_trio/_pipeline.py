@@ -9,11 +9,10 @@ wraps that in ``trio.run`` with SIGINT/SIGTERM handling.
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 import trio
@@ -21,6 +20,7 @@ import trio
 from . import _node
 from ._edges import Edge
 from ._exceptions import ConfigError, GraphError, PipelineStateError
+from ._monitor import monitor, node_statistics
 from ._node import NanoNode, Port
 from ._runtime import NodeRun, maybe_await
 from ._stats import NodeStatistics, PipelineStatistics, PipelineStatus
@@ -181,7 +181,7 @@ class Pipeline:
         nodes: dict[str, NodeStatistics] = {}
         for node in self._nodes:
             run = self._runs.get(node.name)
-            nodes[node.name] = self._node_statistics(node, run, now)
+            nodes[node.name] = node_statistics(node, run, now)
         elapsed = 0.0
         if self._started_at is not None:
             elapsed = (self._ended_at if self._ended_at is not None else now) - self._started_at
@@ -192,43 +192,6 @@ class Pipeline:
             return trio.current_time()
         except RuntimeError:  # outside trio.run: a snapshot after the run
             return self._ended_at if self._ended_at is not None else 0.0
-
-    @staticmethod
-    def _node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStatistics:
-        role: Literal["source", "processor", "sink"] = (
-            "source"
-            if node._ns_kind == "source"
-            else ("processor" if node._ns_downstream else "sink")
-        )
-        if run is None:
-            return NodeStatistics(
-                name=node.name, role=role, status="pending", items_in=0, items_out=0,
-                skipped=0, retried=0, dead_lettered=0, inbox_queued=0,
-                inbox_capacity=0 if role == "source" else node._ns_capacity, inbox_peak=0,
-                blocked_seconds=0.0, rate=0.0, last_progress=0.0,
-            )  # fmt: skip
-        end = run.ended_at if run.ended_at is not None else now
-        running = end - run.started_at
-        counted = run.outbox.sent if role == "source" else run.items_in
-        inbox = run.inbox
-        return NodeStatistics(
-            name=node.name,
-            role=role,
-            status=run.status,
-            items_in=run.items_in,
-            items_out=run.outbox.sent,
-            skipped=run.skipped,
-            retried=run.retried,
-            dead_lettered=run.dead_lettered,
-            inbox_queued=inbox.queued if inbox is not None else 0,
-            inbox_capacity=inbox.capacity if inbox is not None else 0,
-            inbox_peak=inbox.peak if inbox is not None else 0,
-            blocked_seconds=run.outbox.blocked_seconds + run.dead_letter_outbox.blocked_seconds,
-            rate=counted / running if running > 0 else 0.0,
-            last_progress=run.last_progress,
-            filtered=run.filtered,
-            handoff_queued=run.thread_source.queued if run.thread_source is not None else 0,
-        )
 
     # -- control ------------------------------------------------------------------------
 
@@ -321,7 +284,9 @@ class Pipeline:
                 if self._cancel_requested:
                     self._cancel_scope.cancel(reason="Pipeline.cancel() was called before run()")
                 async with trio.open_nursery() as monitor_nursery:
-                    monitor_nursery.start_soon(self._monitor, log)
+                    monitor_nursery.start_soon(
+                        monitor, self, log, self._stats_interval, self._stall_timeout
+                    )
                     async with trio.open_nursery() as node_nursery:
                         for run in runs:
                             node_nursery.start_soon(run.run, ready, name=f"nanostream:{run.name}")
@@ -370,57 +335,6 @@ class Pipeline:
                 exc.add_note(f"in nanostream node {run.name!r}, in on_success()")
                 run.report_failure(exc)
                 raise
-
-    async def _monitor(self, log: Any) -> None:
-        """Emit ``pipeline_stats`` periodically and ``node_stalled`` when a node stops moving."""
-        stats_every = self._stats_interval
-        stall_after = self._stall_timeout
-        if stats_every is None and stall_after is None:
-            return
-        now = trio.current_time()
-        next_stats = now + stats_every if stats_every is not None else math.inf
-        stalled: set[str] = set()
-        # When the monitor first saw each inbox non-empty: an item that arrived
-        # a moment ago at an idle node is not a stall.
-        busy_since: dict[str, float] = {}
-        while True:
-            now = trio.current_time()
-            if now >= next_stats:
-                stats = self.statistics()
-                log.info(
-                    "pipeline_stats",
-                    elapsed=stats.elapsed,
-                    nodes={name: node.as_dict() for name, node in stats.nodes.items()},
-                )
-                next_stats = now + stats_every  # type: ignore[operator]
-            wake = next_stats
-            if stall_after is not None:
-                wake = min(wake, now + stall_after / 4)
-                for run in self._runs.values():
-                    inbox = run.inbox
-                    if inbox is None or run.status != "running" or not inbox.queued:
-                        stalled.discard(run.name)
-                        busy_since.pop(run.name, None)
-                        continue
-                    if run.outbox.waiting or run.dead_letter_outbox.waiting:
-                        # Held back by a slower node downstream, which is the
-                        # one to report; count again once it moves.
-                        busy_since[run.name] = now
-                        continue
-                    since = max(run.last_progress, busy_since.setdefault(run.name, now))
-                    deadline = since + stall_after
-                    if now >= deadline and run.name not in stalled:
-                        stalled.add(run.name)
-                        log.bind(node=run.name).warning(
-                            "node_stalled",
-                            inbox_queued=inbox.queued,
-                            seconds=now - since,
-                            items_in=run.items_in,
-                        )
-                    elif now < deadline:
-                        stalled.discard(run.name)
-                        wake = min(wake, deadline)
-            await trio.sleep_until(wake)
 
     def start(self) -> PipelineStatistics:
         """Run the pipeline with ``trio.run``, handling SIGINT and SIGTERM.
