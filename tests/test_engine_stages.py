@@ -226,3 +226,38 @@ class TestThreadHandOff:
             assert emitted <= 16 * 4 + 2
             pipeline.cancel()
         assert threading.active_count() >= 1
+
+
+class TestTimeSlices:
+    async def test_a_busy_chain_yields_once_its_slice_is_used(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A chain that never waits passes a real scheduling point each time its slice ends."""
+        from nanostream_trio import _chain
+
+        # A clock that moves 0.6 ms per reading: each slice (1 ms) lasts two batches.
+        readings = iter(range(10**9))
+        monkeypatch.setattr(_chain, "_clock", lambda: next(readings) * 0.0006)
+
+        class Inline(NanoNode):
+            def generator(self) -> Iterator[int]:
+                yield from range(100 * 64)
+
+        src, sink = Inline(name="src", blocking=False), Collect(name="sink")
+        _ = src > Map(lambda x: x, name="map", capacity=64) > sink  # chunks of 64
+        turns = 0
+        done = False
+
+        async def other_task() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_task)
+            await Pipeline(src, stats_interval=None, stall_timeout=None).run()
+            done = True
+        assert len(sink.items) == 100 * 64
+        # 100 chunks of 64, a real checkpoint about every other chunk.
+        assert turns >= 40, turns
