@@ -154,11 +154,17 @@ class Chain:
             self.owner.carried_failure = exc
 
 
-async def consume(run: NodeRun, handle: Callable[[list[Any]], Awaitable[None]]) -> None:
+async def consume(
+    run: NodeRun,
+    handle: Callable[[list[Any]], Awaitable[None]],
+    on_marker: Callable[[Marker], Awaitable[None]] | None = None,
+) -> None:
     """Take batches from ``run``'s inbox until the end of stream, handing each to ``handle``.
 
-    Control markers other than the end of stream are passed over (checkpoint
-    barriers will be forwarded here, between two batches).
+    A control marker other than the end of stream goes to ``on_marker`` once
+    ``handle`` has finished every batch before it (checkpoint barriers: align,
+    snapshot, then ``Outbox.push_marker`` after the outputs of those
+    batches); without ``on_marker`` it is passed over.
     """
     inbox = run.inbox
     assert inbox is not None
@@ -174,6 +180,8 @@ async def consume(run: NodeRun, handle: Callable[[list[Any]], Awaitable[None]]) 
         if entry.__class__ is Marker:
             if entry is END_OF_STREAM:
                 return
+            if on_marker is not None:
+                await on_marker(entry)
             continue
         if waited:
             slicer.restart()

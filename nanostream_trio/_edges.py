@@ -289,6 +289,11 @@ class Outbox:
             await self.wait_room()
         self.push(item)
 
+    def push_marker(self, marker: Marker) -> None:
+        """Append a control marker to every downstream edge, after every item pushed so far."""
+        for edge in self.edges:
+            edge.push_marker(marker)
+
     def open(self) -> None:
         """Register as a producer on every downstream edge."""
         for edge in self.edges:

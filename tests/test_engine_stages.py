@@ -261,3 +261,40 @@ class TestTimeSlices:
         assert len(sink.items) == 100 * 64
         # 100 chunks of 64, a real checkpoint about every other chunk.
         assert turns >= 40, turns
+
+
+class TestMarkers:
+    async def test_a_marker_comes_after_the_outputs_of_the_batches_before_it(self) -> None:
+        """A driver hands a marker on only once every batch before it has gone through."""
+        from nanostream_trio._chain import Chain, consume
+        from nanostream_trio._edges import END_OF_STREAM, Edge, Marker
+        from nanostream_trio._runtime import NodeRun
+
+        class Log:
+            def bind(self, **_: Any) -> Log:
+                return self
+
+            def __getattr__(self, _: str) -> Any:
+                return lambda *args, **kwargs: None
+
+        node = Map(lambda x: x * 10, name="tens")
+        inbox, outbox_edge = Edge(16, "tens"), Edge(16, "after")
+        run = NodeRun(node, inbox, Log())
+        run.outbox.edges = [outbox_edge]
+        run.outbox.open()
+        inbox.add_producer()
+        barrier = Marker("barrier")
+        inbox.push_batch([1, 2])
+        inbox.push_marker(barrier)
+        inbox.push_batch([3])
+        inbox.close_producer()
+        chain = Chain(run, [run])
+
+        async def forward(marker: Marker) -> None:
+            run.outbox.push_marker(marker)
+
+        await consume(run, chain.feed, forward)
+        entries = [outbox_edge.receive_nowait() for _ in range(3)]
+        assert entries == [[10, 20], barrier, [30]]
+        assert outbox_edge.queued == 0
+        assert END_OF_STREAM not in entries
