@@ -270,15 +270,6 @@ class Pipeline:
         )
         if self._stop_requested:
             self.stop()
-        pending = len(runs)
-        all_ready = trio.Event()
-
-        def ready() -> None:
-            nonlocal pending
-            pending -= 1
-            if pending == 0:
-                all_ready.set()
-
         try:
             with trio.CancelScope() as self._cancel_scope:
                 if self._cancel_requested:
@@ -287,11 +278,7 @@ class Pipeline:
                     monitor_nursery.start_soon(
                         monitor, self, log, self._stats_interval, self._stall_timeout
                     )
-                    async with trio.open_nursery() as node_nursery:
-                        for run in runs:
-                            node_nursery.start_soon(run.run, ready, name=f"nanostream:{run.name}")
-                        await all_ready.wait()
-                        task_status.started()
+                    await self._run_nodes(runs, task_status)
                     monitor_nursery.cancel_scope.cancel(reason="pipeline finished")
             self._status = "cancelled" if self._cancel_scope.cancelled_caught else "finished"
             if self._status == "finished":
@@ -325,6 +312,23 @@ class Pipeline:
                 nodes={name: _counts(stats) for name, stats in summary.nodes.items()},
             )
         return summary
+
+    async def _run_nodes(self, runs: list[NodeRun], task_status: trio.TaskStatus[None]) -> None:
+        """One task per node; ``task_status.started()`` once every node is ready."""
+        pending = len(runs)
+        all_ready = trio.Event()
+
+        def ready() -> None:
+            nonlocal pending
+            pending -= 1
+            if pending == 0:
+                all_ready.set()
+
+        async with trio.open_nursery() as node_nursery:
+            for run in runs:
+                node_nursery.start_soon(run.run, ready, name=f"nanostream:{run.name}")
+            await all_ready.wait()
+            task_status.started()
 
     async def _succeeded(self, runs: list[NodeRun]) -> None:
         """Call every node's ``on_success`` hook, upstream first."""
