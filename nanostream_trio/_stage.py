@@ -276,10 +276,9 @@ class SyncStage(_Failures):
         append = out.append
         empty = 0
         size = len(out)
-        index = pos
         # A plain ``for`` with a counter: cheaper per item than islice + extend.
         last = len(items) - 1
-        for item in items if pos == 0 else items[pos:]:
+        for index, item in enumerate(items if pos == 0 else items[pos:], pos):
             taken = 0
             try:
                 outputs = func(item)
@@ -308,7 +307,6 @@ class SyncStage(_Failures):
                     if size >= cap and index < last:
                         self._pause(items, index + 1, 1)  # enough for one hand-over
                         break
-            index += 1
         self.run.filtered += empty
         return out
 

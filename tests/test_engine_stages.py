@@ -298,3 +298,42 @@ class TestMarkers:
         assert entries == [[10, 20], barrier, [30]]
         assert outbox_edge.queued == 0
         assert END_OF_STREAM not in entries
+
+
+class TestFinishInChains:
+    async def test_a_fused_node_finish_goes_through_the_rest_of_the_chain(self) -> None:
+        """A fused node's finish() outputs pass the nodes fused after it, before their finish."""
+
+        class Total(NanoNode):
+            def __init__(self, **kwargs: Any) -> None:
+                self.total = 0
+                super().__init__(**kwargs)
+
+            def process_item(self, item: int) -> None:
+                self.total += item
+
+            def finish(self) -> Iterator[int]:
+                yield self.total
+                yield -1
+
+        class Count(NanoNode):
+            def __init__(self, **kwargs: Any) -> None:
+                self.seen = 0
+                super().__init__(**kwargs)
+
+            def process_item(self, item: int) -> int:
+                self.seen += 1
+                return item
+
+            def finish(self) -> int:
+                return 1000 + self.seen
+
+        src, sink = Numbers(list(range(10)), name="src"), Collect(name="sink")
+        _ = src > Map(lambda x: x, name="head") > Total(name="total") > Map(abs, name="abs")
+        _ = _ > Count(name="count") > sink
+        summary = await Pipeline(src).run()
+        assert sink.items == [45, 1, 1002]
+        assert summary["total"].inbox_peak == summary["count"].inbox_peak == 0
+        assert summary["total"].filtered == 10
+        assert summary["total"].items_out == 2
+        assert summary["abs"].items_in == 2
