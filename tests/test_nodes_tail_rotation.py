@@ -22,11 +22,9 @@ from typing import Any
 
 import trio
 from structlog.testing import capture_logs
+from test_nodes_tail import append, expected, make_tail, numbered, quiet_for, running
 
 from nanostream_trio import Pipeline
-from nanostream_trio.nodes import TailFile
-
-from test_nodes_tail import Collector, append, expected, make_tail, numbered, quiet_for, running
 
 
 class TestRotatedBetweenPolls:
@@ -230,5 +228,3 @@ def _saved_past(checkpoint: Path, lineno: int) -> bool:
     except (OSError, ValueError):
         return False
     return any(entry["lineno"] >= lineno for entry in data["files"])
-
-

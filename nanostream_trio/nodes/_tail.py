@@ -381,17 +381,46 @@ class TailFile(NanoNode):
 
     # -- discovery ---------------------------------------------------------------
 
-    def _names(self) -> list[str]:
-        if self.is_glob:
-            return sorted(glob.glob(self.path))
-        return [self.path]
+    def _names(self) -> list[str] | None:
+        """The watched names now; None if the glob's directory cannot be listed now (out
+        of descriptors: ``glob`` would silently match nothing)."""
+        if not self.is_glob:
+            return [self.path]
+        top = self._glob_root()
+        for attempt in range(2):
+            try:
+                os.close(os.open(top, os.O_RDONLY | os.O_DIRECTORY))
+            except FileNotFoundError:
+                return []
+            except OSError as exc:
+                if (
+                    attempt == 0
+                    and exc.errno in (errno.EMFILE, errno.ENFILE)
+                    and self._close_idle()
+                ):
+                    continue
+                self._report_unreadable(top, exc)
+                self._retry = True
+                return None
+            break
+        return sorted(glob.glob(self.path))
+
+    def _glob_root(self) -> str:
+        """The longest leading directory of the glob without wildcards."""
+        head = self.path
+        while glob.has_magic(head):
+            head = os.path.dirname(head)
+        return head or "."
 
     def _discover(self, *, startup: bool) -> None:
         self._poll += 1
         self._retry = False
         present: set[tuple[int, int]] = set()
         found = False
-        for name in self._names():
+        names = self._names()
+        if names is None:
+            return  # nothing is known about the names this poll: change nothing
+        for name in names:
             try:
                 info = os.stat(name)
             except FileNotFoundError:
@@ -477,6 +506,9 @@ class TailFile(NanoNode):
                     and self._close_idle()
                 ):
                     continue
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    # The process is out of descriptors: hold no more than now.
+                    self._limit = max(1, min(self._limit, self._open_count))
                 self._report_unreadable(path, exc)
                 return None
             self._unreadable.pop(path, None)
@@ -636,7 +668,7 @@ class TailFile(NanoNode):
         if not self._saved:
             return
         under_name: set[tuple[int, int]] = set()
-        for name in self._names():
+        for name in self._names() or []:
             try:
                 info = os.stat(name)
             except OSError:
