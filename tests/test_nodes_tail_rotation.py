@@ -22,9 +22,10 @@ from typing import Any
 
 import trio
 from structlog.testing import capture_logs
-from test_nodes_tail import append, expected, make_tail, numbered, quiet_for, running
+from test_nodes_tail import Collector, append, expected, make_tail, numbered, quiet_for, running
 
 from nanostream_trio import Pipeline
+from nanostream_trio.nodes import TailFile
 
 
 class TestRotatedBetweenPolls:
@@ -228,3 +229,36 @@ def _saved_past(checkpoint: Path, lineno: int) -> bool:
     except (OSError, ValueError):
         return False
     return any(entry["lineno"] >= lineno for entry in data["files"])
+
+
+_ROTATING_WRITER = textwrap.dedent(
+    """
+    import logging, logging.handlers, sys
+    handler = logging.handlers.RotatingFileHandler(sys.argv[1], maxBytes=50_000, backupCount=1000)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("writer")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    for i in range(int(sys.argv[2])):
+        log.info("line %d padding padding padding padding padding", i)
+    """
+)
+
+
+class TestRotatingFileHandler:
+    async def test_full_speed_rotations_lose_no_line(self, tmp_path: Path) -> None:
+        """Python's RotatingFileHandler at full speed in another process (a rotation every
+        few tens of milliseconds, faster than the polls): every line arrives once."""
+        log, writer = tmp_path / "app.log", tmp_path / "writer.py"
+        writer.write_text(_ROTATING_WRITER)
+        log.write_text("")
+        total = 40_000
+        tail = TailFile(log, poll_interval=0.25, locate=False)
+        lines = Collector()
+        tail > lines
+        async with running(tail):
+            await trio.run_process([sys.executable, str(writer), str(log), str(total)])
+            with trio.move_on_after(60):
+                await lines.wait_for(total)
+        assert len(os.listdir(tmp_path)) > 20  # the writer did rotate, many times
+        assert sorted(int(line.split()[1]) for line in lines.items) == list(range(total))
