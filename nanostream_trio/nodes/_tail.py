@@ -525,6 +525,8 @@ class TailFile(NanoNode):
     def _close_idle(self) -> bool:
         """Close the least recently active open file that is read to its end and still
         under a watched name; whether one was closed."""
+        if not self.is_glob:
+            return False  # a single path holds few files, each needed until it is quiet
         idle = [
             t
             for t in self._tracked.values()
@@ -563,9 +565,26 @@ class TailFile(NanoNode):
     def _reopen(self, tracked: Tracked) -> bool:
         """Open a closed file if it may have something to read (a first open, or its size
         changed since it was closed); whether it is open now."""
+        if tracked.gone and not tracked.fresh:
+            # Closed while idle, then renamed out of the glob: find it by identity.
+            found = self._find_identity(os.path.dirname(tracked.path), tracked.identity)
+            if found is None:
+                self._lost_before_open(tracked, replaced=True)
+                return False
+            tracked.path, tracked.size = found[0], found[1].st_size
         if not tracked.fresh and tracked.size == tracked.pos:
             return False
         return self._activate(tracked)
+
+    @staticmethod
+    def _find_identity(
+        directory: str, identity: tuple[int, int]
+    ) -> tuple[str, os.stat_result] | None:
+        """The file with ``identity`` in ``directory``, if it is there."""
+        for path, info in _candidates(directory, lambda _: True):
+            if (info.st_dev, info.st_ino) == identity:
+                return path, info
+        return None
 
     def _lost_before_open(self, tracked: Tracked, *, replaced: bool = False) -> None:
         """A tracked file that can no longer be opened by its name."""
@@ -632,8 +651,9 @@ class TailFile(NanoNode):
         """Open files that appeared under rotated names since the last scan: files the
         watched name held between two polls, or copytruncate copies."""
         self._rescan = False
+        before, self._dir_known = self._dir_known, set()  # only what is there now is kept
         for path, identity in list(self._rotated_files()):
-            if identity in self._dir_known or identity in self._tracked:
+            if identity in before or identity in self._tracked:
                 self._dir_known.add(identity)
                 continue
             try:
