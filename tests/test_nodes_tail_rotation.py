@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -262,3 +263,63 @@ class TestRotatingFileHandler:
                 await lines.wait_for(total)
         assert len(os.listdir(tmp_path)) > 20  # the writer did rotate, many times
         assert sorted(int(line.split()[1]) for line in lines.items) == list(range(total))
+
+
+_APPENDING_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    total, start = int(sys.argv[2]), time.monotonic()
+    for first in range(0, total, 100):
+        os.write(fd, "".join(f"line {i} padding\\n" for i in range(first, first + 100)).encode())
+        ahead = first / 80_000 - (time.monotonic() - start)  # about 80k lines/s
+        if ahead > 0:
+            time.sleep(ahead)
+    """
+)
+
+
+def _copytruncate_every(path: Path, seconds: float, stop: threading.Event) -> None:
+    number = 0
+    while not stop.wait(seconds):
+        number += 1
+        shutil.copyfile(path, f"{path}.{number}")
+        os.truncate(path, 0)
+
+
+class TestCopyTruncateUnderLoad:
+    async def test_only_lines_in_neither_file_can_be_lost(self, tmp_path: Path) -> None:
+        """copytruncate every 0.3 s under a writer at about 80k lines/s, on a single path:
+        the only lines missing are those written between a copy and its truncation,
+        which are in no file at all."""
+        log, writer = tmp_path / "app.log", tmp_path / "writer.py"
+        writer.write_text(_APPENDING_WRITER)
+        log.write_text("")
+        total = 120_000
+        tail = TailFile(log, poll_interval=0.25, locate=False)
+        lines = Collector()
+        tail > lines
+        stop = threading.Event()
+        rotator = threading.Thread(target=_copytruncate_every, args=(log, 0.3, stop))
+        async with running(tail):
+            rotator.start()
+            try:
+                await trio.run_process([sys.executable, str(writer), str(log), str(total)])
+            finally:
+                stop.set()
+                rotator.join()
+            in_files: set[int] = set()
+            for name in os.listdir(tmp_path):
+                if name.startswith("app.log"):
+                    in_files.update(_numbers((tmp_path / name).read_text().splitlines()))
+            with trio.move_on_after(30):
+                await lines.wait_for(len(in_files))
+            await trio.sleep(1.0)
+        assert len(os.listdir(tmp_path)) >= 5  # several rotations happened
+        lost = in_files - set(_numbers(lines.items))
+        assert not lost, f"{len(lost)} lines lost that a rotated copy held"
+
+
+def _numbers(lines: list[str]) -> list[int]:
+    """The line numbers of the writer's complete lines (a truncation can cut one)."""
+    return [int(p[1]) for p in (line.split() for line in lines) if len(p) == 3 and p[1].isdigit()]
