@@ -39,6 +39,24 @@ class TestOpenFiles:
             assert tail._open_count <= 3
         assert sorted(lines.items) == sorted([f"f{n} {x}" for n in range(10) for x in ("a", "b")])
 
+    async def test_closed_file_renamed_out_of_the_glob_is_found_by_identity(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A file closed as idle (max_open_files=1) and then renamed to a name the glob does
+        not match is found again by its identity in the directory; its new lines arrive."""
+        (tmp_path / "a.log").write_text("a 1\n")
+        (tmp_path / "b.log").write_text("b 1\n")
+        tail, lines = make_tail(str(tmp_path / "*.log"), max_open_files=1)
+        async with running(tail):
+            await lines.wait_for(2)
+            await quiet_for(1.0)
+            os.rename(tmp_path / "a.log", tmp_path / "a.old")
+            append(tmp_path / "a.old", "a 2\n")
+            append(tmp_path / "b.log", "b 2\n")
+            await lines.wait_for(4)
+            await quiet_for(6.0)
+        assert sorted(lines.items) == ["a 1", "a 2", "b 1", "b 2"]
+
     def test_bad_max_open_files(self, tmp_path: Path) -> None:
         """max_open_files below 1 is a ConfigError naming the option."""
         from nanostream_trio import ConfigError
