@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from structlog.testing import capture_logs
 from test_nodes_tail import Collector, append, expected, make_tail, numbered, quiet_for, running
@@ -103,28 +104,30 @@ class TestCopyTruncateSinglePath:
         )
         assert event["log_level"] == "warning"
 
+    @pytest.mark.parametrize("before", [3, 20_000], ids=["short", "hole-over-chunks"])
     async def test_leading_nuls_of_a_writer_without_o_append_are_skipped(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock, before: int
     ) -> None:
         """After a copytruncate, a writer without O_APPEND writes at its old offset: the
-        NUL bytes before its next line are skipped (and reported), not emitted."""
+        NUL bytes before its next line are skipped and reported once (also when the hole
+        spans several reads), not emitted."""
         log = tmp_path / "app.log"
         fd = os.open(log, os.O_WRONLY | os.O_CREAT, 0o644)  # no O_APPEND
         try:
-            os.write(fd, numbered(1, 4).encode())
+            os.write(fd, numbered(1, before + 1).encode())
             tail, lines = make_tail(log)
             with capture_logs() as logs:
                 async with running(tail):
-                    await lines.wait_for(3)
+                    await lines.wait_for(before)
                     os.truncate(log, 0)
-                    os.write(fd, numbered(4, 6).encode())  # at the old offset
-                    await lines.wait_for(5)
+                    os.write(fd, numbered(1000, 1002).encode())  # at the old offset
+                    await lines.wait_for(before + 2)
                     await quiet_for()
         finally:
             os.close(fd)
-        assert lines.items == expected(1, 6)
+        assert lines.items == [*expected(1, before + 1), *expected(1000, 1002)]
         (event,) = [e for e in logs if e["event"] == "leading_nuls_skipped"]
-        assert event["skipped"] == len(numbered(1, 4))
+        assert (event["offset"], event["skipped"]) == (0, len(numbered(1, before + 1)))
 
 
 class TestRestartFindsTheFileAgain:

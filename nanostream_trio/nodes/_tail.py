@@ -892,7 +892,7 @@ class TailFile(NanoNode):
         tracked.prefix = tracked.suffix = b""
         tracked.mtime = None
         tracked.skipping = False
-        tracked.skip_nuls = True
+        tracked.skip_nuls, tracked.nuls = True, 0
         self._dirty = True
 
     def _quiet_long_enough(self, tracked: Tracked) -> bool:

@@ -59,6 +59,7 @@ class Tracked:
     size: int = 0  # the file's size when last looked at
     skipping: bool = False  # inside a line longer than max_line_bytes
     skip_nuls: bool = False  # after a truncation: NULs before the first line are dropped
+    nuls: int = 0  # NULs skipped so far (reported when the first line starts)
     gone: bool = False  # no longer under a watched name: read until quiet, then close
     done: bool = False  # follow=False: read to its end (or given up), kept for the checkpoint
     fresh: bool = False  # not opened yet: where reading starts is decided at the first open
@@ -127,17 +128,19 @@ class ChunkSplitter:
         tracked.pos += len(chunk)
         if tracked.skip_nuls:
             stripped = chunk.lstrip(b"\0")
-            if len(stripped) < len(chunk):
-                tracked.offset += len(chunk) - len(stripped)
+            tracked.nuls += len(chunk) - len(stripped)
+            tracked.offset += len(chunk) - len(stripped)
+            if not stripped:
+                return []  # a hole may span many chunks: one event once it ends
+            tracked.skip_nuls = False
+            if tracked.nuls:
                 self.log_event(
                     "leading_nuls_skipped",
                     path=tracked.path,
-                    offset=tracked.offset - (len(chunk) - len(stripped)),
-                    skipped=len(chunk) - len(stripped),
+                    offset=tracked.offset - tracked.nuls,
+                    skipped=tracked.nuls,
                 )
-            if not stripped:
-                return []
-            tracked.skip_nuls = False
+                tracked.nuls = 0
             chunk = stripped
         if tracked.skipping:
             newline = chunk.find(b"\n")
