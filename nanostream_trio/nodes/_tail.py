@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import errno
 import glob
-import json
 import os
 import resource
 import stat
@@ -69,6 +68,17 @@ from .._items import Items
 from .._node import EngineSettings, NanoNode
 from ._stages import EngineOptions
 from ._tail_read import FINGERPRINT_BYTES, ChunkSplitter, Known, Tracked, fingerprint
+from ._tail_store import (
+    candidates,
+    check_checkpoint_directory,
+    end_hash,
+    find_identity,
+    load_checkpoint,
+    look_for,
+    matches,
+    save_checkpoint,
+    still_there,
+)
 
 __all__ = ["TailFile"]
 
@@ -79,11 +89,8 @@ StartAt = Literal["beginning", "end"]
 READ_CHUNK = 1 << 16
 #: Bytes read from one file before the other files get a turn.
 READ_BUDGET = 1 << 20
-CHECKPOINT_VERSION = 1
 #: Upper bound of the default ``max_open_files``.
 MAX_OPEN_FILES = 256
-#: Rotated names with these endings are compressed copies, never read.
-COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".z")
 #: Open errors retried at every poll even with ``follow=False``: they pass.
 _TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.EINTR})
 
@@ -99,23 +106,6 @@ def default_max_open_files() -> int:
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return MAX_OPEN_FILES
     return max(1, min(MAX_OPEN_FILES, soft // 4))
-
-
-def _candidates(directory: str, accept: Any) -> Iterator[tuple[str, os.stat_result]]:
-    """Regular files in ``directory`` whose name ``accept`` takes, with their stat."""
-    try:
-        entries = list(os.scandir(directory or "."))
-    except OSError:
-        return
-    for entry in entries:
-        if not accept(entry.name) or entry.name.lower().endswith(COMPRESSED):
-            continue
-        try:
-            info = os.stat(entry.path)
-        except OSError:
-            continue
-        if stat.S_ISREG(info.st_mode):
-            yield entry.path, info
 
 
 class TailFile(NanoNode):
@@ -314,7 +304,7 @@ class TailFile(NanoNode):
         self._unreadable = {}
         self._splitter.failure = None
         self._limit = self.max_open_files or default_max_open_files()
-        self._check_checkpoint_directory()
+        check_checkpoint_directory(self.checkpoint, self.name)
         if not self.follow and not self.is_glob and not os.path.exists(self.path):
             msg = (
                 f"node {self.name!r}: file {self.path} does not exist (follow=False reads "
@@ -322,7 +312,7 @@ class TailFile(NanoNode):
             )
             raise FileNotFoundError(errno.ENOENT, msg, self.path)
         self._resuming = self.checkpoint is not None and os.path.exists(self.checkpoint)
-        self._saved = self._load_checkpoint()
+        self._saved = load_checkpoint(self.checkpoint, self.name)
         self._find_checkpointed_elsewhere()
         self._discover(startup=True)
         if not self.is_glob:
@@ -567,7 +557,7 @@ class TailFile(NanoNode):
         changed since it was closed); whether it is open now."""
         if tracked.gone and not tracked.fresh:
             # Closed while idle, then renamed out of the glob: find it by identity.
-            found = self._find_identity(os.path.dirname(tracked.path), tracked.identity)
+            found = find_identity(os.path.dirname(tracked.path), tracked.identity)
             if found is None:
                 self._lost_before_open(tracked, replaced=True)
                 return False
@@ -575,16 +565,6 @@ class TailFile(NanoNode):
         if not tracked.fresh and tracked.size == tracked.pos:
             return False
         return self._activate(tracked)
-
-    @staticmethod
-    def _find_identity(
-        directory: str, identity: tuple[int, int]
-    ) -> tuple[str, os.stat_result] | None:
-        """The file with ``identity`` in ``directory``, if it is there."""
-        for path, info in _candidates(directory, lambda _: True):
-            if (info.st_dev, info.st_ino) == identity:
-                return path, info
-        return None
 
     def _lost_before_open(self, tracked: Tracked, *, replaced: bool = False) -> None:
         """A tracked file that can no longer be opened by its name."""
@@ -643,7 +623,7 @@ class TailFile(NanoNode):
         def accept(entry: str) -> bool:
             return entry != base and entry.startswith(base)
 
-        for path, info in _candidates(directory, accept):
+        for path, info in candidates(directory, accept):
             if checkpoint is None or os.path.abspath(path) not in (checkpoint, f"{checkpoint}.tmp"):
                 yield path, (info.st_dev, info.st_ino)
 
@@ -698,9 +678,9 @@ class TailFile(NanoNode):
             identity = (int(entry["identity"][0]), int(entry["identity"][1]))
             if identity in self._tracked:
                 continue
-            if identity in under_name and self._still_there(entry, identity):
+            if identity in under_name and still_there(entry, identity):
                 continue
-            found = self._look_for(entry, identity)
+            found = look_for(entry, identity)
             if found is None:
                 continue
             path, info = found
@@ -717,45 +697,6 @@ class TailFile(NanoNode):
             self.log_event(
                 "file_resumed_elsewhere", path=path, was=entry["path"], offset=tracked.offset
             )
-
-    def _still_there(self, entry: dict[str, Any], identity: tuple[int, int]) -> bool:
-        """Whether the checkpointed file under the name still holds what was read."""
-        path = str(entry["path"])
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return True
-        try:
-            info = os.fstat(fd)
-            if (info.st_dev, info.st_ino) != identity:
-                return True
-            return _matches(fd, entry, info.st_size, suffix=False)
-        finally:
-            os.close(fd)
-
-    def _look_for(
-        self, entry: dict[str, Any], identity: tuple[int, int]
-    ) -> tuple[str, os.stat_result] | None:
-        directory = os.path.dirname(str(entry["path"]))
-        copies: list[tuple[str, os.stat_result]] = []
-        for path, info in _candidates(directory, lambda _: True):
-            here = (info.st_dev, info.st_ino)
-            if here == identity:
-                copies.insert(0, (path, info))
-            elif info.st_size >= int(entry["offset"]) and "suffix_sha256" in entry:
-                copies.append((path, info))
-        for path, info in copies:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                same = (info.st_dev, info.st_ino) == identity
-                if _matches(fd, entry, info.st_size, suffix=not same):
-                    return path, info
-            finally:
-                os.close(fd)
-        return None
 
     # -- where reading starts --------------------------------------------------------
 
@@ -793,7 +734,7 @@ class TailFile(NanoNode):
         for entry in self._saved:
             if tuple(entry["identity"]) != tracked.identity:
                 continue
-            if not _matches(tracked.fd, entry, size, suffix=False):
+            if not matches(tracked.fd, entry, size, suffix=False):
                 tracked.skip_nuls = True  # truncated while stopped: maybe a writer's old offset
                 return False  # the same inode holds other content now: not a resume
             tracked.offset = tracked.pos = int(entry["offset"])
@@ -924,46 +865,6 @@ class TailFile(NanoNode):
 
     # -- checkpoint ----------------------------------------------------------------
 
-    def _load_checkpoint(self) -> list[dict[str, Any]]:
-        if self.checkpoint is None:
-            return []
-        try:
-            with open(self.checkpoint, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return []
-        except ValueError as exc:
-            msg = (
-                f"node {self.name!r}: checkpoint file {self.checkpoint} is not valid JSON "
-                f"({exc}); delete it to start over"
-            )
-            raise ConfigError(msg, node=self.name, key="checkpoint") from exc
-        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
-            msg = (
-                f"node {self.name!r}: checkpoint file {self.checkpoint} is not a TailFile "
-                f"checkpoint of version {CHECKPOINT_VERSION}; delete it to start over"
-            )
-            raise ConfigError(msg, node=self.name, key="checkpoint")
-        files: list[dict[str, Any]] = data.get("files", [])
-        return files
-
-    def _check_checkpoint_directory(self) -> None:
-        if self.checkpoint is None:
-            return
-        directory = os.path.dirname(os.path.abspath(self.checkpoint))
-        if not os.path.isdir(directory):
-            msg = (
-                f"node {self.name!r}: the directory of checkpoint file {self.checkpoint} "
-                f"({directory}) does not exist; create it or choose another path"
-            )
-            raise ConfigError(msg, node=self.name, key="checkpoint")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            msg = (
-                f"node {self.name!r}: cannot write checkpoint file {self.checkpoint}: "
-                f"directory {directory} is not writable"
-            )
-            raise ConfigError(msg, node=self.name, key="checkpoint")
-
     def _lag(self) -> int:
         """Lines that can sit downstream, unseen by this node: twice each inbox, plus one."""
         seen: set[int] = set()
@@ -989,7 +890,7 @@ class TailFile(NanoNode):
         while self._history and self._history[0][0] <= safe:
             chosen = self._history.popleft()[1]
         if chosen is not None:
-            self._save_checkpoint(chosen)
+            save_checkpoint(self.checkpoint, self.path, chosen)
         if self._history:
             self._dirty = True  # saves behind what was emitted: try again next interval
 
@@ -1000,7 +901,7 @@ class TailFile(NanoNode):
     def _commit_pending(self) -> None:
         """Write the final offsets held since a graceful end (on success, or the commit node)."""
         if self._pending is not None:
-            self._save_checkpoint(self._pending)
+            save_checkpoint(self.checkpoint, self.path, self._pending)
             self._pending = None
 
     def _snapshot(self) -> _Snapshot:
@@ -1021,36 +922,11 @@ class TailFile(NanoNode):
                 "prefix_len": len(prefix),
                 "prefix_sha256": fingerprint(prefix),
             }
-            end = self._end_hash(tracked)
+            end = end_hash(tracked)
             if end is not None:
                 entry["suffix_len"], entry["suffix_sha256"] = end
             files.append(entry)
         return files
-
-    @staticmethod
-    def _end_hash(tracked: Tracked) -> tuple[int, str] | None:
-        """Length and hash of the bytes just before ``offset`` (to recognise a copy made
-        while stopped), computed once per offset."""
-        cached = tracked.end_hash
-        if cached is not None and cached[0] == tracked.offset:
-            return cached[1], cached[2]
-        if tracked.fd is None or tracked.offset == 0:
-            return None
-        length = min(FINGERPRINT_BYTES, tracked.offset)
-        digest = fingerprint(os.pread(tracked.fd, length, tracked.offset - length))
-        tracked.end_hash = (tracked.offset, length, digest)
-        return length, digest
-
-    def _save_checkpoint(self, files: _Snapshot) -> None:
-        if self.checkpoint is None:
-            return
-        data = {"version": CHECKPOINT_VERSION, "source": self.path, "files": files}
-        temporary = f"{self.checkpoint}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.checkpoint)
 
 
 class _TailCommit(NanoNode):
@@ -1068,20 +944,3 @@ class _TailCommit(NanoNode):
     def finish(self) -> None:
         """Save the TailFile's final offsets: everything upstream drained without failing."""
         self._tail._commit_pending()
-
-
-def _matches(fd: int, entry: dict[str, Any], size: int, *, suffix: bool) -> bool:
-    """Whether the file open at ``fd`` holds what a checkpoint entry recorded: its first
-    bytes (and, with ``suffix``, the bytes just before the saved offset)."""
-    offset = int(entry["offset"])
-    if size < offset:
-        return False
-    prefix = os.pread(fd, int(entry["prefix_len"]), 0)
-    if fingerprint(prefix) != entry["prefix_sha256"]:
-        return False
-    if not suffix:
-        return True
-    length = int(entry.get("suffix_len", 0))
-    if not length or not int(entry["prefix_len"]):
-        return False
-    return bool(fingerprint(os.pread(fd, length, offset - length)) == entry["suffix_sha256"])
