@@ -5,7 +5,11 @@ is new):
 
 1. *Discover*: stat the watched name (or expand the glob). Files are tracked
    by identity (device and inode), not by name, so a file renamed to another
-   matching name keeps its position.
+   matching name keeps its position. With a single path, whenever the file
+   under the name changes (or was truncated), the same directory is scanned
+   for rotated names (``app.log.1``, ``app.log-20240101``): a file there that
+   was not in the directory before is a file the name held between two polls
+   (read whole) or a copytruncate copy (read from the offset already reached).
 2. *Rotation by rename and create*: a tracked file no longer under any
    watched name (renamed away or deleted) stays open and is still read, since
    a writer may keep writing to its old descriptor for a moment; once it has
@@ -15,16 +19,22 @@ is new):
 3. *Truncation and copy-truncate*: a tracked file smaller than the position
    read so far, or whose first bytes no longer match what was read there (it
    was truncated and written again between two polls), is read again from
-   its start.
-4. *Read*: new bytes are split into lines; complete lines are emitted as
-   :class:`~nanostream_trio.nodes.Line` objects (path and line number
-   attached); a partial last line is held until its line ending arrives.
+   its start, NUL bytes before its first line skipped.
+4. *Read*: up to 64 KiB at a time is split and decoded in one go, and the
+   chunk's complete lines are handed to the engine as one ``Items`` list; a
+   partial last line is held until its line ending arrives.
+
+At most ``max_open_files`` files are open: idle ones (read to their end) are
+closed and reopened when they grow, by name and identity.
 
 Offsets are saved to a small JSON checkpoint file (written to a temporary
 file, then renamed over the old one). A restart resumes every file whose
-identity and first bytes match the checkpoint at the saved offset. The
-checkpoint must not get ahead of what the pipeline has delivered (lines may
-be read twice after a crash, never lost), as far as a source can tell:
+identity and first bytes match the checkpoint at the saved offset; a file of
+the checkpoint no longer under the watched name is looked for by identity in
+its directory, and a copy of it (copytruncate while stopped) by its first and
+last bytes. The checkpoint must not get ahead of what the pipeline has
+delivered (lines may be read twice after a crash, never lost), as far as a
+source can tell:
 
 * The final save happens only when the node ended gracefully (its input was
   exhausted with ``follow=False``, or ``pipeline.stop()``) and the whole
@@ -41,11 +51,10 @@ be read twice after a crash, never lost), as far as a source can tell:
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import glob
-import hashlib
-import json
 import os
+import resource
 import stat
 import sys
 from collections import deque
@@ -55,55 +64,35 @@ from typing import Any, Literal, Unpack
 import trio
 
 from .._exceptions import ConfigError
+from .._items import Items
 from .._node import EngineSettings, NanoNode
-from ._files import Line, strip_line_ending
 from ._stages import EngineOptions
+from ._tail_read import FINGERPRINT_BYTES, ChunkSplitter, Known, Tracked, fingerprint
+from ._tail_store import (
+    candidates,
+    check_checkpoint_directory,
+    end_hash,
+    find_identity,
+    load_checkpoint,
+    look_for,
+    matches,
+    save_checkpoint,
+    still_there,
+)
 
 __all__ = ["TailFile"]
 
 _Snapshot = list[dict[str, Any]]
 
 StartAt = Literal["beginning", "end"]
-#: Bytes at a file's start used to recognise it (truncated and rewritten, or resumed).
-FINGERPRINT_BYTES = 256
 #: Bytes read per system call.
 READ_CHUNK = 1 << 16
 #: Bytes read from one file before the other files get a turn.
 READ_BUDGET = 1 << 20
-CHECKPOINT_VERSION = 1
-
-
-@dataclasses.dataclass
-class _Tracked:
-    """One open file being followed."""
-
-    path: str
-    fd: int
-    identity: tuple[int, int]
-    offset: int = 0  # bytes consumed: the start of the first line not yet emitted
-    pos: int = 0  # bytes read (offset plus the held partial line, or the skipped long line)
-    lineno: int = 0  # lines emitted (or skipped) so far
-    partial: bytearray = dataclasses.field(default_factory=bytearray)
-    prefix: bytes = b""  # the file's first bytes, as read
-    suffix: bytes = b""  # the last bytes read (before pos), this run
-    mtime: int | None = None  # modification time when pos reached the end
-    skipping: bool = False  # inside a line longer than max_line_bytes
-    gone: bool = False  # no longer under a watched name: read until quiet, then close
-    quiet_since: float | None = None  # (gone files) Trio time it last grew, or was seen gone
-    last_size: int = -1  # (gone files) bytes read when quiet_since was set
-
-
-@dataclasses.dataclass(frozen=True)
-class _Known:
-    """Content read from a file: its first and last bytes read, and how far."""
-
-    path: str
-    prefix: bytes
-    suffix: bytes
-    offset: int
-    pos: int
-    lineno: int
-
+#: Upper bound of the default ``max_open_files``.
+MAX_OPEN_FILES = 256
+#: Open errors retried at every poll even with ``follow=False``: they pass.
+_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.EINTR})
 
 #: Returned by TailFile._copy_of: look at this new file again at the next poll.
 _DEFER = object()
@@ -111,8 +100,12 @@ _DEFER = object()
 RETIRED_FINGERPRINTS = 64
 
 
-def _fingerprint(prefix: bytes) -> str:
-    return hashlib.sha256(prefix).hexdigest()
+def default_max_open_files() -> int:
+    """256, or a quarter of the process's soft ``RLIMIT_NOFILE`` if that is smaller."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return MAX_OPEN_FILES
+    return max(1, min(MAX_OPEN_FILES, soft // 4))
 
 
 class TailFile(NanoNode):
@@ -122,18 +115,22 @@ class TailFile(NanoNode):
     and ``lineno``) per complete line, without its line ending, decoded with
     ``encoding`` (undecodable bytes are replaced by default, so a line of
     binary garbage still arrives and a parser downstream can reject it with
-    its line number).
+    its line number). Lines are read, decoded and handed over a chunk (64 KiB)
+    at a time; ``locate=False`` emits plain ``str`` lines instead of
+    :class:`Line`, about twice as fast where nothing needs ``path``/``lineno``.
 
     It follows ``tail -F`` semantics: rotation by rename and create,
     copy-truncate and plain truncation are detected (see the module notes in
     ``docs/nodes.md``; a truncation is reported by a ``file_truncated``
     event); a partial last line is held until it is complete; a file that does
-    not exist yet is waited for.
+    not exist yet is waited for (reported once by a ``file_missing`` event).
 
     Where reading starts, for each file found at start-up:
 
     * at the offset saved in ``checkpoint``, if the file there is the same
-      file (same inode and same first bytes);
+      file (same inode and same first bytes), also when it was renamed away
+      within its directory or copied by copytruncate while the node was
+      stopped;
     * otherwise at ``start_at``: ``"beginning"`` (default, as Vector's file
       source does without a checkpoint) or ``"end"`` (only new lines); but a
       file missing from an existing checkpoint appeared after its last save
@@ -141,12 +138,13 @@ class TailFile(NanoNode):
 
     Files that appear later (after a rotation, or new matches of the glob)
     are read from their beginning, except a copy of content already read
-    (copy-truncate into a name the glob matches), recognised by its first and
-    last bytes read and read from the offset already reached.
+    (copy-truncate), recognised by its first and last bytes read and read
+    from the offset already reached.
 
-    The node is ready once the files that exist are open. With
-    ``follow=False`` it reads what is there (emitting a last unterminated
-    line as well) and ends; otherwise it runs until the pipeline stops.
+    The node is ready once the files that exist are open (up to
+    ``max_open_files``). With ``follow=False`` it reads what is there
+    (emitting a last unterminated line as well) and ends; otherwise it runs
+    until the pipeline stops.
 
     Delivery is at least once (after a crash lines may be read again, never
     lost) within these limits. The final save happens only when the node
@@ -155,11 +153,12 @@ class TailFile(NanoNode):
     (:meth:`on_success`), never after a failure anywhere (also downstream,
     after the tail itself ended), cancel or interrupt. Linking :attr:`commit`
     at the end of the pipeline (``tail > parse > write > tail.commit``) saves
-    as soon as everything before it has drained. Periodic saves (every ``checkpoint_interval``
-    while lines flow) record the offsets of lines emitted at least ``lag``
-    lines ago, ``lag`` bounding what the inboxes downstream can hold; a node
-    that keeps items across calls (``Batch``, ``TumblingWindow``) can hold
-    more, so with such nodes rely on the final save (and :attr:`commit`).
+    as soon as everything before it has drained. Periodic saves (every
+    ``checkpoint_interval`` while lines flow) record the offsets of lines
+    emitted at least ``lag`` lines ago, ``lag`` bounding what the inboxes
+    downstream can hold; a node that keeps items across calls (``Batch``,
+    ``TumblingWindow``) can hold more, so with such nodes rely on the final
+    save (and :attr:`commit`).
 
     Args:
         path: a file path or a glob such as ``"logs/*.log"``.
@@ -170,14 +169,24 @@ class TailFile(NanoNode):
         poll_interval: seconds (Trio clock) between polls when nothing is new.
         checkpoint_interval: seconds between checkpoint writes while lines flow.
         encoding: text encoding of the files.
-        errors: decoding error handler (default ``"replace"``).
+        errors: decoding error handler (default ``"replace"``; with
+            ``"strict"`` an undecodable line fails the node with a
+            :class:`~nanostream_trio.nodes.FileDecodeError` naming file and line).
         max_line_bytes: longer lines are skipped and reported by a
             ``line_too_long`` event (so memory stays bounded).
         rotate_wait: seconds (Trio clock) a file renamed away or deleted is
             still read after it last grew, for a writer that keeps writing to
             its old descriptor for a moment after a rotation (default 5).
+        max_open_files: files held open at most (default: 256, or a quarter of
+            the soft ``RLIMIT_NOFILE`` if smaller); idle files beyond it are
+            closed and reopened when they grow.
+        locate: emit :class:`Line` objects (default) or plain ``str``.
         name: the node's name.
         **engine: engine settings (see :class:`NanoNode`).
+
+    Raises:
+        FileNotFoundError: at setup, with ``follow=False``, if a single
+            ``path`` (not a glob) does not exist (the message names the node).
 
     Example::
 
@@ -197,6 +206,8 @@ class TailFile(NanoNode):
         errors: str = "replace",
         max_line_bytes: int = 1 << 20,
         rotate_wait: float = 5.0,
+        max_open_files: int | None = None,
+        locate: bool = True,
         name: str | None = None,
         **engine: Unpack[EngineOptions],
     ) -> None:
@@ -216,6 +227,9 @@ class TailFile(NanoNode):
                 f"{checkpoint_interval!r}, {max_line_bytes!r}, {rotate_wait!r}"
             )
             raise ConfigError(msg, node=self.name, key="poll_interval")
+        if max_open_files is not None and max_open_files < 1:
+            msg = f"node {self.name!r} needs max_open_files >= 1; got {max_open_files!r}"
+            raise ConfigError(msg, node=self.name, key="max_open_files")
         self.path = os.fspath(path)
         self.is_glob = glob.has_magic(self.path)
         self.start_at: StartAt = start_at
@@ -227,7 +241,9 @@ class TailFile(NanoNode):
         self.errors = errors
         self.max_line_bytes = max_line_bytes
         self.rotate_wait = rotate_wait
-        self._tracked: dict[tuple[int, int], _Tracked] = {}
+        self.max_open_files = max_open_files
+        self.locate = locate
+        self._tracked: dict[tuple[int, int], Tracked] = {}
         self._saved: list[dict[str, Any]] = []
         self._dirty = False
         self._emitted = 0  # lines emitted in this run
@@ -235,8 +251,19 @@ class TailFile(NanoNode):
         self._commit: _TailCommit | None = None
         self._pending: _Snapshot | None = None  # the final offsets, awaiting the commit node
         self._resuming = False  # a checkpoint file existed at start-up
-        self._retired: deque[_Known] = deque(maxlen=RETIRED_FINGERPRINTS)
+        self._retired: deque[Known] = deque(maxlen=RETIRED_FINGERPRINTS)
         self._deferred: dict[str, float] = {}  # new files that may be copies being written
+        self._splitter = ChunkSplitter(encoding, errors, max_line_bytes, locate, self.log_event)
+        self._limit = 1
+        self._open_count = 0
+        self._poll = 0
+        self._name_identity: tuple[int, int] | None = None  # (single path) file under the name
+        self._dir_known: set[tuple[int, int]] = set()  # (single path) rotated files seen
+        self._rescan = False  # (single path) look for rotated files at the next poll
+        self._truncations: list[Known] = []  # (single path) truncated; copy not found yet
+        self._missing = False  # a file_missing event was emitted and still holds
+        self._unreadable: dict[str, int] = {}  # path -> errno reported by file_unreadable
+        self._retry = False  # an open failed for a passing reason: look again
 
     @property
     def commit(self) -> NanoNode:
@@ -267,10 +294,29 @@ class TailFile(NanoNode):
         self._emitted = 0
         self._history.clear()
         self._pending = None
-        self._check_checkpoint_directory()
+        self._open_count = 0
+        self._poll = 0
+        self._name_identity = None
+        self._dir_known = set()
+        self._rescan = False
+        self._truncations = []
+        self._missing = False
+        self._unreadable = {}
+        self._splitter.failure = None
+        self._limit = self.max_open_files or default_max_open_files()
+        check_checkpoint_directory(self.checkpoint, self.name)
+        if not self.follow and not self.is_glob and not os.path.exists(self.path):
+            msg = (
+                f"node {self.name!r}: file {self.path} does not exist (follow=False reads "
+                "the file as it is now; use follow=True to wait for it)"
+            )
+            raise FileNotFoundError(errno.ENOENT, msg, self.path)
         self._resuming = self.checkpoint is not None and os.path.exists(self.checkpoint)
-        self._saved = self._load_checkpoint()
+        self._saved = load_checkpoint(self.checkpoint, self.name)
+        self._find_checkpointed_elsewhere()
         self._discover(startup=True)
+        if not self.is_glob:
+            self._dir_known = {info_id for _, info_id in self._rotated_files()}
 
     async def teardown(self) -> None:
         """Save the offsets if the node ended gracefully, and close every file."""
@@ -286,50 +332,95 @@ class TailFile(NanoNode):
                 self._pending = self._snapshot()
         finally:
             for tracked in self._tracked.values():
-                os.close(tracked.fd)
+                self._close(tracked)
             self._tracked = {}
 
-    async def generator(self) -> AsyncIterator[Line]:
+    async def generator(self) -> AsyncIterator[Any]:
         """Yield lines as they are written, until stopped (or at the end without ``follow``)."""
         next_save = trio.current_time() + self.checkpoint_interval
         while True:
             emitted = False
             self._discover(startup=False)
             for tracked in list(self._tracked.values()):
-                for line in self._read(tracked):
+                if tracked.done or (tracked.fd is None and not self._reopen(tracked)):
+                    continue
+                for lines in self._read(tracked):
                     emitted = True
-                    self._emitted += 1
-                    yield line
+                    self._emitted += len(lines)
+                    yield Items(lines)
                 if not self.follow or (tracked.gone and self._quiet_long_enough(tracked)):
-                    for line in self._finish(tracked):
-                        self._emitted += 1
-                        yield line
+                    for lines in self._finish(tracked):
+                        emitted = True
+                        self._emitted += len(lines)
+                        yield Items(lines)
+                if self._splitter.failure is not None:
+                    raise self._splitter.failure
             if self._dirty and trio.current_time() >= next_save:
                 self._periodic_save()
                 next_save = trio.current_time() + self.checkpoint_interval
-            if not self.follow and not emitted:
+            if not self.follow and not emitted and not self._work_left():
                 return
             if emitted:
                 await trio.lowlevel.checkpoint()
             else:
                 await trio.sleep(self.poll_interval)
 
+    def _work_left(self) -> bool:
+        """(follow=False) Whether a file still waits to be opened or read to its end."""
+        return self._retry or self._rescan or any(not t.done for t in self._tracked.values())
+
     # -- discovery ---------------------------------------------------------------
 
-    def _names(self) -> list[str]:
-        if self.is_glob:
-            return sorted(glob.glob(self.path))
-        return [self.path]
+    def _names(self) -> list[str] | None:
+        """The watched names now; None if the glob's directory cannot be listed now (out
+        of descriptors: ``glob`` would silently match nothing)."""
+        if not self.is_glob:
+            return [self.path]
+        top = self._glob_root()
+        for attempt in range(2):
+            try:
+                os.close(os.open(top, os.O_RDONLY | os.O_DIRECTORY))
+            except FileNotFoundError:
+                return []
+            except OSError as exc:
+                if (
+                    attempt == 0
+                    and exc.errno in (errno.EMFILE, errno.ENFILE)
+                    and self._close_idle()
+                ):
+                    continue
+                self._report_unreadable(top, exc)
+                self._retry = True
+                return None
+            break
+        return sorted(glob.glob(self.path))
+
+    def _glob_root(self) -> str:
+        """The longest leading directory of the glob without wildcards."""
+        head = self.path
+        while glob.has_magic(head):
+            head = os.path.dirname(head)
+        return head or "."
 
     def _discover(self, *, startup: bool) -> None:
+        self._poll += 1
+        self._retry = False
         present: set[tuple[int, int]] = set()
-        for name in self._names():
+        found = False
+        names = self._names()
+        if names is None:
+            return  # nothing is known about the names this poll: change nothing
+        for name in names:
             try:
                 info = os.stat(name)
-            except OSError:
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._report_unreadable(name, exc)
                 continue
             if not stat.S_ISREG(info.st_mode):
                 continue
+            found = True
             identity = (info.st_dev, info.st_ino)
             present.add(identity)
             tracked = self._tracked.get(identity)
@@ -337,57 +428,287 @@ class TailFile(NanoNode):
                 tracked.path = name
                 tracked.gone = False
                 tracked.quiet_since = None
+                tracked.size = info.st_size
                 continue
-            opened = self._open(name, startup)
-            if opened is not None:
-                self._tracked[opened.identity] = opened
-                present.add(opened.identity)
+            if not self.is_glob and not startup and identity != self._name_identity:
+                self._rescan = True  # the name holds another file: look for rotated ones
+            if self._rescan:
+                self._scan_rotated()
+            self._add(name, info, startup=startup)
+        if not self.is_glob:
+            current = next(iter(present), None)
+            if current is None and self._name_identity is not None and not startup:
+                self._rescan = True  # renamed away (or deleted): where did it go?
+            self._name_identity = current
+        if self._rescan:
+            self._scan_rotated()
+        self._report_missing(found)
         for identity, tracked in self._tracked.items():
             if identity not in present:
                 tracked.gone = True
 
-    def _open(self, name: str, startup: bool) -> _Tracked | None:
-        try:
-            fd = os.open(name, os.O_RDONLY)
-        except OSError:
-            return None  # vanished between stat and open; the next poll sees what is there
-        info = os.fstat(fd)
-        tracked = _Tracked(name, fd, (info.st_dev, info.st_ino))
-        if not startup and self.is_glob:
-            known = self._copy_of(tracked, info.st_size)
-            if known is _DEFER:
-                os.close(fd)
+    def _add(self, name: str, info: os.stat_result, *, startup: bool, gone: bool = False) -> None:
+        """Track a newly found file and open it if ``max_open_files`` allows."""
+        identity = (info.st_dev, info.st_ino)
+        tracked = Tracked(
+            name, None, identity, size=info.st_size, gone=gone, fresh=True, at_start=startup
+        )
+        self._tracked[identity] = tracked
+        self._dirty = True
+        self._activate(tracked)
+
+    def _report_missing(self, found: bool) -> None:
+        if found:
+            self._missing = False
+        elif not self._missing:
+            self._missing = True
+            self.log_event("file_missing", "warning", path=self.path, glob=self.is_glob)
+
+    def _report_unreadable(self, path: str, exc: OSError) -> None:
+        code = exc.errno or 0
+        retry = self.follow or code in _TRANSIENT  # otherwise given up, once reported
+        self._retry = self._retry or retry
+        if self._unreadable.get(path) == code:
+            return
+        self._unreadable[path] = code
+        self.log_event(
+            "file_unreadable",
+            "warning",
+            path=path,
+            error=str(exc),
+            errno=errno.errorcode.get(code, str(code)),
+            retry=retry,
+        )
+
+    # -- opening and closing -------------------------------------------------------
+
+    def _open_fd(self, path: str) -> int | None:
+        """A descriptor of ``path``, or None (vanished, or reported by ``file_unreadable``)."""
+        for attempt in range(2):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
                 return None
-            if isinstance(known, _Known):
+            except OSError as exc:
+                if (
+                    attempt == 0
+                    and exc.errno in (errno.EMFILE, errno.ENFILE)
+                    and self._close_idle()
+                ):
+                    continue
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    # The process is out of descriptors: hold no more than now.
+                    self._limit = max(1, min(self._limit, self._open_count))
+                self._report_unreadable(path, exc)
+                return None
+            self._unreadable.pop(path, None)
+            self._open_count += 1
+            return fd
+        return None  # pragma: no cover - the loop always returns
+
+    def _close(self, tracked: Tracked) -> None:
+        if tracked.fd is not None:
+            os.close(tracked.fd)
+            tracked.fd = None
+            self._open_count -= 1
+
+    def _close_idle(self) -> bool:
+        """Close the least recently active open file that is read to its end and still
+        under a watched name; whether one was closed."""
+        if not self.is_glob:
+            return False  # a single path holds few files, each needed until it is quiet
+        idle = [
+            t
+            for t in self._tracked.values()
+            if t.fd is not None and not t.gone and t.mtime is not None and not t.partial
+        ]
+        if not idle:
+            return False
+        self._close(min(idle, key=lambda t: t.last_active))
+        return True
+
+    def _activate(self, tracked: Tracked) -> bool:
+        """Open ``tracked`` (closing an idle file if at ``max_open_files``); whether it is
+        open. A first open decides where reading starts."""
+        if self._open_count >= self._limit and not self._close_idle():
+            self._retry = True
+            return False
+        fd = self._open_fd(tracked.path)
+        if fd is None:
+            self._lost_before_open(tracked)
+            return False
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != tracked.identity:
+            os.close(fd)  # the name holds another file now: the next poll tracks it
+            self._open_count -= 1
+            self._lost_before_open(tracked, replaced=True)
+            return False
+        tracked.fd = fd
+        if tracked.fresh:
+            if not self._place(tracked, info.st_size, startup=tracked.at_start):
+                self._close(tracked)  # a copy still being written, maybe: look again
+                self._retry = True
+                return False
+            tracked.fresh = False
+        return True
+
+    def _reopen(self, tracked: Tracked) -> bool:
+        """Open a closed file if it may have something to read (a first open, or its size
+        changed since it was closed); whether it is open now."""
+        if tracked.gone and not tracked.fresh:
+            # Closed while idle, then renamed out of the glob: find it by identity.
+            found = find_identity(os.path.dirname(tracked.path), tracked.identity)
+            if found is None:
+                self._lost_before_open(tracked, replaced=True)
+                return False
+            tracked.path, tracked.size = found[0], found[1].st_size
+        if not tracked.fresh and tracked.size == tracked.pos:
+            return False
+        return self._activate(tracked)
+
+    def _lost_before_open(self, tracked: Tracked, *, replaced: bool = False) -> None:
+        """A tracked file that can no longer be opened by its name."""
+        if self.follow and not replaced and tracked.path in self._unreadable:
+            return  # reported; retried at the next poll
+        code = self._unreadable.get(tracked.path)
+        if code is not None and code in _TRANSIENT:
+            return  # out of descriptors: retried at the next poll
+        del self._tracked[tracked.identity]
+        if code is not None:
+            return  # follow=False: reported by file_unreadable, given up
+        if tracked.size > tracked.pos:
+            self.log_event(
+                "data_possibly_lost",
+                "warning",
+                path=tracked.path,
+                start=tracked.pos,
+                end=tracked.size,
+                reason="file replaced or deleted before it could be read",
+            )
+
+    def _place(self, tracked: Tracked, size: int, *, startup: bool) -> bool:
+        """Where a newly opened file is read from; False: look again at the next poll."""
+        if not startup and (self.is_glob or tracked.gone):
+            known = self._copy_of(tracked, size)
+            if known is _DEFER:
+                return False
+            if isinstance(known, Known):
                 tracked.offset = tracked.pos = known.offset
                 tracked.lineno = known.lineno
                 tracked.prefix = known.prefix
+                if known in self._truncations:
+                    self._truncations.remove(known)
                 self.log_event(
                     "file_copy_resumed",
-                    path=name,
+                    path=tracked.path,
                     copy_of=known.path,
                     offset=known.offset,
                     line=known.lineno,
                 )
-        if startup:
-            resumed = self._resume(tracked, info.st_size)
-            # A file missing from an existing checkpoint appeared after that save
-            # (the checkpoint lags behind): read it whole, start_at is for first runs.
-            if not resumed and self.start_at == "end" and not self._resuming:
-                self._seek_to_last_line_end(tracked, info.st_size)
-        self._dirty = True
-        return tracked
+                return True
+        resumed = self._resume(tracked, size)
+        # A file missing from an existing checkpoint appeared after that save
+        # (the checkpoint lags behind): read it whole, start_at is for first runs.
+        if startup and not resumed and self.start_at == "end" and not self._resuming:
+            self._seek_to_last_line_end(tracked, size)
+        return True
 
-    def _known_contents(self) -> Iterator[_Known]:
-        for other in self._tracked.values():
-            yield _Known(
-                other.path, other.prefix, other.suffix, other.offset, other.pos, other.lineno
+    # -- rotated files (single path) ----------------------------------------------
+
+    def _rotated_files(self) -> Iterator[tuple[str, tuple[int, int]]]:
+        """Files in the watched file's directory under rotated names (``app.log.1``)."""
+        directory, base = os.path.split(self.path)
+        checkpoint = os.path.abspath(self.checkpoint) if self.checkpoint else None
+
+        def accept(entry: str) -> bool:
+            return entry != base and entry.startswith(base)
+
+        for path, info in candidates(directory, accept):
+            if checkpoint is None or os.path.abspath(path) not in (checkpoint, f"{checkpoint}.tmp"):
+                yield path, (info.st_dev, info.st_ino)
+
+    def _scan_rotated(self) -> None:
+        """Open files that appeared under rotated names since the last scan: files the
+        watched name held between two polls, or copytruncate copies."""
+        self._rescan = False
+        before, self._dir_known = self._dir_known, set()  # only what is there now is kept
+        for path, identity in list(self._rotated_files()):
+            if identity in before or identity in self._tracked:
+                self._dir_known.add(identity)
+                continue
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            self._add(path, info, startup=False, gone=True)
+            tracked = self._tracked.get(identity)
+            if tracked is not None and tracked.fresh and path in self._deferred:
+                continue  # maybe a copy still being written: looked at again while tracked
+            self._dir_known.add(identity)
+            if tracked is not None and tracked.offset == 0 and tracked.fd is not None:
+                self.log_event("rotated_file_found", path=path, rotated_from=self.path)
+        waiting = any(t.fresh and t.path in self._deferred for t in self._tracked.values())
+        if waiting:
+            self._rescan = True  # report a loss only once no possible copy is left
+        else:
+            for known in self._truncations:
+                self.log_event(
+                    "data_possibly_lost",
+                    "warning",
+                    path=known.path,
+                    start=known.pos,
+                    end=None,
+                    reason="truncated; no copy of it found in its directory",
+                )
+            self._truncations.clear()
+
+    def _find_checkpointed_elsewhere(self) -> None:
+        """Files of the checkpoint that are no longer under the watched name, found again
+        in the same directory by identity, or a copy by their first and last bytes."""
+        if not self._saved:
+            return
+        under_name: set[tuple[int, int]] = set()
+        for name in self._names() or []:
+            try:
+                info = os.stat(name)
+            except OSError:
+                continue
+            under_name.add((info.st_dev, info.st_ino))
+        for entry in self._saved:
+            identity = (int(entry["identity"][0]), int(entry["identity"][1]))
+            if identity in self._tracked:
+                continue
+            if identity in under_name and still_there(entry, identity):
+                continue
+            found = look_for(entry, identity)
+            if found is None:
+                continue
+            path, info = found
+            tracked = Tracked(path, None, (info.st_dev, info.st_ino), size=info.st_size, gone=True)
+            fd = self._open_fd(path)
+            if fd is None:
+                continue
+            tracked.fd = fd
+            tracked.offset = tracked.pos = int(entry["offset"])
+            tracked.lineno = int(entry["lineno"])
+            tracked.prefix = os.pread(fd, int(entry["prefix_len"]), 0)
+            self._tracked[tracked.identity] = tracked
+            self._dirty = True
+            self.log_event(
+                "file_resumed_elsewhere", path=path, was=entry["path"], offset=tracked.offset
             )
+
+    # -- where reading starts --------------------------------------------------------
+
+    def _known_contents(self) -> Iterator[Known]:
+        for other in self._tracked.values():
+            yield Known.of(other)
         yield from self._retired
 
-    def _copy_of(self, tracked: _Tracked, size: int) -> _Known | object | None:
-        """The content a new file is a copy of (copy-truncate into a name the glob matches),
-        :data:`_DEFER` while a copy may still be being written, or ``None``."""
+    def _copy_of(self, tracked: Tracked, size: int) -> Known | object | None:
+        """The content a new file is a copy of (copy-truncate), :data:`_DEFER` while a copy
+        may still be being written, or ``None``."""
+        assert tracked.fd is not None
         head: bytes | None = None
         for known in self._known_contents():
             if len(known.prefix) < FINGERPRINT_BYTES or not known.suffix:
@@ -408,20 +729,22 @@ class TailFile(NanoNode):
         self._deferred.pop(tracked.path, None)
         return None
 
-    def _resume(self, tracked: _Tracked, size: int) -> bool:
+    def _resume(self, tracked: Tracked, size: int) -> bool:
+        assert tracked.fd is not None
         for entry in self._saved:
             if tuple(entry["identity"]) != tracked.identity:
                 continue
-            prefix = os.pread(tracked.fd, int(entry["prefix_len"]), 0)
-            if _fingerprint(prefix) != entry["prefix_sha256"] or size < entry["offset"]:
+            if not matches(tracked.fd, entry, size, suffix=False):
+                tracked.skip_nuls = True  # truncated while stopped: maybe a writer's old offset
                 return False  # the same inode holds other content now: not a resume
             tracked.offset = tracked.pos = int(entry["offset"])
             tracked.lineno = int(entry["lineno"])
-            tracked.prefix = prefix
+            tracked.prefix = os.pread(tracked.fd, int(entry["prefix_len"]), 0)
             return True
         return False
 
-    def _seek_to_last_line_end(self, tracked: _Tracked, size: int) -> None:
+    def _seek_to_last_line_end(self, tracked: Tracked, size: int) -> None:
+        assert tracked.fd is not None
         position = size
         while position > 0:
             start = max(0, position - READ_CHUNK)
@@ -437,7 +760,8 @@ class TailFile(NanoNode):
 
     # -- reading -------------------------------------------------------------------
 
-    def _rewritten(self, tracked: _Tracked, info: os.stat_result) -> bool:
+    def _rewritten(self, tracked: Tracked, info: os.stat_result) -> bool:
+        assert tracked.fd is not None
         size, pos, prefix = info.st_size, tracked.pos, tracked.prefix
         if size < pos:
             return True
@@ -454,108 +778,65 @@ class TailFile(NanoNode):
         suffix = tracked.suffix
         return bool(suffix) and os.pread(tracked.fd, len(suffix), pos - len(suffix)) != suffix
 
-    def _read(self, tracked: _Tracked) -> Iterator[Line]:
-        info = os.fstat(tracked.fd)
-        size = info.st_size
+    def _read(self, tracked: Tracked) -> Iterator[list[Any]]:
+        fd = tracked.fd
+        assert fd is not None
+        info = os.fstat(fd)
+        size = tracked.size = info.st_size
         if self._rewritten(tracked, info):
-            self.log_event("file_truncated", path=tracked.path, offset=tracked.pos, size=size)
-            if len(tracked.prefix) >= FINGERPRINT_BYTES and tracked.suffix:
-                # Its old content may reappear as a copy (copy-truncate): remember it.
-                self._retired.append(
-                    _Known(
-                        tracked.path,
-                        tracked.prefix,
-                        tracked.suffix,
-                        tracked.offset,
-                        tracked.pos,
-                        tracked.lineno,
-                    )
-                )
-            yield from self._flush_partial(tracked)
-            tracked.offset = tracked.pos = tracked.lineno = 0
-            tracked.prefix = tracked.suffix = b""
-            tracked.mtime = None
-            tracked.skipping = False
-            self._dirty = True
+            yield from self._restart_truncated(tracked, size)
         budget = READ_BUDGET
+        split = self._splitter.split
         while budget > 0:
-            chunk = os.pread(tracked.fd, READ_CHUNK, tracked.pos)
+            chunk = os.pread(fd, READ_CHUNK, tracked.pos)
             if not chunk:
-                end = os.fstat(tracked.fd)
+                end = os.fstat(fd)
                 tracked.mtime = end.st_mtime_ns if end.st_size == tracked.pos else None
                 return
             tracked.mtime = None
+            tracked.last_active = self._poll
             tracked.suffix = (tracked.suffix + chunk)[-FINGERPRINT_BYTES:]
             budget -= len(chunk)
             if len(tracked.prefix) < FINGERPRINT_BYTES and tracked.pos < FINGERPRINT_BYTES:
                 tracked.prefix += chunk[: FINGERPRINT_BYTES - tracked.pos]
-            yield from self._split(tracked, chunk)
+            self._dirty = True
+            lines = split(tracked, chunk)
+            if lines:
+                yield lines
+            if self._splitter.failure is not None:
+                return
 
-    def _split(self, tracked: _Tracked, chunk: bytes) -> Iterator[Line]:
-        start = 0
-        while True:
-            newline = chunk.find(b"\n", start)
-            if newline < 0:
-                break
-            piece = chunk[start : newline + 1]
-            tracked.pos += len(piece)
-            start = newline + 1
-            if tracked.skipping:
-                tracked.skipping = False
-                tracked.offset = tracked.pos
-                continue
-            if tracked.partial:
-                tracked.partial += piece
-                raw = bytes(tracked.partial)
-                tracked.partial.clear()
-            else:
-                raw = piece
-            line = self._emit(tracked, raw)
-            if line is not None:
-                yield line
-        rest = chunk[start:]
-        tracked.pos += len(rest)
-        if tracked.skipping:
-            return
-        tracked.partial += rest
-        if len(tracked.partial) > self.max_line_bytes:
-            tracked.lineno += 1
+    def _restart_truncated(self, tracked: Tracked, size: int) -> Iterator[list[Any]]:
+        """A truncated (or rewritten) file: emit its held partial line, read it again from
+        its start (NULs before the first line skipped)."""
+        self.log_event("file_truncated", path=tracked.path, offset=tracked.pos, size=size)
+        known = Known.of(tracked)
+        if len(tracked.prefix) >= FINGERPRINT_BYTES and tracked.suffix:
+            # Its old content may reappear as a copy (copy-truncate): remember it.
+            self._retired.append(known)
+            if not self.is_glob:
+                self._truncations.append(known)
+                self._rescan = True
+        elif not self.is_glob:
             self.log_event(
-                "line_too_long",
+                "data_possibly_lost",
                 "warning",
                 path=tracked.path,
-                line=tracked.lineno,
-                max_line_bytes=self.max_line_bytes,
+                start=tracked.pos,
+                end=None,
+                reason="truncated; too little read to recognise a copy",
             )
-            tracked.partial.clear()
-            tracked.skipping = True
-
-    def _emit(self, tracked: _Tracked, raw: bytes) -> Line | None:
-        tracked.lineno += 1
-        tracked.offset = tracked.pos
+        lines = self._splitter.flush(tracked)
+        if lines:
+            yield lines
+        tracked.offset = tracked.pos = tracked.lineno = 0
+        tracked.prefix = tracked.suffix = b""
+        tracked.mtime = None
+        tracked.skipping = False
+        tracked.skip_nuls, tracked.nuls = True, 0
         self._dirty = True
-        if len(raw) > self.max_line_bytes + 2:  # a long line that arrived in one chunk
-            self.log_event(
-                "line_too_long",
-                "warning",
-                path=tracked.path,
-                line=tracked.lineno,
-                max_line_bytes=self.max_line_bytes,
-            )
-            return None
-        text = strip_line_ending(raw).decode(self.encoding, self.errors)
-        return Line(text, tracked.path, tracked.lineno)
 
-    def _flush_partial(self, tracked: _Tracked) -> Iterator[Line]:
-        if tracked.partial:
-            raw = bytes(tracked.partial)
-            tracked.partial.clear()
-            tracked.pos = tracked.offset + len(raw)
-            line = self._emit(tracked, raw)
-            if line is not None:
-                yield line
-
-    def _quiet_long_enough(self, tracked: _Tracked) -> bool:
+    def _quiet_long_enough(self, tracked: Tracked) -> bool:
         """Whether a gone file has not grown for ``rotate_wait`` seconds (it was just read)."""
         now = trio.current_time()
         if tracked.quiet_since is None or tracked.pos != tracked.last_size:
@@ -563,58 +844,26 @@ class TailFile(NanoNode):
             tracked.last_size = tracked.pos
         return now - tracked.quiet_since >= self.rotate_wait
 
-    def _finish(self, tracked: _Tracked) -> Iterator[Line]:
-        """Read a file to its end, emit a last unterminated line, close it if it is gone."""
+    def _finish(self, tracked: Tracked) -> Iterator[list[Any]]:
+        """Read a file to its end, emit a last unterminated line, close it if it is gone
+        (or, without ``follow``, once read)."""
         yield from self._read(tracked)
+        if tracked.fd is None or self._splitter.failure is not None:
+            return
         if os.pread(tracked.fd, 1, tracked.pos):
             return  # more to read than one budget: finish on the next poll
-        yield from self._flush_partial(tracked)
-        if tracked.gone:
-            os.close(tracked.fd)
+        lines = self._splitter.flush(tracked)
+        if lines:
+            yield lines
+        self._dirty = True
+        if tracked.gone and self.follow:
+            self._close(tracked)
             del self._tracked[tracked.identity]
-            self._dirty = True
+        elif not self.follow:
+            self._close(tracked)
+            tracked.done = True
 
     # -- checkpoint ----------------------------------------------------------------
-
-    def _load_checkpoint(self) -> list[dict[str, Any]]:
-        if self.checkpoint is None:
-            return []
-        try:
-            with open(self.checkpoint, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return []
-        except ValueError as exc:
-            msg = (
-                f"node {self.name!r}: checkpoint file {self.checkpoint} is not valid JSON "
-                f"({exc}); delete it to start over"
-            )
-            raise ConfigError(msg, node=self.name, key="checkpoint") from exc
-        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
-            msg = (
-                f"node {self.name!r}: checkpoint file {self.checkpoint} is not a TailFile "
-                f"checkpoint of version {CHECKPOINT_VERSION}; delete it to start over"
-            )
-            raise ConfigError(msg, node=self.name, key="checkpoint")
-        files: list[dict[str, Any]] = data.get("files", [])
-        return files
-
-    def _check_checkpoint_directory(self) -> None:
-        if self.checkpoint is None:
-            return
-        directory = os.path.dirname(os.path.abspath(self.checkpoint))
-        if not os.path.isdir(directory):
-            msg = (
-                f"node {self.name!r}: the directory of checkpoint file {self.checkpoint} "
-                f"({directory}) does not exist; create it or choose another path"
-            )
-            raise ConfigError(msg, node=self.name, key="checkpoint")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            msg = (
-                f"node {self.name!r}: cannot write checkpoint file {self.checkpoint}: "
-                f"directory {directory} is not writable"
-            )
-            raise ConfigError(msg, node=self.name, key="checkpoint")
 
     def _lag(self) -> int:
         """Lines that can sit downstream, unseen by this node: twice each inbox, plus one."""
@@ -641,7 +890,7 @@ class TailFile(NanoNode):
         while self._history and self._history[0][0] <= safe:
             chosen = self._history.popleft()[1]
         if chosen is not None:
-            self._save_checkpoint(chosen)
+            save_checkpoint(self.checkpoint, self.path, chosen)
         if self._history:
             self._dirty = True  # saves behind what was emitted: try again next interval
 
@@ -652,34 +901,32 @@ class TailFile(NanoNode):
     def _commit_pending(self) -> None:
         """Write the final offsets held since a graceful end (on success, or the commit node)."""
         if self._pending is not None:
-            self._save_checkpoint(self._pending)
+            save_checkpoint(self.checkpoint, self.path, self._pending)
             self._pending = None
 
     def _snapshot(self) -> _Snapshot:
-        return [
-            {
+        files: _Snapshot = []
+        saved = {tuple(entry["identity"]): entry for entry in self._saved}
+        for tracked in self._tracked.values():
+            if tracked.fresh:
+                entry = saved.get(tracked.identity)  # not opened yet: keep what was saved
+                if entry is not None:
+                    files.append(entry)
+                continue
+            prefix = tracked.prefix[: min(len(tracked.prefix), tracked.offset)]
+            entry = {
                 "path": tracked.path,
                 "identity": list(tracked.identity),
                 "offset": tracked.offset,
                 "lineno": tracked.lineno,
-                "prefix_len": min(len(tracked.prefix), tracked.offset) if tracked.offset else 0,
-                "prefix_sha256": _fingerprint(
-                    tracked.prefix[: min(len(tracked.prefix), tracked.offset)]
-                ),
+                "prefix_len": len(prefix),
+                "prefix_sha256": fingerprint(prefix),
             }
-            for tracked in self._tracked.values()
-        ]
-
-    def _save_checkpoint(self, files: _Snapshot) -> None:
-        if self.checkpoint is None:
-            return
-        data = {"version": CHECKPOINT_VERSION, "source": self.path, "files": files}
-        temporary = f"{self.checkpoint}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.checkpoint)
+            end = end_hash(tracked)
+            if end is not None:
+                entry["suffix_len"], entry["suffix_sha256"] = end
+            files.append(entry)
+        return files
 
 
 class _TailCommit(NanoNode):
