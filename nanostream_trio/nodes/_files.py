@@ -22,7 +22,8 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, BinaryIO, Final, Unpack
 
-from .._node import EngineSettings, NanoNode, Port
+from .._node import DeadLetterPort, EngineSettings, NanoNode, Port
+from .._policy import ErrorPolicy
 from .._threads import run_sync_in_thread
 from ._errors import FileDecodeError
 from ._stages import EngineOptions
@@ -35,6 +36,10 @@ READ_CHUNK: Final = 1 << 16
 #: Inbox of a stage that receives whole texts or chunks: a few of them are plenty,
 #: and each may be large, so memory is bounded by this many texts (see TextChunk).
 TEXT_CAPACITY: Final = 4
+
+#: Inbox of the per-line policy stage: the read stage hands over up to this many lines
+#: per trip to its worker thread (a trip costs tens of microseconds).
+LINES_CAPACITY: Final = 4096
 
 _streams = itertools.count(1)
 
@@ -230,6 +235,36 @@ class _ReadLines(NanoNode):
             blocks.close()
 
 
+class _LinePolicy(NanoNode):
+    """Lines pass; an undecodable line raises its error; a file the read stage could not
+    open is opened again here (and, if it opens now, read here, in the event loop).
+
+    It carries the reader's error policy, dead letters and name. A plain
+    generator: no coroutine per line.
+    """
+
+    def __init__(self, owner: LocalFileReader) -> None:
+        super().__init__(capacity=LINES_CAPACITY)
+        self.owner = owner
+
+    def process_item(self, item: Any) -> Iterator[Any]:
+        kind = type(item)
+        if kind is _BadLine:
+            raise item.error
+        if kind is not _Unread:
+            yield item
+            return
+        path = as_path(item.original, self.name)
+        blocks = _LineBlocks(path)  # raises the error again, through the policy
+        try:
+            for line in self.owner._lines_of(path, blocks):
+                if type(line) is _BadLine:
+                    raise line.error
+                yield line
+        finally:
+            blocks.close()
+
+
 class LocalFileReader(NanoNode):
     """Read the file at each incoming path: its whole text, or one item per line.
 
@@ -251,8 +286,10 @@ class LocalFileReader(NanoNode):
     Reading happens in worker threads, so a slow disk stalls nothing. Per line,
     the file is read a chunk at a time, so a large file never sits in memory
     whole. With ``serialize=True`` the node runs as two inner nodes:
-    ``<name>.read`` (paths in, lines out) and ``<name>`` (carries the error
-    policy, the dead letters and the statistics of failed files and lines).
+    ``<name>.read`` (paths in, lines out, in a worker thread) and ``<name>``
+    (carries the error policy, the dead letters and the statistics of failed
+    files and lines; a file that could not be opened is opened again there,
+    so ``on_error="retry"`` retries it).
 
     Args:
         serialize: ``False`` (the seed's default): emit the file's whole
@@ -277,6 +314,7 @@ class LocalFileReader(NanoNode):
         **engine: Unpack[EngineOptions],
     ) -> None:
         self._ns_reader: _ReadLines | None = None
+        self._ns_lines: _LinePolicy | None = None
         super().__init__(name, **engine)
         self.serialize = serialize
         self.binary = binary
@@ -287,29 +325,62 @@ class LocalFileReader(NanoNode):
         # Chunks are cut at b"\n": only for encodings where that byte is always a line end.
         self._splittable = "a\n".encode(encoding) == b"a\n" and codec.name not in _MULTIBYTE_LF
         if serialize:
+            # Two inner nodes stand for this one (it never runs itself): see the class docstring.
             reader = _ReadLines(self, capacity=self._ns_capacity)
-            _ = reader > self  # linked while this node is still its own entry
-            self._ns_reader = reader
+            lines = _LinePolicy(self)
+            _ = reader > lines
+            self._ns_reader, self._ns_lines = reader, lines
+            lines.configure(name=self.name, on_error=self._ns_on_error, retry=self._ns_retry)
             reader.configure(name=f"{self.name}.read")
 
     def _ns_configured(self, changes: EngineSettings) -> None:
-        """With ``serialize=True`` the name and capacity also apply to ``<name>.read``."""
-        reader = getattr(self, "_ns_reader", None)
-        if reader is not None:
-            reader.configure(
-                name=f"{changes['name']}.read" if "name" in changes else None,
-                capacity=changes.get("capacity"),
-            )
+        """With ``serialize=True`` the settings go to the inner nodes: the name to both
+        (``<name>.read`` and ``<name>``), ``capacity`` to the read stage, ``on_error``
+        and ``retry`` to ``<name>``."""
+        reader, lines = getattr(self, "_ns_reader", None), getattr(self, "_ns_lines", None)
+        if reader is None or lines is None:
+            return
+        reader.configure(
+            name=f"{changes['name']}.read" if "name" in changes else None,
+            capacity=changes.get("capacity"),
+        )
+        lines.configure(
+            name=changes.get("name"), on_error=changes.get("on_error"), retry=changes.get("retry")
+        )
 
     def _ns_entry(self) -> NanoNode:
         reader = getattr(self, "_ns_reader", None)
         return reader if reader is not None else self
 
+    def _ns_exit(self) -> NanoNode:
+        lines = getattr(self, "_ns_lines", None)
+        return lines if lines is not None else self
+
     @property
     def upstream(self) -> tuple[NanoNode | Port, ...]:
         """Nodes linked into this node (into its read stage with ``serialize=True``)."""
-        entry = self._ns_entry()
-        return tuple(entry._ns_upstream) if entry is not self else super().upstream
+        return tuple(self._ns_entry()._ns_upstream)
+
+    @property
+    def downstream(self) -> tuple[NanoNode, ...]:
+        """Nodes linked after this node (after ``<name>`` with ``serialize=True``)."""
+        return tuple(self._ns_exit()._ns_downstream)
+
+    @property
+    def dead_letters(self) -> DeadLetterPort:
+        """The ``dead_letters`` port (of ``<name>`` with ``serialize=True``)."""
+        exit_node = self._ns_exit()
+        return exit_node._ns_dead_letters
+
+    @property
+    def on_error(self) -> ErrorPolicy:
+        """The effective error policy (of ``<name>`` with ``serialize=True``)."""
+        exit_node = self._ns_exit()
+        return super().on_error if exit_node is self else exit_node.on_error
+
+    @on_error.setter
+    def on_error(self, on_error: ErrorPolicy) -> None:
+        self.configure(on_error=on_error)
 
     @property
     def streams(self) -> bool:
@@ -326,30 +397,8 @@ class LocalFileReader(NanoNode):
         )
 
     async def process_item(self, item: Any) -> AsyncIterator[Any]:
-        """Read the file at path ``item`` and yield its text, its chunks or its lines (with
-        ``serialize=True``: pass on a line the read stage decoded, or raise its error)."""
-        if self.serialize:
-            kind = type(item)
-            if kind is _BadLine:
-                raise item.error
-            if kind is not _Unread:
-                yield item
-                return
-            item = item.original  # the read stage failed to open it: try again, raise here
+        """Read the file at path ``item`` and yield its text or its chunks."""
         path = as_path(item, self.name)
-        if self.serialize:
-            blocks = await run_sync_in_thread(_LineBlocks, path)
-            try:
-                lineno = 0
-                while lines := await run_sync_in_thread(_take_lines, self, path, blocks, lineno):
-                    lineno += len(lines)
-                    for line in lines:
-                        if type(line) is _BadLine:
-                            raise line.error
-                        yield line
-            finally:
-                blocks.close()
-            return
         if self.streams:
             async for chunk in self._stream(path):
                 yield chunk
