@@ -119,31 +119,37 @@ class _CSVSplit(NanoNode):
         self._streams: dict[int, _Text] = {}  # the files being streamed, by stream number
 
     def process_item(self, item: Any) -> Iterator[Any]:
-        # The rows of one input are collected in a list and yielded from here: each
-        # level of nested generators would cost every row a resumption.
+        # The rows of a slice of lines are collected in a list and yielded from here:
+        # each level of nested generators would cost every row a resumption.
         rows: list[Any] = []
         if type(item) is TextChunk:
-            self._chunk(item, rows)
-            yield from rows
-            return
-        path = getattr(item, "path", None)
-        if not isinstance(item, str):
+            text = self._stream_of(item, rows)
+            body, last = item.text, item.last
+        elif isinstance(item, str):
+            text = _Text(getattr(item, "path", None), self.fieldnames)
+            body, last = item, True
+        else:
             kind = type(item).__name__
             error_text = f"expected CSV text (str); got {kind}"
             if isinstance(item, bytes | bytearray):
                 error_text += "; read files as text (LocalFileReader without binary=True)"
+            path = getattr(item, "path", None)
             yield CSVRecord(0, short_repr(item), None, None, path, error_text)
             return
-        text = _Text(path, self.fieldnames)
-        buffer = io.StringIO(item.removeprefix("\ufeff"), newline="")  # a UTF-8 byte order mark
+        if text.next_line == 1:
+            body = body.removeprefix("\ufeff")  # a UTF-8 byte order mark
+        buffer = io.StringIO(body, newline="")  # lines end at \n, \r\n or \r only
         while lines := buffer.readlines(SLICE_CHARS):
             self._parse(text, lines, rows)
             yield from rows
             rows.clear()
-        self._parse(text, [], rows, last=True)
+        if last:
+            self._parse(text, [], rows, last=True)
         yield from rows
 
-    def _chunk(self, chunk: TextChunk, rows: list[Any]) -> None:
+    def _stream_of(self, chunk: TextChunk, rows: list[Any]) -> _Text:
+        """The state of the file ``chunk`` belongs to; an error chunk's record goes to
+        ``rows``."""
         text = self._streams.get(chunk.stream)
         if text is None:
             text = self._streams[chunk.stream] = _Text(chunk.path, self.fieldnames)
@@ -155,18 +161,12 @@ class _CSVSplit(NanoNode):
             raw = getattr(chunk.error, "content", None)
             raw_text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
             error = f"{type(chunk.error).__name__}: {chunk.error}"
-            rows.append(
-                CSVRecord(
-                    chunk.lineno, raw_text, None, text.fieldnames, chunk.path, error, chunk.error
-                )
+            record = CSVRecord(
+                chunk.lineno, raw_text, None, text.fieldnames, chunk.path, error, chunk.error
             )
+            rows.append(record)
             text.next_line += 1
-            if not chunk.last:
-                return
-        lines = io.StringIO(chunk.text, newline="").readlines() if chunk.text else []
-        if text.next_line == 1 and lines:
-            lines[0] = lines[0].removeprefix("\ufeff")
-        self._parse(text, lines, rows, last=chunk.last)
+        return text
 
     def _parse(self, text: _Text, lines: list[str], rows: list[Any], *, last: bool = False) -> None:
         """The rows of ``text``'s pending lines followed by ``lines``; a row still open at
