@@ -20,6 +20,7 @@ import codecs
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any, BinaryIO, Final, Unpack
 
 from .._node import DeadLetterPort, EngineSettings, NanoNode, Port
@@ -181,12 +182,14 @@ class _BadLine:
 class _LineBlocks:
     """A binary file read in blocks of whole lines, one block per call (in a worker thread).
 
-    A block ends just after its last ``\\n`` (after a ``\\r`` in a file that
-    has no ``\\n``), so a line, and a ``\\r\\n``, is never cut in two.
+    A block ends just after its last ``\\n`` (with ``cr_ends_lines``, after a
+    ``\\r`` in a read that has no ``\\n``), so a line, and a ``\\r\\n``, is
+    never cut in two.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, cr_ends_lines: bool = False) -> None:
         self.handle: BinaryIO = open(path, "rb")  # closed by close()
+        self.cr_ends_lines = cr_ends_lines
         self.rest = b""
 
     def next(self) -> bytes:
@@ -198,8 +201,10 @@ class _LineBlocks:
                 self.rest = b""
                 return b"".join(parts)
             cut = data.rfind(b"\n") + 1
-            if not cut and b"\n" not in self.rest:
-                cut = data.rfind(b"\r", 0, len(data) - 1) + 1  # a file of \r line ends
+            if not cut and self.cr_ends_lines:
+                # No \n in this read: a \r before its last byte is a line end of its own
+                # (one at the very end might be the first half of a \r\n).
+                cut = data.rfind(b"\r", 0, len(data) - 1) + 1
             if cut:
                 parts.append(data[:cut])
                 self.rest = data[cut:]
@@ -408,7 +413,7 @@ class LocalFileReader(NanoNode):
         yield data if self.binary else self._decode_whole(path, data)
 
     async def _stream(self, path: str) -> AsyncIterator[TextChunk]:
-        blocks = await run_sync_in_thread(_LineBlocks, path)
+        blocks = await run_sync_in_thread(partial(_LineBlocks, path, cr_ends_lines=True))
         stream = next(_streams)
         lineno = 1
         try:
