@@ -180,19 +180,22 @@ class TestMalformedRows:
         assert "binary=True" in letter.message
 
     async def test_rows_after_a_bad_file_keep_flowing(self, tmp_path: Path) -> None:
-        """A garbage file is dead-lettered by the reader and the next file's rows arrive."""
+        """A garbage file costs a dead letter per bad line, naming file and line, and the next
+        file's rows arrive."""
         good, garbage = tmp_path / "good.csv", tmp_path / "garbage.csv"
         good.write_text("a\n1\n")
         garbage.write_bytes(b"a\n\xff\xfe\x00\x81\n")
         source = TextSource([str(garbage), str(good)])
         sink, letters = Recorder(), Recorder(name="letters")
-        files = LocalFileReader()
-        source > files > CSVReader() > sink
+        files, reader = LocalFileReader(), CSVReader(name="csv")
+        source > files > reader > sink
         files.dead_letters > letters
+        reader.dead_letters > letters
         await Pipeline(source).run()
         assert sink.items == [{"a": "1"}]
         (letter,) = letters.items
         assert letter.exc_type == "FileDecodeError"
+        assert letter.node == "csv"
         assert f"{garbage}, line 2" in letter.message
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pprint
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ import trio
 
 from nanostream_testing import CollectingSink, FakeSource
 from nanostream_trio import DeadLetter, NanoNode, Pipeline
-from nanostream_trio.nodes import FileDecodeError, FileText, Line, LocalFileReader, PrinterOfThings
+from nanostream_trio.nodes import (
+    CSVReader,
+    FileDecodeError,
+    FileText,
+    Line,
+    LocalFileReader,
+    PrinterOfThings,
+)
+from nanostream_trio.nodes._files import READ_CHUNK, TextChunk
 
 PathSource = FakeSource  # scripted items, all at time 0
 
@@ -231,3 +240,116 @@ class TestPrinterOfThings:
         out = capsys.readouterr().out
         assert pprint.pformat({"a": 2, "b": [1] * 30}) + "\n" in out
         assert "\n 'b': [1,\n" in out
+
+
+class ChunkRecorder(Recorder):
+    """A sink that declares it accepts streamed text, as CSVReader does."""
+
+    _ns_accepts_text_chunks = True
+
+
+async def chunks_of(target: Path, reader: LocalFileReader | None = None) -> list[TextChunk]:
+    source, sink = PathSource([target]), ChunkRecorder()
+    reader = reader or LocalFileReader()
+    source > reader > sink
+    await Pipeline(source).run()
+    assert reader.streams
+    return sink.items
+
+
+class TestStreaming:
+    def test_streams_only_when_every_consumer_accepts_chunks(self) -> None:
+        """A reader streams to CSVReader; not when another consumer wants whole texts, nor
+        for binary, per-line or UTF-16 reading."""
+        alone = LocalFileReader()
+        _ = alone > CSVReader()
+        assert alone.streams
+        shared = LocalFileReader()
+        _ = shared > [CSVReader(), Recorder()]
+        assert not shared.streams
+        for reader in (
+            LocalFileReader(binary=True),
+            LocalFileReader(serialize=True),
+            LocalFileReader(encoding="utf-16"),
+        ):
+            _ = reader > CSVReader()
+            assert not reader.streams
+
+    async def test_chunks_are_whole_lines_in_order(self, tmp_path: Path) -> None:
+        """A large file arrives as chunks of whole lines that add up to its text, numbered,
+        one stream, the last one marked."""
+        target = tmp_path / "big.txt"
+        text = "".join(f"line {i} " + "y" * (i % 90) + "\n" for i in range(60_000))
+        target.write_text(text)
+        chunks = await chunks_of(target)
+        assert len(chunks) > 10
+        assert "".join(chunk.text for chunk in chunks) == text
+        assert all(chunk.text.endswith("\n") for chunk in chunks[:-1])
+        assert [chunk.last for chunk in chunks] == [False] * (len(chunks) - 1) + [True]
+        assert len({chunk.stream for chunk in chunks}) == 1
+        line = 1
+        for chunk in chunks:
+            assert chunk.lineno == line
+            assert chunk.path == str(target)
+            line += chunk.text.count("\n")
+
+    async def test_long_lines_and_cr_line_ends_are_never_cut(self, tmp_path: Path) -> None:
+        """A line longer than a read, and a file whose lines end in CR alone, still come in
+        chunks that end at a line end."""
+        target = tmp_path / "odd.txt"
+        text = "short\n" + "x" * (3 * READ_CHUNK) + "\n" + "".join(f"{i}\r" for i in range(40_000))
+        target.write_text(text, newline="")
+        chunks = await chunks_of(target)
+        assert "".join(chunk.text for chunk in chunks) == text
+        assert any(len(chunk.text) > 3 * READ_CHUNK for chunk in chunks)
+        assert all(chunk.text[-1:] in ("\n", "\r", "") for chunk in chunks)
+
+    async def test_bad_line_is_a_chunk_of_its_own(self, tmp_path: Path) -> None:
+        """A line that does not decode becomes an error chunk naming file and line; the lines
+        around it arrive as text."""
+        target = tmp_path / "bad.txt"
+        target.write_bytes(b"\xef\xbb\xbfone\ntwo\nth\xffree\nfour")
+        chunks = await chunks_of(target)
+        assert [(c.lineno, c.text) for c in chunks] == [
+            (1, "one\ntwo\n"),
+            (3, ""),
+            (4, "four"),
+            (4, ""),
+        ]
+        error = chunks[1].error
+        assert isinstance(error, FileDecodeError)
+        assert error.line == 3
+        assert str(error).startswith(f"{target}, line 3: cannot decode")
+
+    async def test_csv_job_memory_is_bounded_by_the_edges(self, tmp_path: Path) -> None:
+        """LocalFileReader > CSVReader over a 12 MB file peaks below half the file's size in
+        traced heap: the file is never in memory whole (a few MiB whatever its size)."""
+        target = tmp_path / "rows.csv"
+        filler = "z" * 380
+        target.write_text(
+            "id,text,amount\n" + "".join(f"{i},{filler},{i * 7}\n" for i in range(30_000))
+        )
+        size = target.stat().st_size
+        assert size > 11_000_000
+        counted = Counter()
+        source = PathSource([target])
+        source > LocalFileReader() > CSVReader() > counted
+        tracemalloc.start()
+        try:
+            await Pipeline(source).run()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert counted.count == 30_000
+        assert peak < size / 2
+
+
+class Counter(Recorder):
+    """Counts what arrives without keeping it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def process_item(self, item: Any) -> None:
+        self.count += 1

@@ -4,14 +4,16 @@ JSONLinesWriter (appending, flushing, rotating) on real files."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from nanostream_testing import CollectingSink, FakeSource
-from nanostream_trio import ConfigError, NanoNode, Pipeline
+from nanostream_testing import CollectingSink, FakeSource, capture_events
+from nanostream_trio import ConfigError, Items, NanoNode, Pipeline
 from nanostream_trio.nodes import (
     JSONLineError,
     JSONLinesParser,
@@ -177,3 +179,89 @@ class TestWriter:
             JSONLinesWriter(tmp_path / "x", flush_every=-1)
         with pytest.raises(ConfigError, match="max_bytes"):
             JSONLinesWriter(tmp_path / "x", max_bytes=0)
+
+
+class TestNothingLost:
+    async def test_nulls_and_blank_lines_are_counted(self, tmp_path: Path) -> None:
+        """500 null lines and 50 blank ones give no output and are counted, so every line
+        received is an output, a dead letter, a null or a blank line; one event reports them."""
+        log = tmp_path / "app.jsonl"
+        lines = [f'{{"n": {i}}}' for i in range(2000)]
+        lines += ["null"] * 500 + ["not json"] * 100 + ["  "] * 50
+        random.Random(4).shuffle(lines)
+        log.write_text("\n".join(lines) + "\n")
+        source, sink, letters = ItemSource([log]), Recorder(), Recorder(name="letters")
+        parser = JSONLinesParser(name="parse")
+        source > LocalFileReader(serialize=True) > parser > sink
+        parser.dead_letters > letters
+        with capture_events() as events:
+            stats = await Pipeline(source).run()
+        parse = stats["parse"]
+        assert (parser.nulls, parser.blank_lines) == (500, 50)
+        assert (parse.items_in, parse.items_out, parse.dead_lettered) == (2650, 2000, 100)
+        assert parse.items_in == (
+            parse.items_out
+            + parse.dead_lettered
+            + parse.skipped
+            + parser.nulls
+            + parser.blank_lines
+        )
+        events.assert_emitted("json_lines_dropped", node="parse", nulls=500, blank_lines=50)
+
+
+class TestFlushing:
+    async def test_a_burst_is_flushed_together(self, tmp_path: Path) -> None:
+        """By default 2,000 items arriving together cost a few flushes, not one per line (as
+        flush_every=1 still does); every line is in the file at the end."""
+
+        class BurstSource(NanoNode):
+            async def generator(self) -> Any:
+                yield Items({"n": i} for i in range(2000))
+
+        flushes = []
+        for every in (None, 1):
+            out = tmp_path / f"burst-{every}.jsonl"
+            writer = FlushCounter(out, flush_every=every)
+            source = BurstSource()
+            source > writer
+            await Pipeline(source).run()
+            assert len(lines_of(str(out))) == 2000
+            flushes.append(writer.flushes)
+        assert 1 <= flushes[0] <= 40
+        assert flushes[1] >= 2000
+
+    async def test_end_of_a_burst_is_flushed_before_the_pipeline_waits(
+        self, tmp_path: Path
+    ) -> None:
+        """The whole burst is in the file once the pipeline is idle, while it keeps running."""
+        out = tmp_path / "idle.jsonl"
+        send, receive = trio.open_memory_channel[Any](0)
+
+        class BurstSource(NanoNode):
+            async def generator(self) -> Any:
+                for i in range(500):
+                    yield {"n": i}
+                async for item in receive:
+                    yield item
+
+        source = BurstSource()
+        source > JSONLinesWriter(out)
+        pipeline = Pipeline(source)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            with trio.fail_after(5):
+                while pipeline.statistics()[source.downstream[0].name].items_in < 500:
+                    await trio.testing.wait_all_tasks_blocked()
+                await trio.testing.wait_all_tasks_blocked()
+            assert len(lines_of(str(out))) == 500
+            await send.aclose()
+
+
+class FlushCounter(JSONLinesWriter):
+    """Counts the flushes it makes."""
+
+    flushes = 0
+
+    def _flush(self) -> None:
+        self.flushes += 1
+        super()._flush()

@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from typing import Any, BinaryIO, Unpack
 
+import trio
+
 from .._exceptions import ConfigError
 from .._node import NanoNode
 from .._policy import short_repr
@@ -14,6 +16,8 @@ from ._errors import JSONLineError, describe_location
 from ._stages import EngineOptions
 
 __all__ = ["JSONLinesParser", "JSONLinesWriter"]
+
+_loads = json.loads
 
 
 class JSONLinesParser(NanoNode):
@@ -25,7 +29,12 @@ class JSONLinesParser(NanoNode):
     parser's complaint and the line itself. The node's error policy decides
     what happens to it; the other lines are unaffected.
 
-    A JSON ``null`` is not emitted (a node's ``None`` output means "nothing").
+    Two kinds of line give no output, by design, and are counted (never lost
+    silently): a JSON ``null`` (a node's ``None`` output means "nothing"),
+    counted in :attr:`nulls`, and a blank line (with ``skip_blank``), counted
+    in :attr:`blank_lines`. Both count as *filtered* in the node's statistics
+    where the engine keeps that count, and the node's teardown reports them in
+    one ``json_lines_dropped`` event (fields ``nulls`` and ``blank_lines``).
 
     Args:
         skip_blank: ignore lines that are empty or only whitespace (default);
@@ -44,37 +53,53 @@ class JSONLinesParser(NanoNode):
         super().__init__(name, **engine)
         self.skip_blank = skip_blank
         self._received = 0
+        #: JSON ``null`` lines received (they give no output).
+        self.nulls = 0
+        #: Blank lines skipped (with ``skip_blank``).
+        self.blank_lines = 0
 
     def process_item(self, line: Any) -> Any:
         """Return the JSON value of ``line``."""
         self._received += 1
-        if not isinstance(line, str | bytes | bytearray):
+        try:
+            value = _loads(line)
+        except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bytes
+            if self.skip_blank and not line.strip():
+                self.blank_lines += 1
+                return None
+            raise self._error(line, exc) from exc
+        except TypeError:
             msg = (
                 f"node {self.name!r} expects a line of JSON text (str or bytes); "
                 f"got {type(line).__name__} {short_repr(line)}"
             )
-            raise TypeError(msg)
-        if self.skip_blank and not line.strip():
-            return None
-        try:
-            return json.loads(line)
-        except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bytes
-            path = getattr(line, "path", None)
-            number = getattr(line, "lineno", None) or self._received
-            where = describe_location(path, number)
-            if path is None:
-                where = f"input {where}"
-            if isinstance(exc, json.JSONDecodeError):
-                problem = f"{exc.msg}: column {exc.colno}"
-            else:
-                problem = str(exc)
-            msg = f"{where}: invalid JSON ({problem}): {short_repr(line)}"
-            raise JSONLineError(
-                msg,
-                path=path,
-                line=number,
-                content=bytes(line) if isinstance(line, bytearray) else line,
-            ) from exc
+            raise TypeError(msg) from None
+        if value is None:
+            self.nulls += 1
+        return value
+
+    def _error(self, line: Any, exc: ValueError) -> JSONLineError:
+        path = getattr(line, "path", None)
+        number = getattr(line, "lineno", None) or self._received
+        where = describe_location(path, number)
+        if path is None:
+            where = f"input {where}"
+        if isinstance(exc, json.JSONDecodeError):
+            problem = f"{exc.msg}: column {exc.colno}"
+        else:
+            problem = str(exc)
+        msg = f"{where}: invalid JSON ({problem}): {short_repr(line)}"
+        return JSONLineError(
+            msg,
+            path=path,
+            line=number,
+            content=bytes(line) if isinstance(line, bytearray) else line,
+        )
+
+    def teardown(self) -> None:
+        """Report the lines that gave no output by design (nulls, blank lines), if any."""
+        if self.nulls or self.blank_lines:
+            self.log_event("json_lines_dropped", nulls=self.nulls, blank_lines=self.blank_lines)
 
 
 class JSONLinesWriter(NanoNode):
@@ -84,11 +109,14 @@ class JSONLinesWriter(NanoNode):
     ``setup``, so the node is ready once the file is open, and closed in
     ``teardown`` after a final flush.
 
-    Flush policy: ``flush_every=1`` (default) hands every line to the
-    operating system as it is written, so a reader or ``tail -f`` sees it at
-    once; ``flush_every=n`` flushes every ``n`` lines; ``0`` flushes only on
-    rotation and at the end. ``fsync=True`` also asks the OS to put each
-    flush on disk.
+    Flush policy: by default (``flush_every=None``) the lines of a burst
+    are handed to the operating system together: the first line after a
+    pause at once (so a reader or ``tail -f`` sees a lone item immediately),
+    the rest of the burst before the pipeline next gets a scheduling turn
+    (one write for a whole batch, not one per line). ``flush_every=1``
+    flushes every line as it is written, ``flush_every=n`` every ``n``
+    lines, ``0`` only on rotation and at the end. ``fsync=True`` also asks
+    the OS to put each flush on disk (with the default, once per burst).
 
     Rotation (optional): with ``max_bytes``, a line that would make the file
     larger than that starts a new file; the old one becomes ``path.1``, the
@@ -100,7 +128,8 @@ class JSONLinesWriter(NanoNode):
 
     Args:
         path: the file to write.
-        flush_every: lines between flushes (0: only on rotation and close).
+        flush_every: ``None`` (default): flush each burst of lines; ``n``:
+            flush every ``n`` lines; ``0``: only on rotation and close.
         fsync: ``os.fsync`` after each flush.
         max_bytes: rotate before the file would grow past this size.
         backups: rotated files to keep (``path.1`` ... ``path.<backups>``).
@@ -115,7 +144,7 @@ class JSONLinesWriter(NanoNode):
         self,
         path: str | os.PathLike[str],
         *,
-        flush_every: int = 1,
+        flush_every: int | None = None,
         fsync: bool = False,
         max_bytes: int | None = None,
         backups: int = 5,
@@ -125,8 +154,11 @@ class JSONLinesWriter(NanoNode):
         **engine: Unpack[EngineOptions],
     ) -> None:
         super().__init__(name, **engine)
-        if flush_every < 0:
-            msg = f"node {self.name!r} got flush_every={flush_every!r}; expected 0 or more lines"
+        if flush_every is not None and (not isinstance(flush_every, int) or flush_every < 0):
+            msg = (
+                f"node {self.name!r} got flush_every={flush_every!r}; "
+                "expected None (each burst) or 0 or more lines"
+            )
             raise ConfigError(msg, node=self.name, key="flush_every")
         if max_bytes is not None and max_bytes < 1:
             msg = f"node {self.name!r} got max_bytes={max_bytes!r}; expected a positive size"
@@ -142,14 +174,30 @@ class JSONLinesWriter(NanoNode):
         self.default = default
         self.sort_keys = sort_keys
         self._file: BinaryIO | None = None
+        self._encode = self._encoder()
         self._size = 0
         self._unflushed = 0
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._flush_due = False  # a flush at the next scheduling turn is arranged
+        self._flush_error: OSError | None = None
         #: Lines written since the node started (for tests and curiosity).
         self.lines_written = 0
 
     def setup(self) -> None:
         """Open the file for appending."""
+        self._encode = self._encoder()
         self._open()
+        try:
+            self._token = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # outside Trio: flush each line
+            self._token = None
+
+    def _encoder(self) -> Callable[[Any], str]:
+        # One encoder for every line: json.dumps with options builds one per call.
+        encoder = json.JSONEncoder(
+            ensure_ascii=False, default=self.default, sort_keys=self.sort_keys
+        )
+        return encoder.encode
 
     def _open(self) -> None:
         self._file = open(self.path, "ab")  # closed in teardown
@@ -157,10 +205,7 @@ class JSONLinesWriter(NanoNode):
 
     def process_item(self, item: Any) -> None:
         """Append ``item`` as one JSON line."""
-        data = (
-            json.dumps(item, ensure_ascii=False, default=self.default, sort_keys=self.sort_keys)
-            + "\n"
-        ).encode()
+        data = (self._encode(item) + "\n").encode()
         if self.max_bytes is not None and self._size and self._size + len(data) > self.max_bytes:
             self._rotate()
         handle = self._file
@@ -171,8 +216,34 @@ class JSONLinesWriter(NanoNode):
         self._size += len(data)
         self.lines_written += 1
         self._unflushed += 1
-        if self.flush_every and self._unflushed >= self.flush_every:
+        every = self.flush_every
+        if every is None:
+            if not self._flush_due:
+                self._burst_started()
+        elif every and self._unflushed >= every:
             self._flush()
+
+    def _burst_started(self) -> None:
+        """The first line since the last flush: flush it now, and the lines that follow
+        it in this burst at the next scheduling turn."""
+        error, self._flush_error = self._flush_error, None
+        if error is not None:
+            raise error  # the deferred flush of the last burst failed
+        self._flush()
+        if self._token is not None:
+            self._flush_due = True
+            self._token.run_sync_soon(self._flush_burst)
+
+    def _flush_burst(self) -> None:
+        # Runs from Trio's run loop, where an exception would crash the run: keep it
+        # for the next line (or teardown) to raise through the node's error policy.
+        self._flush_due = False
+        if self._unflushed:
+            try:
+                self._flush()
+            except (OSError, ValueError) as exc:  # ValueError: closed by a rotation
+                if isinstance(exc, OSError):
+                    self._flush_error = exc
 
     def _flush(self) -> None:
         if self._file is not None:
@@ -197,5 +268,12 @@ class JSONLinesWriter(NanoNode):
             self._file = None
 
     def teardown(self) -> None:
-        """Flush and close the file."""
+        """Flush and close the file.
+
+        Raises:
+            OSError: the flush of the last burst failed.
+        """
         self._close()
+        error, self._flush_error = self._flush_error, None
+        if error is not None:
+            raise error
