@@ -43,16 +43,12 @@ import structlog
 import trio
 
 from ._composite import _CompositeNode
-from ._config import (
-    ConfigFileError,
-    PipelineFile,
-    class_parameters,
-    import_module,
-    read_pipeline,
-)
+from ._config import PipelineFile, read_pipeline
 from ._node import NanoNode, registered_nodes
+from ._node_spec import class_parameters, import_module
 from ._pipeline import Pipeline
 from ._stats import NodeStatistics, PipelineStatistics
+from ._yaml_document import ConfigFileError
 
 __all__ = ["main", "render_table"]
 

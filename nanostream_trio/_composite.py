@@ -35,25 +35,27 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from . import composites
-from ._config import (
+from ._exceptions import ConfigError
+from ._node import DeadLetterPort, EngineSettings, NanoNode, Port
+from ._node_spec import (
     ENGINE_OPTIONS,
-    Document,
-    KeyPath,
     check_argument_types,
     check_arguments,
     class_parameters,
-    did_you_mean,
     engine_options,
-    format_key_path,
     import_modules,
     parse_links,
-    parse_yaml,
-    read_text,
     resolve_class,
 )
-from ._exceptions import ConfigError
-from ._node import DeadLetterPort, EngineSettings, NanoNode, Port
 from ._policy import ErrorPolicy, Retry
+from ._yaml_document import (
+    Document,
+    KeyPath,
+    did_you_mean,
+    format_key_path,
+    parse_yaml,
+    read_text,
+)
 
 __all__ = [
     "COMPOSITE_MODULE",
