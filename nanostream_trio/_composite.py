@@ -49,6 +49,7 @@ from ._node_spec import (
 )
 from ._policy import ErrorPolicy, Retry
 from ._yaml_document import (
+    ConfigFileError,
     Document,
     KeyPath,
     did_you_mean,
@@ -347,7 +348,11 @@ def load_composite_from(document: Document, path: KeyPath, entry: Any) -> type[N
             file = document.base_dir / file
         if not file.is_file():
             document.fail(path, f"composite file {str(file)!r} not found")
-        return load_composite(file)
+        try:
+            return load_composite(file)
+        except ConfigFileError as exc:
+            exc.add_note(f"named at {document.error(path, 'this composites: entry')}")
+            raise
     if isinstance(entry, dict):
         return build_composite(document, path)
     document.fail(path, "expected a composite file path or an inline composite definition")

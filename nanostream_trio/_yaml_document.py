@@ -23,7 +23,9 @@ import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -162,7 +164,13 @@ class Document:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.fail(path, f"expected {what} (a mapping of key: value); got {describe(value)}")
+            expected = f"expected {what} (a mapping of key: value)"
+            if not path and not isinstance(value, list):
+                # The whole document is one scalar: most likely not a YAML file at all
+                # (a CSV, a script). Its text is not echoed: it may hold anything.
+                kind = "text" if isinstance(value, str) else type(value).__name__
+                self.fail(path, f"{expected}; the document is a single {kind} value (not YAML?)")
+            self.fail(path, f"{expected}; got {describe(value)}")
         for key in value:
             if not isinstance(key, str):
                 self.fail(path, f"keys of {what} must be strings; got {describe(key)}")
@@ -254,11 +262,13 @@ def parse_yaml(
 
     Raises:
         ConfigFileError: the text is not valid YAML, holds more than one
-            document, repeats a key, or names a variable ``env`` lacks.
+            document, repeats a key, has a value that does not fit its tag
+            (``!!int ""``, ``!!timestamp abc``, a date 2024-02-30), or names
+            a variable ``env`` lacks.
     """
     document = Document(data=None, file=file, base_dir=base_dir)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _LocatedLoader(text)
     except yaml.reader.ReaderError as exc:
         # Control characters are refused before parsing starts.
         before = text[: exc.position]
@@ -279,17 +289,119 @@ def parse_yaml(
         _walk(node, (), document, set())
         if env is not None:
             _substitute(node, (), document, env, set())
-        try:
-            document.data = loader.construct_document(node)
-        except yaml.MarkedYAMLError as exc:
-            raise _syntax_error(exc, text, file) from None
-        # The constructors also raise plain errors for bad values, such as a
-        # timestamp 2024-02-30 (ValueError) or an alias nested too deeply.
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-            raise ConfigFileError(f"cannot read the YAML value: {exc}", file=file) from None
+        document.data = _construct(loader, node, document, text)
     finally:
         loader.dispose()
     return document
+
+
+def _construct(loader: _LocatedLoader, root: yaml.Node, document: Document, text: str) -> Any:
+    """The Python data of ``root``; any failure is a :class:`ConfigFileError` where it happened."""
+    try:
+        return loader.construct_document(root)
+    except _BadValue as exc:
+        raise _value_error(exc, document, text) from None
+    except yaml.MarkedYAMLError as exc:
+        # Every node has been walked: its recorded position gives its key path.
+        mark = exc.problem_mark or exc.context_mark
+        path = _path_of(document, _position(mark)) if mark is not None else ()
+        raise _syntax_error(exc, text, document.file or "<string>", path or None) from None
+    # Whatever else a constructor raises (an alias nested deeper than Python's
+    # recursion limit, say) is still the document's fault: say so at its start.
+    except Exception as exc:
+        line, column = _position(root.start_mark)
+        problem = f"cannot read the YAML value: {type(exc).__name__}: {exc}"
+        raise ConfigFileError(problem, file=document.file, line=line, column=column) from None
+
+
+class _BadValue(yaml.MarkedYAMLError):
+    """A node PyYAML's constructor failed on, with the failure it raised."""
+
+    def __init__(self, node: yaml.Node, cause: Exception) -> None:
+        super().__init__(problem=str(cause), problem_mark=node.start_mark)
+        self.node = node
+        self.cause = cause
+
+
+class _LocatedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose constructors fail with the node they failed on.
+
+    PyYAML's safe constructors raise bare ``IndexError`` (``!!int ""``),
+    ``KeyError`` (``!!bool abc``), ``AttributeError`` (``!!timestamp abc``)
+    or ``ValueError`` (``2024-13-99``) for a value that does not fit its tag.
+    Only construction is wrapped; what is loaded stays exactly what
+    ``yaml.safe_load`` loads.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        pending = len(self.state_generators)
+        try:
+            data = super().construct_object(node, deep=deep)
+        except (yaml.MarkedYAMLError, RecursionError):
+            raise
+        except Exception as exc:
+            raise _BadValue(node, exc) from exc
+        if len(self.state_generators) == pending + 1:
+            # A collection's constructor finishes later, in construct_document.
+            finishing = _finishing(self.state_generators[-1], node)
+            self.state_generators[-1] = typing.cast("types.GeneratorType[Any, Any, Any]", finishing)
+        return data
+
+
+def _finishing(generator: Iterator[Any], node: yaml.Node) -> Iterator[Any]:
+    """``generator`` (the rest of ``node``'s construction), failing with ``node``."""
+    try:
+        yield from generator
+    except (yaml.MarkedYAMLError, RecursionError):
+        raise
+    except Exception as exc:
+        raise _BadValue(node, exc) from exc
+
+
+#: What a value of each standard tag must look like, for messages.
+_TAG_EXPECTS = {
+    "bool": "true or false (or yes, no, on, off)",
+    "int": "a whole number such as 42, -7, 0x2a or 0o52",
+    "float": "a number such as 1.5, -2, 1e3, .inf or .nan",
+    "timestamp": "a date or a date and time such as 2024-05-17 or 2024-05-17T12:30:00Z",
+    "binary": "base64 text",
+}
+
+
+def _value_error(exc: _BadValue, document: Document, text: str) -> ConfigFileError:
+    """A located error for a value PyYAML's constructor could not build."""
+    node, cause = exc.node, exc.cause
+    line, column = _position(node.start_mark)
+    tag = node.tag.removeprefix("tag:yaml.org,2002:")
+    shown = f"!!{tag}" if tag != node.tag else node.tag
+    if isinstance(node, yaml.ScalarNode):
+        value = short_repr(node.value)
+    else:
+        value = "a mapping" if isinstance(node, yaml.MappingNode) else "a sequence"
+    problem = f"cannot read {value} as {shown}"
+    expected = _TAG_EXPECTS.get(tag)
+    if expected is not None:
+        problem += f": expected {expected}"
+    # datetime's own words ("month must be in 1..12") say what is wrong with a date.
+    if expected is None or (tag == "timestamp" and isinstance(cause, ValueError | OverflowError)):
+        problem += f" ({cause})" if expected is not None else f": {type(cause).__name__}: {cause}"
+    explicit = text[node.start_mark.index : node.start_mark.index + 1] == "!"
+    if not explicit and isinstance(node, yaml.ScalarNode):
+        problem += "; quote it to make it a string"
+    path = _path_of(document, (line, column))
+    return ConfigFileError(
+        f"not valid YAML: {problem}",
+        file=document.file,
+        line=line,
+        column=column,
+        key=format_key_path(path) or None,
+    )
+
+
+def _path_of(document: Document, position: tuple[int, int]) -> KeyPath:
+    """The deepest key path whose value starts at ``position`` (``()`` if none does)."""
+    paths = [path for path, where in document.values.items() if where == position]
+    return max(paths, key=len, default=())
 
 
 def _position(mark: yaml.Mark) -> tuple[int, int]:
@@ -367,8 +479,14 @@ def _substitute(
             _substitute(value_node, (*path, key), document, env, seen)
 
 
-def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> ConfigFileError:
-    """Turn PyYAML's error into ours: position, key path, and a plain explanation."""
+def _syntax_error(
+    exc: yaml.MarkedYAMLError, text: str, file: str, path: KeyPath | None = None
+) -> ConfigFileError:
+    """Turn PyYAML's error into ours: position, key path, and a plain explanation.
+
+    ``path`` is the key path when it is known; otherwise it is worked out
+    from the events before the error.
+    """
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or "not valid YAML"
     # "while scanning a simple key ... could not find expected ':'": a line
@@ -377,7 +495,8 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> ConfigFile
     if missing_colon:
         assert exc.context_mark is not None
         mark = exc.context_mark
-    path = _path_at(text, mark)
+    if path is None:
+        path = _path_at(text, mark)
     if missing_colon and mark is not None:
         line_text = _line_at(mark)
         word, _, rest = line_text.partition(" ")
@@ -421,7 +540,8 @@ def _path_at(text: str, mark: yaml.Mark | None) -> KeyPath:
             if is_mapping and expecting_key:
                 break  # between entries: the next key is not known yet
             if part is not None:
-                parts.append(part)
+                # -1: a sequence whose first item has not begun yet; the error is there.
+                parts.append(max(part, 0) if not is_mapping else part)
         return tuple(parts)
 
     try:
