@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except ConfigFileError as exc:
         _error(str(exc))
+        for note in getattr(exc, "__notes__", ()):
+            print(f"nanostream: note: {note}", file=sys.stderr)  # such as the composites: entry
         return EXIT_USAGE
     except KeyboardInterrupt:
         _error("interrupted")

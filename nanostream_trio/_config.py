@@ -62,7 +62,7 @@ from ._yaml_document import (
 )
 
 __all__ = [
-    "ConfigFileError",
+    "ConfigFileError",  # defined in _yaml_document; the package imports it from here too
     "PipelineFile",
     "load_pipeline",
     "load_pipeline_text",

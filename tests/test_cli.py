@@ -648,6 +648,20 @@ class TestCheckGraphNodes:
         assert "Traceback" not in result.stderr
         assert len(result.stderr.splitlines()) == 1
 
+    def test_non_yaml_composite_file_is_named_not_echoed(self, tmp_path: Path) -> None:
+        """A composites: entry naming a CSV file: its name, position and the entry; no content."""
+        (tmp_path / "data.csv").write_text("id,token\n1,hunter2-secret\n")
+        path = tmp_path / "p.yaml"
+        path.write_text("composites: [data.csv]\nnodes: [{class: PrinterOfThings}]\n")
+        result = nanostream("check", str(path))
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"nanostream: error: {tmp_path / 'data.csv'}:1:1: expected a composite definition "
+            "(name, nodes, ...) (a mapping of key: value); the document is a single text value "
+            f"(not YAML?)\nnanostream: note: named at {path}:1:14: composites[0]: this "
+            "composites: entry\n"
+        )
+
     def test_graph_mermaid(self) -> None:
         """graph prints a Mermaid flowchart; composites become subgraphs."""
         result = nanostream("graph", str(EXAMPLES / "foo_pipeline.yaml"))
