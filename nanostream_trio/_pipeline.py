@@ -426,12 +426,15 @@ class Pipeline:
         at once and ends the process with status 130. This is what
         ``node.global_start()`` calls.
 
-        The handlers stay installed after the run, until the process exits:
-        a signal that comes once the run has ended (the drain had finished)
-        is logged as ``signal_received`` (``action="exit"``) and ends the
-        process with the run's status (0 when it finished) by raising
-        ``SystemExit`` in the main thread, instead of killing it by the
-        signal. At interpreter exit the two signals are ignored.
+        The handlers stay installed after the run, until the process exits,
+        so a signal that comes once the run has ended (the drain had
+        finished) no longer kills the process by the signal: it is logged as
+        ``signal_received`` (``action="exit"``). If it came while the run was
+        returning, ``start()`` raises ``SystemExit`` with the run's status (0
+        when it finished). Once ``start()`` has returned, SIGTERM raises
+        ``SystemExit`` with that status in the main thread (``finally``
+        blocks run), while SIGINT is a ``KeyboardInterrupt`` as usual; once
+        the script has ended, both are only logged (a second exits at once).
 
         Returns:
             The final :class:`PipelineStatistics`.
@@ -447,10 +450,10 @@ class Pipeline:
         try:
             summary: PipelineStatistics = trio.run(self._run_with_signals, after_run)
         except BaseException:
-            after_run.status, after_run.exit_at_once = 1, True
+            after_run.returned(1)
             raise
         status = 130 if summary.status == "cancelled" else 0
-        after_run.status, after_run.exit_at_once = status, True
+        after_run.returned(status)
         if status or after_run.received:
             # Cancelled; or told to end while the run was ending: end with its status.
             raise SystemExit(status)

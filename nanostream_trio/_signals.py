@@ -9,11 +9,15 @@ but nobody read, which it re-raises as it closes) kills the process with
 :class:`AfterRun` is installed *before* the receiver opens, so the receiver
 restores it (and re-raises its queued signals into it) when it closes. It
 stays installed afterwards; at interpreter exit the signals are ignored, as
-the process is ending anyway. What a late signal does is the caller's choice
-(:attr:`AfterRun.exit_at_once`): the command line records it (the process is
-about to exit with the run's status; a further one exits at once), while
-``Pipeline.start()`` ends the process with the run's status through
-``SystemExit`` once ``start()`` has returned.
+the process is ending anyway. A signal that reaches it once armed is "late":
+
+* while the run is returning, and once the main module has finished (the
+  interpreter is waiting for threads), it is recorded and logged; a second
+  one ends the process at once with the run's status;
+* after ``Pipeline.start()`` has returned, while the caller's code runs,
+  SIGTERM raises ``SystemExit`` with the run's status (``finally`` blocks
+  run); SIGINT is a ``KeyboardInterrupt`` as usual (the caller may be a test
+  runner or a REPL that relies on it).
 """
 
 from __future__ import annotations
@@ -34,31 +38,23 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class AfterRun:
-    """The SIGINT/SIGTERM handler outside a run's own signal handling.
+    """The SIGINT/SIGTERM handler outside a run's own signal handling (see the module).
 
-    Before :meth:`arm` (the run's receiver is not open yet) a signal has the
-    effect it had before :meth:`install`. Once armed, every signal is "late":
-    it is recorded in :attr:`received`, logged as ``signal_received`` with
-    ``action="exit"`` (from a short thread: a signal handler must not take
-    the logger's locks), and then
-
-    * with ``exit_at_once`` and a known :attr:`status`, ``SystemExit(status)``
-      is raised in the main thread (``finally`` blocks and ``atexit`` run);
-    * otherwise it is only recorded, unless it is the second late signal and
-      the status is known: then the process exits at once with that status.
+    Late signals are logged as ``signal_received`` with ``action="exit"``
+    (and ``status`` once known), from a short thread: a signal handler must
+    not take the logger's locks.
 
     Attributes:
         status: the exit status the run ended with, once known.
-        exit_at_once: raise ``SystemExit(status)`` on a late signal.
-        received: the late signals so far, in order.
+        received: the late signals recorded so far, in order.
     """
 
     def __init__(self, log: Any) -> None:
         self.status: int | None = None
-        self.exit_at_once = False
         self.received: list[int] = []
         self._log = log
         self._armed = False
+        self._returned = False
         self._previous: dict[int, Any] = {}
 
     def install(self) -> bool:
@@ -80,18 +76,22 @@ class AfterRun:
         """From now on a signal reaching this handler came after the run's own handling."""
         self._armed = True
 
+    def returned(self, status: int) -> None:
+        """``Pipeline.start()`` returns with ``status``: the caller's code runs from now on."""
+        self.status = status
+        self._returned = True
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if not self._armed:
+        exiting = not threading.main_thread().is_alive()  # the main module has finished
+        if not self._armed or (self._returned and not exiting and signum == signal.SIGINT):
             self._forward(signum, frame)
             return
-        self.received.append(signum)
-        self._log_soon(signum)
-        if self.status is None:
-            return
-        if self.exit_at_once:
+        if self._returned and not exiting and self.status is not None:
+            self._log_soon(signum)
             raise SystemExit(self.status)
-        if len(self.received) > 1:
-            _exit_now(self.status)
+        self.received.append(signum)
+        repeated = len(self.received) > 1 and self.status is not None
+        self._log_soon(signum, exit_after=self.status if repeated else None)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         previous = self._previous.get(signum)
@@ -102,23 +102,29 @@ class AfterRun:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
-    def _log_soon(self, signum: int) -> None:
+    def _log_soon(self, signum: int, exit_after: int | None = None) -> None:
+        """Log the late signal from a thread; then end the process if ``exit_after`` is given."""
         fields: dict[str, Any] = {"signal": signal.Signals(signum).name, "action": "exit"}
         if self.status is not None:  # not known while the run is still returning
             fields["status"] = self.status
         # Not a daemon: the event is written before the interpreter exits.
-        thread = threading.Thread(
-            target=self._log.warning, args=("signal_received",), kwargs=fields, daemon=False
-        )
-        with contextlib.suppress(RuntimeError):  # the interpreter is already shutting down
+        thread = threading.Thread(target=_log_then_exit, args=(self._log, fields, exit_after))
+        try:
             thread.start()
+        except RuntimeError:  # the interpreter is already shutting down: no event
+            if exit_after is not None:
+                os._exit(exit_after)
 
 
-def _exit_now(status: int) -> None:
+def _log_then_exit(log: Any, fields: dict[str, Any], exit_after: int | None) -> None:
+    with contextlib.suppress(Exception):
+        log.warning("signal_received", **fields)
+    if exit_after is None:
+        return
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(status)
+    os._exit(exit_after)
 
 
 _ignoring_at_exit = False

@@ -85,6 +85,7 @@ class TestSignals:
 QUICK_DRAIN = textwrap.dedent(
     """\
     import sys
+    import threading
     import time
 
     from nanostream_trio import NanoNode
@@ -113,14 +114,26 @@ QUICK_DRAIN = textwrap.dedent(
                 print("ready", flush=True)
 
 
+    def hold_after_main_module():
+        threading.main_thread().join()  # returns once the main module has finished
+        print("main module finished", flush=True)
+        sys.stdin.readline()
+
+
     source, sink = Counter(), Sink()
     source > sink
     try:
         source.global_start()
         if sys.argv[1:] == ["hold"]:
-            print("start returned", flush=True)
-            sys.stdin.readline()  # the test never writes: only a signal ends the wait
-            print("not reached", flush=True)
+            try:
+                print("start returned", flush=True)
+                sys.stdin.readline()  # the test never writes: only a signal ends the wait
+            except KeyboardInterrupt:
+                print("KeyboardInterrupt", flush=True)
+            else:
+                print("not reached", flush=True)
+        elif sys.argv[1:] == ["hold-exit"]:
+            threading.Thread(target=hold_after_main_module).start()
     finally:
         print(f"emitted={source.emitted} received={sink.received}", flush=True)
     """
@@ -198,27 +211,68 @@ class TestSignalAfterDrain:
                 assert "action=cancel" in stdout, (run, stdout[-2000:])
         assert seen  # every run was checked
 
-    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-    def test_signal_after_start_returned_exits_0(self, tmp_path: Path, signum: int) -> None:
-        """A signal once start() has returned is logged and ends the script with status 0."""
-        script = tmp_path / "quick_drain.py"
-        script.write_text(QUICK_DRAIN)
-        with (
-            (tmp_path / "stderr").open("w") as stderr,
-            spawn([sys.executable, str(script), "hold"], stderr) as process,
-        ):
-            assert process.stdout is not None
-            out = read_until(process, "ready\n")
-            process.send_signal(signal.SIGTERM)  # the first stops the run
-            out += read_until(process, "start returned\n")
-            process.send_signal(signum)  # the run has ended: a late signal
-            out += process.stdout.read()
-            code = process.wait(timeout=60)
-        assert code == 0, (out, (tmp_path / "stderr").read_text())
+    def test_sigterm_after_start_returned_exits_0(self, tmp_path: Path) -> None:
+        """SIGTERM once start() has returned is logged and ends the script with status 0."""
+        code, out = self.signal_when(tmp_path, "hold", "start returned\n", signal.SIGTERM)
+        assert code == 0, out
         assert "not reached" not in out
+        assert "KeyboardInterrupt" not in out
         emitted, received = counts(out)  # the script's finally block ran
         assert emitted == received > 0
         late = [line for line in out.splitlines() if "action=exit" in line]
         assert len(late) == 1, out
-        assert f"signal={signal.Signals(signum).name}" in late[0]
+        assert "signal=SIGTERM" in late[0]
         assert "status=0" in late[0]
+
+    def test_sigint_after_start_returned_is_keyboard_interrupt(self, tmp_path: Path) -> None:
+        """SIGINT while the caller's code runs after start() is a KeyboardInterrupt as usual."""
+        code, out = self.signal_when(tmp_path, "hold", "start returned\n", signal.SIGINT)
+        assert code == 0, out
+        assert "KeyboardInterrupt" in out
+        assert "action=exit" not in out
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+    def test_signal_while_exiting_is_logged(self, tmp_path: Path, signum: int) -> None:
+        """Once the script has ended (a thread holds the process), a signal is only logged."""
+        code, out = self.signal_when(tmp_path, "hold-exit", "main module finished\n", signum)
+        assert code == 0, out
+        late = [line for line in out.splitlines() if "action=exit" in line]
+        assert len(late) == 2, out  # the second one exits at once, with the run's status
+        assert all("status=0" in line for line in late)
+        assert "Traceback" not in out
+
+    @staticmethod
+    def signal_when(tmp_path: Path, mode: str, line: str, signum: int) -> tuple[int, str]:
+        """Run the script in ``mode``: stop it on "ready", then send ``signum`` on ``line``.
+
+        In "hold-exit" mode the process is still held by its thread after the first
+        ``signum``, so a second one is sent once the first one's event is out.
+        """
+        script = tmp_path / "quick_drain.py"
+        script.write_text(QUICK_DRAIN)
+        with (
+            (tmp_path / "stderr").open("w") as stderr,
+            spawn([sys.executable, str(script), mode], stderr) as process,
+        ):
+            assert process.stdout is not None
+            out = read_until(process, "ready\n")
+            process.send_signal(signal.SIGTERM)  # the first stops the run
+            out += read_until(process, line)
+            process.send_signal(signum)  # the run has ended: a late signal
+            if mode == "hold-exit":
+                out += read_until_containing(process, "action=exit")
+                process.send_signal(signum)
+            out += process.stdout.read()
+            code = process.wait(timeout=60)
+        return code, out + (tmp_path / "stderr").read_text()
+
+
+def read_until_containing(process: subprocess.Popen[str], text: str) -> str:
+    """The child's stdout up to and including the first line containing ``text``."""
+    assert process.stdout is not None
+    out = ""
+    for line in process.stdout:
+        out += line
+        if text in line:
+            return out
+    raise AssertionError(f"no line with {text!r}; stdout: {out[-2000:]}")
