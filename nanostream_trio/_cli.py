@@ -605,11 +605,11 @@ def _run_to_status(
     except BaseException as raised:
         exc = _single(raised)
         if isinstance(exc, KeyboardInterrupt):
-            after_run.status = EXIT_CANCELLED
+            after_run.settle(EXIT_CANCELLED)
             raise exc from None
         if not isinstance(exc, Exception):
             raise
-        after_run.status = EXIT_FAILED
+        after_run.settle(EXIT_FAILED)
         _finish_table(output)
         _report_failure(output, log, f"pipeline {pipeline.name!r}", exc, full_traceback)
         return EXIT_FAILED
@@ -618,8 +618,9 @@ def _run_to_status(
             table_stdout.close_pending()
             sys.stdout = real_stdout
     _finish_table(output)
-    after_run.status = _summary_status(summary)
-    return after_run.status
+    status = _summary_status(summary)
+    after_run.settle(status)
+    return status
 
 
 def _summary_status(summary: PipelineStatistics) -> int:
@@ -970,15 +971,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except BaseException as raised:
         exc = _single(raised)
         if isinstance(exc, KeyboardInterrupt):
-            after_run.status = EXIT_CANCELLED
+            after_run.settle(EXIT_CANCELLED)
             raise exc from None
         if not isinstance(exc, Exception):
             raise
-        after_run.status = EXIT_FAILED
+        after_run.settle(EXIT_FAILED)
         _report_failure(output, log, "demo", exc, False)
         return EXIT_FAILED
-    after_run.status = _demo_report(args, summary, rows)
-    return after_run.status
+    status = _demo_report(args, summary, rows)
+    after_run.settle(status)
+    return status
 
 
 def _demo_report(args: argparse.Namespace, summary: PipelineStatistics, rows: int) -> int:

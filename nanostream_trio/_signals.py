@@ -76,9 +76,15 @@ class AfterRun:
         """From now on a signal reaching this handler came after the run's own handling."""
         self._armed = True
 
+    def settle(self, status: int) -> None:
+        """The run's exit status is known; if two late signals came already, exit now."""
+        self.status = status
+        if len(self.received) > 1:
+            _log_then_exit(self._log, {}, status, log_event=False)
+
     def returned(self, status: int) -> None:
         """``Pipeline.start()`` returns with ``status``: the caller's code runs from now on."""
-        self.status = status
+        self.settle(status)
         self._returned = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -116,9 +122,12 @@ class AfterRun:
                 os._exit(exit_after)
 
 
-def _log_then_exit(log: Any, fields: dict[str, Any], exit_after: int | None) -> None:
-    with contextlib.suppress(Exception):
-        log.warning("signal_received", **fields)
+def _log_then_exit(
+    log: Any, fields: dict[str, Any], exit_after: int | None, *, log_event: bool = True
+) -> None:
+    if log_event:
+        with contextlib.suppress(Exception):
+            log.warning("signal_received", **fields)
     if exit_after is None:
         return
     for stream in (sys.stdout, sys.stderr):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,10 +180,14 @@ def run_signalled(
 
 
 def counts(stdout: str) -> tuple[int, int]:
-    """``(emitted, received)`` from the script's last report line."""
-    line = next(line for line in stdout.splitlines() if line.startswith("emitted="))
-    emitted, received = (int(part.split("=")[1]) for part in line.split())
-    return emitted, received
+    """``(emitted, received)`` from the script's report line.
+
+    Searched anywhere: a late signal's event is logged from another thread, and
+    ``print`` writes its text and its newline separately, so the two may interleave.
+    """
+    found = re.search(r"emitted=(\d+) received=(\d+)", stdout)
+    assert found is not None, stdout[-2000:]
+    return int(found[1]), int(found[2])
 
 
 class TestSignalAfterDrain:
