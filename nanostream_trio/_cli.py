@@ -15,6 +15,9 @@ structlog for its own process: events go to stderr, pretty on a terminal and
 JSON lines otherwise. On a terminal, ``run`` also keeps a live per-node table
 under the events. Exit status: 0 success, 1 pipeline failure, 2 bad usage or
 configuration, 130 cancelled by a second Ctrl-C (or interrupted while loading).
+A signal that arrives once the run has ended is logged (``signal_received``,
+``action="exit"``) and leaves that status as it is; the handlers stay
+installed until the process exits.
 """
 
 from __future__ import annotations
@@ -43,16 +46,13 @@ import structlog
 import trio
 
 from ._composite import _CompositeNode
-from ._config import (
-    ConfigFileError,
-    PipelineFile,
-    class_parameters,
-    import_module,
-    read_pipeline,
-)
+from ._config import PipelineFile, read_pipeline
 from ._node import NanoNode, registered_nodes
+from ._node_spec import class_parameters, import_module
 from ._pipeline import Pipeline
+from ._signals import AfterRun
 from ._stats import NodeStatistics, PipelineStatistics
+from ._yaml_document import ConfigFileError
 
 __all__ = ["main", "render_table"]
 
@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except ConfigFileError as exc:
         _error(str(exc))
+        for note in getattr(exc, "__notes__", ()):
+            print(f"nanostream: note: {note}", file=sys.stderr)  # such as the composites: entry
         return EXIT_USAGE
     except KeyboardInterrupt:
         _error("interrupted")
@@ -558,12 +560,16 @@ async def _refresh_table(table: LiveTable) -> None:
         await trio.sleep(TABLE_REFRESH)
 
 
-async def _supervise(pipeline: Pipeline, log: Any, table: LiveTable | None) -> PipelineStatistics:
+async def _supervise(
+    pipeline: Pipeline, log: Any, table: LiveTable | None, after_run: AfterRun
+) -> PipelineStatistics:
     """Run ``pipeline`` with signal handling (and the table's redraws)."""
     with (
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
         _Escalation(log),
     ):
+        # The receiver hands the signals back to ``after_run`` when it closes.
+        after_run.arm()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, pipeline, log)
             if table is not None:
@@ -590,14 +596,20 @@ def _run_to_status(
     if table is not None and _isatty(real_stdout):
         # Printed lines on the same terminal must go above the table, not under it.
         sys.stdout = table_stdout = _TableStdout(table, real_stdout)
+    # Installed for the rest of the process: a signal after the run ends is logged
+    # and leaves the run's exit status as it is (see _signals).
+    after_run = AfterRun(log)
+    after_run.install()
     try:
-        summary = trio.run(_supervise, pipeline, log, table)
+        summary = trio.run(_supervise, pipeline, log, table, after_run)
     except BaseException as raised:
         exc = _single(raised)
         if isinstance(exc, KeyboardInterrupt):
+            after_run.settle(EXIT_CANCELLED)
             raise exc from None
         if not isinstance(exc, Exception):
             raise
+        after_run.settle(EXIT_FAILED)
         _finish_table(output)
         _report_failure(output, log, f"pipeline {pipeline.name!r}", exc, full_traceback)
         return EXIT_FAILED
@@ -606,6 +618,12 @@ def _run_to_status(
             table_stdout.close_pending()
             sys.stdout = real_stdout
     _finish_table(output)
+    status = _summary_status(summary)
+    after_run.settle(status)
+    return status
+
+
+def _summary_status(summary: PipelineStatistics) -> int:
     if summary.status == "cancelled":
         return EXIT_CANCELLED
     return EXIT_OK if summary.status == "finished" else EXIT_FAILED
@@ -882,7 +900,9 @@ def _write_csv(directory: Path, staging: Path, index: int, rows: int) -> None:
     os.replace(staged, directory / name)
 
 
-async def _demo(args: argparse.Namespace, log: Any) -> tuple[PipelineStatistics, int]:
+async def _demo(
+    args: argparse.Namespace, log: Any, after_run: AfterRun
+) -> tuple[PipelineStatistics, int]:
     from .nodes import CSVReader, LocalDirectoryWatchdog, LocalFileReader, PrinterOfThings
 
     with tempfile.TemporaryDirectory(prefix="nanostream-demo-") as temp:
@@ -901,6 +921,7 @@ async def _demo(args: argparse.Namespace, log: Any) -> tuple[PipelineStatistics,
             trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
             _Escalation(log),
         ):
+            after_run.arm()
             async with trio.open_nursery() as nursery:
 
                 async def run_pipeline(task_status: trio.TaskStatus[None]) -> None:
@@ -943,16 +964,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     output = _Output(sys.stderr)
     _configure_logging(output, args.log_format, args.log_level)
     log = structlog.get_logger("nanostream_trio.cli").bind(pipeline="demo")
+    after_run = AfterRun(log)
+    after_run.install()
     try:
-        summary, rows = trio.run(_demo, args, log)
+        summary, rows = trio.run(_demo, args, log, after_run)
     except BaseException as raised:
         exc = _single(raised)
         if isinstance(exc, KeyboardInterrupt):
+            after_run.settle(EXIT_CANCELLED)
             raise exc from None
         if not isinstance(exc, Exception):
             raise
+        after_run.settle(EXIT_FAILED)
         _report_failure(output, log, "demo", exc, False)
         return EXIT_FAILED
+    status = _demo_report(args, summary, rows)
+    after_run.settle(status)
+    return status
+
+
+def _demo_report(args: argparse.Namespace, summary: PipelineStatistics, rows: int) -> int:
+    """Print the demo's last line; return its exit status."""
     print(
         f"nanostream demo: {summary.status}: {rows} rows from {args.files} files "
         f"in {summary.elapsed:.1f} s",

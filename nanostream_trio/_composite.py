@@ -35,25 +35,28 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from . import composites
-from ._config import (
+from ._exceptions import ConfigError
+from ._node import DeadLetterPort, EngineSettings, NanoNode, Port
+from ._node_spec import (
     ENGINE_OPTIONS,
-    Document,
-    KeyPath,
     check_argument_types,
     check_arguments,
     class_parameters,
-    did_you_mean,
     engine_options,
-    format_key_path,
     import_modules,
     parse_links,
-    parse_yaml,
-    read_text,
     resolve_class,
 )
-from ._exceptions import ConfigError
-from ._node import DeadLetterPort, EngineSettings, NanoNode, Port
 from ._policy import ErrorPolicy, Retry
+from ._yaml_document import (
+    ConfigFileError,
+    Document,
+    KeyPath,
+    did_you_mean,
+    format_key_path,
+    parse_yaml,
+    read_text,
+)
 
 __all__ = [
     "COMPOSITE_MODULE",
@@ -345,7 +348,11 @@ def load_composite_from(document: Document, path: KeyPath, entry: Any) -> type[N
             file = document.base_dir / file
         if not file.is_file():
             document.fail(path, f"composite file {str(file)!r} not found")
-        return load_composite(file)
+        try:
+            return load_composite(file)
+        except ConfigFileError as exc:
+            exc.add_note(f"named at {document.error(path, 'this composites: entry')}")
+            raise
     if isinstance(entry, dict):
         return build_composite(document, path)
     document.fail(path, "expected a composite file path or an inline composite definition")

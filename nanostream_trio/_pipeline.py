@@ -347,19 +347,48 @@ class Pipeline:
         at once and ends the process with status 130. This is what
         ``node.global_start()`` calls.
 
+        The handlers stay installed after the run, until the process exits,
+        so a signal that comes once the run has ended (the drain had
+        finished) no longer kills the process by the signal: it is logged as
+        ``signal_received`` (``action="exit"``). If it came while the run was
+        returning, ``start()`` raises ``SystemExit`` with the run's status (0
+        when it finished). Once ``start()`` has returned, SIGTERM raises
+        ``SystemExit`` with that status in the main thread (``finally``
+        blocks run), while SIGINT is a ``KeyboardInterrupt`` as usual; once
+        the script has ended, both are only logged (a second exits at once).
+
         Returns:
             The final :class:`PipelineStatistics`.
+
+        Raises:
+            SystemExit: 130 when cancelled; the run's status when a signal
+                came after the run had ended.
         """
-        summary: PipelineStatistics = trio.run(self._run_with_signals)
-        if summary.status == "cancelled":
-            raise SystemExit(130)
+        from ._signals import AfterRun
+
+        after_run = AfterRun(self._log())
+        after_run.install()
+        try:
+            summary: PipelineStatistics = trio.run(self._run_with_signals, after_run)
+        except BaseException:
+            after_run.returned(1)
+            raise
+        status = 130 if summary.status == "cancelled" else 0
+        after_run.returned(status)
+        if status or after_run.received:
+            # Cancelled; or told to end while the run was ending: end with its status.
+            raise SystemExit(status)
         return summary
 
-    async def _run_with_signals(self) -> PipelineStatistics:
+    async def _run_with_signals(self, after_run: Any = None) -> PipelineStatistics:
         if threading.current_thread() is not threading.main_thread():
             return await self.run()
         try:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                # The receiver restores (and re-raises its unread signals into) the
+                # handler installed before it: every later signal is a late one.
+                if after_run is not None:
+                    after_run.arm()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_signals, signals)
                     try:

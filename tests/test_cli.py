@@ -626,6 +626,42 @@ class TestCheckGraphNodes:
             "encoding, errors; did you mean 'serialize'?\n"
         )
 
+    @pytest.mark.parametrize("command", ["check", "run"])
+    @pytest.mark.parametrize(
+        ("value", "tag"),
+        [
+            ("!!timestamp 2024-13-99x", "!!timestamp"),
+            ('!!bool "abc"', "!!bool"),
+            ('!!int ""', "!!int"),
+        ],
+    )
+    def test_bad_tagged_value_exits_2(
+        self, tmp_path: Path, command: str, value: str, tag: str
+    ) -> None:
+        """A value PyYAML cannot construct for its tag is a located error with status 2."""
+        path = tmp_path / "p.yaml"
+        path.write_text(f"nodes: {value}\n")
+        result = nanostream(command, str(path))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"nanostream: error: {path}:1:8: nodes: not valid YAML: ")
+        assert f" as {tag}: expected " in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+    def test_non_yaml_composite_file_is_named_not_echoed(self, tmp_path: Path) -> None:
+        """A composites: entry naming a CSV file: its name, position and the entry; no content."""
+        (tmp_path / "data.csv").write_text("id,token\n1,hunter2-secret\n")
+        path = tmp_path / "p.yaml"
+        path.write_text("composites: [data.csv]\nnodes: [{class: PrinterOfThings}]\n")
+        result = nanostream("check", str(path))
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"nanostream: error: {tmp_path / 'data.csv'}:1:1: expected a composite definition "
+            "(name, nodes, ...) (a mapping of key: value); the document is a single text value "
+            f"(not YAML?)\nnanostream: note: named at {path}:1:14: composites[0]: this "
+            "composites: entry\n"
+        )
+
     def test_graph_mermaid(self) -> None:
         """graph prints a Mermaid flowchart; composites become subgraphs."""
         result = nanostream("graph", str(EXAMPLES / "foo_pipeline.yaml"))

@@ -544,3 +544,179 @@ class TestArbitraryInput:
         """Nesting deeper than the parser can follow is a ConfigFileError."""
         with pytest.raises(ConfigFileError, match="not valid YAML"):
             load_pipeline_text("[" * 5000 + "]" * 5000, env={})
+
+
+# -- tags ----------------------------------------------------------------------------------
+
+#: Values PyYAML's own constructors fail on with IndexError, KeyError, AttributeError
+#: or ValueError, and what the message must then say.
+BAD_TAGGED = [
+    ('!!timestamp "abc"', "cannot read 'abc' as !!timestamp: expected a date"),
+    ("!!timestamp 2024-13-99x", "cannot read '2024-13-99x' as !!timestamp"),
+    ('!!timestamp ""', "cannot read '' as !!timestamp"),
+    ("!!timestamp 2024-01-01T25:00:00", "(hour must be in 0..23)"),
+    ('!!bool "abc"', "cannot read 'abc' as !!bool: expected true or false"),
+    ('!!int ""', "cannot read '' as !!int: expected a whole number"),
+    ('!!int "-"', "cannot read '-' as !!int"),
+    ("!!int 0x", "cannot read '0x' as !!int"),
+    ('!!float ""', "cannot read '' as !!float: expected a number"),
+    ('!!float "x"', "cannot read 'x' as !!float"),
+]
+
+
+class TestTags:
+    @pytest.mark.parametrize(("tagged", "problem"), BAD_TAGGED)
+    def test_bad_tagged_value_in_pipeline(self, tagged: str, problem: str) -> None:
+        """A value that does not fit its standard tag is located at the value, with the tag."""
+        message = error_of(
+            f"""\
+            nodes:
+              - name: source
+                class: YeSource
+                args: {{limit: {tagged}}}
+            """
+        )
+        assert message.startswith("pipe.yaml:4:19: nodes[0].args.limit: not valid YAML: ")
+        assert problem in message
+
+    @pytest.mark.parametrize(("tagged", "problem"), BAD_TAGGED)
+    def test_bad_tagged_value_in_composite(self, tagged: str, problem: str) -> None:
+        """The same in a composite definition, also as the value of a top-level key."""
+        message = error_of(f"name: YeTagged\nnodes: {tagged}\n", composite=True)
+        assert message.startswith("comp.yaml:2:8: nodes: not valid YAML: ")
+        assert problem in message
+
+    def test_untagged_bad_date_suggests_quoting(self) -> None:
+        """A plain 2024-13-99 reads as a date (YAML's rule); the error says to quote it."""
+        message = error_of(
+            """\
+            nodes:
+              - class: YeSink
+                args: {label: 2024-13-99}
+            """
+        )
+        assert message == (
+            "pipe.yaml:3:19: nodes[0].args.label: not valid YAML: cannot read '2024-13-99' as "
+            "!!timestamp: expected a date or a date and time such as 2024-05-17 or "
+            "2024-05-17T12:30:00Z (month must be in 1..12); quote it to make it a string"
+        )
+
+    def test_bad_item_of_tagged_collection(self) -> None:
+        """An error inside a tagged collection names the item, not the place before it."""
+        message = error_of("name: YeTagged\nnodes: !!omap [{a: 1}, 1]\n", composite=True)
+        assert message.startswith("comp.yaml:2:24: nodes[1]: not valid YAML: ")
+
+    def test_error_is_a_config_file_error_with_position(self) -> None:
+        """The error carries file, line and column as attributes, with no PyYAML exception."""
+        with pytest.raises(ConfigFileError) as info:
+            load_pipeline_text("nodes: !!timestamp 2024-13-99x\n", source="p.yaml", env={})
+        assert (info.value.file, info.value.line, info.value.column) == ("p.yaml", 1, 8)
+        assert info.value.key == "nodes"
+        assert info.value.__cause__ is None
+
+
+class TestNonYamlComposite:
+    @pytest.mark.parametrize(
+        ("name", "content"),
+        [
+            ("data.csv", "id,name,token\n1,alice,hunter2-secret\n"),
+            ("settings.env", "TOKEN=hunter2-secret\nMODE=fast\n"),
+        ],
+    )
+    def test_file_is_named_not_echoed(self, tmp_path: Any, name: str, content: str) -> None:
+        """A composites: entry naming a non-YAML file gives its name and position, not its text."""
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        with pytest.raises(ConfigFileError) as info:
+            load_pipeline_text(
+                f"composites: [{name}]\nnodes: [{{class: YeSink}}]\n",
+                source="pipe.yaml",
+                base_dir=tmp_path,
+                env={},
+            )
+        message = str(info.value)
+        assert message == (
+            f"{tmp_path / name}:1:1: expected a composite definition (name, nodes, ...) "
+            "(a mapping of key: value); the document is a single text value (not YAML?)"
+        )
+        assert "hunter2" not in message
+        assert info.value.__notes__ == [
+            "named at pipe.yaml:1:14: composites[0]: this composites: entry"
+        ]
+
+
+standard_tags = st.sampled_from(
+    ["!!str", "!!int", "!!float", "!!bool", "!!null", "!!timestamp", "!!binary", "!!set",
+     "!!omap", "!!pairs", "!!map", "!!seq", "!!merge", "!!value", "!!yaml",
+     "!!python/name:os.system", "!!python/object/apply:os.system"]
+)  # fmt: skip
+other_tags = st.one_of(
+    st.from_regex(r"!![a-z]{1,8}", fullmatch=True),
+    st.from_regex(r"![a-z]{1,8}", fullmatch=True),
+    st.just("!"),
+    st.just("!<tag:example.com,2000:thing>"),
+)
+tricky_scalars = st.sampled_from(
+    ["abc", "2024-13-99x", "2024-02-30", "2024-01-01T25:00:00", "12:30:00", "0x", "0b", "0o",
+     "1_000", "-", "+", ".", "_", ".inf", ".nan", "yes", "~", "1:2:3", "@@", "AAAA", "=", "<<"]
+)  # fmt: skip
+tag_values = st.one_of(
+    tricky_scalars,
+    tricky_scalars.map(lambda text: f'"{text}"'),
+    st.text(alphabet=st.characters(categories=["L", "N", "P", "Zs"]), max_size=10).map(
+        lambda text: "'" + text.replace("'", "''") + "'"
+    ),
+    st.just('""'),
+    st.lists(tricky_scalars, max_size=3).map(lambda items: "[" + ", ".join(items) + "]"),
+    st.dictionaries(tricky_scalars, tricky_scalars, max_size=3).map(
+        lambda pairs: "{" + ", ".join(f"{k}: {v}" for k, v in pairs.items()) + "}"
+    ),
+    st.lists(tricky_scalars, max_size=2).map(
+        lambda items: "[" + ", ".join(f"{{{item}: 1}}" for item in items) + "]"
+    ),
+)
+tagged_values = st.builds(
+    lambda tag, value: f"{tag} {value}", st.one_of(standard_tags, other_tags), tag_values
+)
+MARKER = "YeTaggedMarker"
+
+
+def tagged_text(base: dict[str, Any], path: list[int], tagged: str) -> str:
+    """``base`` as YAML with one value (the path picks it) replaced by a tagged one."""
+    return yaml.safe_dump(mutate(base, path, MARKER)).replace(MARKER, tagged, 1)
+
+
+def only_located_config_errors(load: Any, text: str) -> None:
+    """``load(text)`` succeeds or raises a ConfigFileError with a line and column."""
+    error: ConfigFileError | None = None
+    try:
+        load(text)
+    except ConfigFileError as exc:
+        error = exc
+    if error is not None:
+        assert error.line is not None, str(error)
+        assert error.column is not None, str(error)
+
+
+class TestArbitraryTags:
+    @PROPERTY
+    @given(st.lists(st.integers(min_value=0, max_value=50), max_size=5), tagged_values)
+    def test_tagged_value_in_pipeline(self, path: list[int], tagged: str) -> None:
+        """A pipeline file with any value replaced by a tagged one gives a located error at most."""
+        text = tagged_text(VALID_PIPELINE, path, tagged)
+        only_located_config_errors(lambda t: load_pipeline_text(t, env={}), text)
+
+    @PROPERTY
+    @given(st.lists(st.integers(min_value=0, max_value=50), max_size=5), tagged_values)
+    def test_tagged_value_in_composite(self, path: list[int], tagged: str) -> None:
+        """A composite with any value replaced by a tagged one gives a located error at most."""
+        composite = {**VALID_COMPOSITE, "name": "YeTaggedComposite"}
+        text = tagged_text(composite, path, tagged)
+        only_located_config_errors(load_composite_text, text)
+
+    @PROPERTY
+    @given(st.lists(st.one_of(yaml_tokens, tagged_values.map(lambda t: t + " ")), max_size=30))
+    def test_token_soup_with_tags(self, tokens: list[str]) -> None:
+        """Token soup with tags in it only ever raises ConfigFileError."""
+        text = "".join(tokens)
+        only_config_errors(lambda t: load_pipeline_text(t, env={}), text)
+        only_config_errors(load_composite_text, text)
