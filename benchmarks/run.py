@@ -16,9 +16,19 @@ fused loops, whose records die one by one) would otherwise pay for one: about
 happened to come first. Collecting up front starts every run from the same
 state; the collections that a system itself causes stay in its time.
 
+Sections: the synthetic workload above (``systems.py``, ``workload.py``), idle
+latency and memory (``latency.py``); then issue 9's real workloads on files
+generated into a temporary directory (``realworld.py``, ``datafiles.py``:
+ratios to the plain script, peak RSS and peak traced heap, Bytewax as an
+optional peer), the seed-style shapes with default ``Pipeline`` options, a
+1 ms ticker's lateness beside busy pipelines and the stalled-sink RSS with
+100 KB items (``load.py``). Each row states its goal and whether it is met.
+
 ``--quick`` runs everything once on small inputs, in seconds, as a smoke test
-(CI runs it); it prints the table but writes no file unless ``--output`` is
-given. The full run writes ``benchmarks/RESULTS.md``.
+(CI runs it: it checks results, never timings); each new section then runs in
+one process, so its memory figures mean nothing. It prints the table but writes
+no file unless ``--output`` is given. The full run (3 fresh processes per
+figure; under 10 minutes on 2 cores) writes ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -235,25 +245,25 @@ def _child_real(name: str, files: dict[str, str]) -> dict[str, Any]:
     return {"ratio": (limit_before + limit_after) / 2 / seconds}
 
 
-def _child_real_memory(name: str, role: str, traced: bool, files: dict[str, str]) -> dict[str, Any]:
-    """One run of a workload's system (or its limit): peak RSS, or peak traced heap."""
+def _child_real_memory(name: str, role: str, files: dict[str, str]) -> dict[str, Any]:
+    """A workload's system (or its limit) run twice: its peak RSS, then its peak traced heap."""
     import tracemalloc
 
+    import latency
     import realworld
 
     _, _, run_system, run_limit, _, _, _ = realworld.WORKLOADS[name]
     run = run_system if role == "system" else run_limit
+    scratch = Path(files["scratch"])
     gc.collect()
-    if traced:
-        tracemalloc.start()
-        run(files, Path(files["scratch"]))
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        return {"heap_peak_mib": peak / 2**20}
-    run(files, Path(files["scratch"]))
-    import latency
-
-    return {"rss_peak_mib": latency.peak_rss_mib()}
+    run(files, scratch)
+    rss = latency.peak_rss_mib()
+    gc.collect()
+    tracemalloc.start()
+    run(files, scratch)
+    heap = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"rss_peak_mib": rss, "heap_peak_mib": heap / 2**20}
 
 
 def _child_ticker(shape: str, n: int, files: dict[str, str], seconds: float) -> dict[str, Any]:
@@ -275,7 +285,7 @@ def _child(spec: dict[str, Any]) -> Any:
     if kind == "real":
         return _child_real(spec["workload"], spec["files"])
     if kind == "real_memory":
-        return _child_real_memory(spec["workload"], spec["role"], spec["traced"], spec["files"])
+        return _child_real_memory(spec["workload"], spec["role"], spec["files"])
     if kind == "ticker":
         return _child_ticker(spec["shape"], spec["n"], spec["files"], spec["seconds"])
     if kind == "stalled_big":
@@ -350,7 +360,7 @@ def _generate_files(directory: Path, quick: bool) -> dict[str, Any]:
     """Write the real workloads' inputs into ``directory``; return their paths and sizes."""
     import datafiles
 
-    sizes = {"text": 20_000, "json": 10_000, "csv": 10_000} if quick else REAL_SIZES
+    sizes = {"text": 10_000, "json": 5_000, "csv": 5_000} if quick else REAL_SIZES
     files: dict[str, Any] = {"scratch": str(directory)}
     datafiles.text_log(directory / "text.log", sizes["text"])
     facts = datafiles.json_log(directory / "json.log", sizes["json"])
@@ -396,36 +406,28 @@ def _real_section(out: Callable[[str], None], quick: bool, runs: int, data: dict
     )
     out("|---|---|---:|---:|---|---:|---:|")
     names = list(realworld.WORKLOADS)
-    memory_specs: list[dict[str, Any]] = []
-    for name in names:
-        for traced in (False, True):
-            memory_specs.append(
-                {"kind": "real_memory", "workload": name, "role": "system", "traced": traced}
-            )
-    groups = sorted({realworld.WORKLOADS[name][0] for name in names})
-    for group in groups:
-        limit_name = next(name for name in names if realworld.WORKLOADS[name][0] == group)
-        for traced in (False, True):
-            memory_specs.append(
-                {"kind": "real_memory", "workload": limit_name, "role": "limit", "traced": traced}
-            )
-    installed = [
-        spec for spec in memory_specs if bytewax or not realworld.WORKLOADS[spec["workload"]][6]
+    # Memory: one fresh process per system (floors left out) and one per limit.
+    memory_specs = [
+        {"kind": "real_memory", "workload": name, "role": "system", "files": files}
+        for name in names
+        if not name.endswith("_floor") and (bytewax or not realworld.WORKLOADS[name][6])
     ]
-    for spec in installed:
-        spec["files"] = files
+    for group in sorted({realworld.WORKLOADS[name][0] for name in names}):
+        limit_name = next(name for name in names if realworld.WORKLOADS[name][0] == group)
+        memory_specs.append(
+            {"kind": "real_memory", "workload": limit_name, "role": "limit", "files": files}
+        )
     memory = dict(
         zip(
-            [(s["workload"], s["role"], s["traced"]) for s in installed],
-            _spawn_all(installed, together=quick),
+            [(spec["workload"], spec["role"]) for spec in memory_specs],
+            _spawn_all(memory_specs, together=quick),
             strict=True,
         )
     )
 
-    def limit_memory(group: str, traced: bool) -> float:
-        key = "heap_peak_mib" if traced else "rss_peak_mib"
-        for (name, role, was_traced), result in memory.items():
-            if role == "limit" and was_traced == traced and realworld.WORKLOADS[name][0] == group:
+    def limit_memory(group: str, key: str) -> float:
+        for (name, role), result in memory.items():
+            if role == "limit" and realworld.WORKLOADS[name][0] == group:
                 return float(result[key])
         raise KeyError(group)
 
@@ -447,15 +449,17 @@ def _real_section(out: Callable[[str], None], quick: bool, runs: int, data: dict
             out(f"| {workload_text} | {label} | not installed | {issue} | peer | | |")
             continue
         ratio = statistics.median(results[name])
-        rss = memory[(name, "system", False)]["rss_peak_mib"]
-        heap = memory[(name, "system", True)]["heap_peak_mib"]
-        if name == "csv":
-            csv_heap = heap
         goal_text = f">= {goal} {_status(ratio, goal)}" if goal else ("peer" if peer else "floor")
+        rss_text = heap_text = ""
+        if (name, "system") in memory:
+            rss = memory[(name, "system")]["rss_peak_mib"]
+            heap = memory[(name, "system")]["heap_peak_mib"]
+            csv_heap = heap if name == "csv" else csv_heap
+            rss_text = f"{_mib(rss)} / {_mib(limit_memory(group, 'rss_peak_mib'))}"
+            heap_text = f"{_mib(heap)} / {_mib(limit_memory(group, 'heap_peak_mib'))}"
         out(
             f"| {workload_text} | {label} | {ratio:.2f} | {issue} | {goal_text} "
-            f"| {_mib(rss)} / {_mib(limit_memory(group, False))} "
-            f"| {_mib(heap)} / {_mib(limit_memory(group, True))} |"
+            f"| {rss_text} | {heap_text} |"
         )
         print(f"  real {name}: ratio {ratio:.3f} over {len(results[name])} run(s)", file=sys.stderr)
     out("")
@@ -556,10 +560,13 @@ def _stalled_big_section(out: Callable[[str], None], quick: bool, runs: int) -> 
     out("")
 
 
+def _progress(done: str, started: float) -> None:
+    print(f"[{time.perf_counter() - started:4.0f} s] done: {done}", file=sys.stderr)
+
+
 def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
     """Run every measurement in child processes; return the Markdown report."""
-    runs_given = runs
-    runs = runs or (1 if quick else 5)
+    runs = runs or (1 if quick else 3)
     n = n or (20_000 if quick else 200_000)
     latency_count = 1_000 if quick else 10_000
     rss_sizes = (100_000, 200_000) if quick else (1_000_000, 10_000_000)
@@ -663,13 +670,18 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
         f"(target: within 2 MiB, {flat})."
     )
     out("")
-    new_runs = runs_given or (1 if quick else 3)
+    _progress("synthetic workload, idle latency, memory", started)
     with tempfile.TemporaryDirectory(prefix="nanostream-bench-") as directory:
         data = _generate_files(Path(directory), quick)
-        _real_section(out, quick, new_runs, data)
-        _seed_section(out, quick, new_runs, n)
-        _ticker_section(out, quick, new_runs, 20_000 if quick else TICKER_N, data["files"])
-    _stalled_big_section(out, quick, new_runs)
+        _progress("generated the input files", started)
+        _real_section(out, quick, runs, data)
+        _progress("real workloads", started)
+        _seed_section(out, quick, runs, n)
+        _progress("seed-style shapes", started)
+        _ticker_section(out, quick, runs, 20_000 if quick else TICKER_N, data["files"])
+        _progress("ticker under load", started)
+    _stalled_big_section(out, quick, runs)
+    _progress("stalled sink, 100 KB items", started)
     if quick:
         out("(--quick: one process per section; memory figures there are not measurements.)")
         out("")
@@ -680,7 +692,7 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, one run each")
-    parser.add_argument("--runs", type=int, help="children per system (default 5, quick 1)")
+    parser.add_argument("--runs", type=int, help="fresh processes per figure (default 3, quick 1)")
     parser.add_argument("-n", type=int, help="records per throughput run")
     parser.add_argument("--output", type=Path, help="write the Markdown table here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
