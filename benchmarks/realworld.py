@@ -164,9 +164,13 @@ def lines_trio_floor(files: Files, scratch: Path) -> Result:
         async with outbox, await trio.open_file(files["text"], "rb") as handle:
             rest = b""
             while chunk := await handle.read(CHUNK):
-                *complete, rest = (rest + chunk).split(b"\n")
-                if complete:
-                    await outbox.send(b"\n".join(complete).decode("utf-8", "replace").split("\n"))
+                chunk = rest + chunk
+                end = chunk.rfind(b"\n")
+                if end < 0:
+                    rest = chunk
+                    continue
+                rest = chunk[end + 1 :]
+                await outbox.send(chunk[:end].decode("utf-8", "replace").split("\n"))
             if rest:
                 await outbox.send([rest.decode("utf-8", "replace")])
 

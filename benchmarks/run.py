@@ -379,6 +379,15 @@ def _generate_files(directory: Path, quick: bool) -> dict[str, Any]:
     return {"files": files, "info": info}
 
 
+#: Issue 9's goals as measured in this run: (what, figure, goal, status); see ``_goal``.
+GOALS: list[tuple[str, str, str, str]] = []
+
+
+def _goal(what: str, figure: str, goal: str, met: bool) -> None:
+    """Record one of issue 9's goals for the summary at the top of the report."""
+    GOALS.append((what, figure, goal, "met" if met else "**missed**"))
+
+
 def _mib(size: float) -> str:
     return f"{size:.1f} MiB"
 
@@ -450,6 +459,8 @@ def _real_section(out: Callable[[str], None], quick: bool, runs: int, data: dict
             continue
         ratio = statistics.median(results[name])
         goal_text = f">= {goal} {_status(ratio, goal)}" if goal else ("peer" if peer else "floor")
+        if goal:
+            _goal(f"{label} ({what})", f"{ratio:.2f}", f">= {goal}", ratio >= goal)
         rss_text = heap_text = ""
         if (name, "system") in memory:
             rss = memory[(name, "system")]["rss_peak_mib"]
@@ -466,6 +477,7 @@ def _real_section(out: Callable[[str], None], quick: bool, runs: int, data: dict
     if csv_heap is not None:
         size = sizes_bytes["csv"] / 2**20
         met = "met" if csv_heap < size else "**missed**"
+        _goal("peak traced heap of the CSV job", _mib(csv_heap), f"< {_mib(size)}", csv_heap < size)
         out(
             f"Peak traced heap of the CSV job: {_mib(csv_heap)} for a {_mib(size)} file "
             f"(goal: below the file's size, {met})."
@@ -486,6 +498,8 @@ def _seed_section(out: Callable[[str], None], quick: bool, runs: int, n: int) ->
     for name, (description, _, goal) in SEED.items():
         ratio = statistics.median(results[name])
         goal_text = f">= {goal} {_status(ratio, goal)}" if goal else "floor"
+        if goal:
+            _goal(f"seed shape {description}", f"{ratio:.2f}", f">= {goal}", ratio >= goal)
         out(f"| {description} | {ratio:.2f} | {SEED_ISSUE[name]} | {goal_text} |")
         print(f"  seed {name}: ratio {ratio:.3f}", file=sys.stderr)
     out("")
@@ -524,6 +538,13 @@ def _ticker_section(
             if shape == "alone"
             else f"<= {TICKER_P99_GOAL_MS} ms {_status(p99, TICKER_P99_GOAL_MS, False)}"
         )
+        if shape != "alone":
+            _goal(
+                f"1 ms ticker p99 beside: {label}",
+                f"{p99:.2f} ms",
+                f"<= {TICKER_P99_GOAL_MS} ms",
+                p99 <= TICKER_P99_GOAL_MS,
+            )
         out(f"| {label} | {ticks:,.0f} | {p50:.2f} ms | {p99:.2f} ms | {top:.2f} ms | {goal} |")
         print(f"  ticker {shape}: p99 {p99:.2f} ms", file=sys.stderr)
     out("")
@@ -555,6 +576,13 @@ def _stalled_big_section(out: Callable[[str], None], quick: bool, runs: int) -> 
             if system == "bare"
             else f"<= {STALLED_RSS_GOAL}x {_status(ratio, STALLED_RSS_GOAL, False)}"
         )
+        if system != "bare":
+            _goal(
+                "stalled-sink peak RSS, 100 KB items, vs bare Trio",
+                f"{ratio:.2f}x",
+                f"<= {STALLED_RSS_GOAL}x",
+                ratio <= STALLED_RSS_GOAL,
+            )
         out(f"| {label} | {_mib(peak)} | {_mib(before)} | {produced:,.0f} | {ratio:.2f} | {goal} |")
         print(f"  stalled {system}: {peak:.0f} MiB", file=sys.stderr)
     out("")
@@ -637,6 +665,12 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
         if key == "nanostream":
             met = median_ratio <= 1.3 and p99_ratio <= 1.5
             target = "<= 1.3 / <= 1.5 " + ("met" if met else "**missed**")
+            _goal(
+                "idle 5-hop latency vs bare Trio channels (median / p99)",
+                f"{median_ratio:.2f} / {p99_ratio:.2f}",
+                "<= 1.3 / <= 1.5",
+                met,
+            )
         out(
             f"| {label} | {median:.1f} us | {p99:.1f} us | {median_ratio:.2f} "
             f"| {p99_ratio:.2f} | {target} |"
@@ -686,6 +720,17 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
         out("(--quick: one process per section; memory figures there are not measurements.)")
         out("")
     out(f"All count/sum checks passed. Suite time: {time.perf_counter() - started:.0f} s.")
+    summary = [
+        "## Issue 9's goals in this run",
+        "",
+        "| goal | figure | target | status |",
+        "|---|---:|---|---|",
+        *(f"| {what} | {figure} | {goal} | {status} |" for what, figure, goal, status in GOALS),
+        "",
+    ]
+    first_section = next(i for i, line in enumerate(lines) if line.startswith("## "))
+    lines[first_section:first_section] = summary
+    GOALS.clear()
     return "\n".join(lines) + "\n"
 
 
@@ -695,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help="fresh processes per figure (default 3, quick 1)")
     parser.add_argument("-n", type=int, help="records per throughput run")
     parser.add_argument("--output", type=Path, help="write the Markdown table here")
+    parser.add_argument("--note", help="a paragraph to put under the title of the written file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -707,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
             "# Benchmark results\n\n"
             "Written by `python benchmarks/run.py`; see docs/performance.md.\n\n"
         )
+        if args.note:
+            header += f"{args.note}\n\n"
         output.write_text(header + report)
     print(report)
     return 0
