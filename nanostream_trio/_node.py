@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, NoReturn, TypedDict
 
 from ._edges import DEFAULT_CAPACITY
 from ._exceptions import ConfigError, GraphError, LinkError, NodeDefinitionError
+from ._logging import library_logger
 from ._policy import ErrorPolicy, Retry, check_policy
 
 __all__ = ["DeadLetterPort", "NanoNode", "Port", "registered_nodes", "resolve_node_class"]
@@ -362,7 +363,7 @@ class NanoNode:
 
         While the node runs, the event goes to its pipeline's logger, bound to
         ``pipeline`` and ``node`` like the engine's own events; otherwise to
-        ``structlog.get_logger("nanostream_trio")`` bound to ``node``. Built-in
+        the library's default logger bound to ``node``. Built-in
         nodes report their own events (``file_truncated``, ...) this way.
 
         Args:
@@ -378,9 +379,7 @@ class NanoNode:
             raise ConfigError(msg, node=self._ns_name, key="level")
         log = self._ns_log
         if log is None:
-            import structlog
-
-            log = structlog.get_logger("nanostream_trio").bind(node=self._ns_name)
+            log = library_logger().bind(node=self._ns_name)
         getattr(log, level)(event, **fields)
 
     # Composite nodes (YAML) stand for a group of inner nodes: links to them

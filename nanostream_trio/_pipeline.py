@@ -14,12 +14,12 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-import structlog
 import trio
 
 from . import _node
 from ._edges import Edge
 from ._exceptions import ConfigError, GraphError, PipelineStateError
+from ._logging import library_logger
 from ._monitor import monitor, node_statistics
 from ._node import NanoNode, Port
 from ._runtime import NodeRun, maybe_await
@@ -86,7 +86,9 @@ class Pipeline:
         stall_timeout: seconds a node's inbox may hold items without the node
             taking any before a ``node_stalled`` event; ``None`` turns it off.
         logger: a structlog logger to emit events on; default
-            ``structlog.get_logger("nanostream_trio")``.
+            the library's own (``structlog.get_logger("nanostream_trio")``
+            once the application has configured structlog, quiet one-line
+            warnings on stderr until then; see docs/events.md).
 
     Raises:
         GraphError: no nodes, a processor nothing links into, a source with
@@ -122,7 +124,7 @@ class Pipeline:
         self._check()
         self._stats_interval = stats_interval
         self._stall_timeout = stall_timeout
-        self._logger = logger if logger is not None else structlog.get_logger("nanostream_trio")
+        self._logger = logger if logger is not None else library_logger()
         self._runs: dict[str, NodeRun] = {}
         self._status: PipelineStatus = "pending"
         self._started_at: float | None = None

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
 def start(mode: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # NANOSTREAM_DEBUG: the library's quiet default logger then shows info events too
+    # (on stderr), which these tests assert on.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NANOSTREAM_DEBUG": "1"}
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), mode],
         stdout=subprocess.PIPE,
@@ -30,7 +32,6 @@ def start(mode: str) -> subprocess.Popen[str]:
     )
     assert process.stdout is not None
     # Wait for the pipeline to be running: the sink prints "ready" on its first item.
-    # (structlog's default configuration also prints the engine's events on stdout.)
     for line in process.stdout:
         if line == "ready\n":
             return process
@@ -63,9 +64,10 @@ class TestSignals:
         """A second signal cancels at once (the sink is stuck) and the exit status is 130."""
         process = start("stuck")
         process.send_signal(signal.SIGINT)
-        # Wait until the first signal was handled before sending the second.
-        assert process.stdout is not None
-        for line in process.stdout:
+        # Wait until the first signal was handled before sending the second (the
+        # library logs its events on stderr).
+        assert process.stderr is not None
+        for line in process.stderr:
             if "pipeline_stopping" in line:
                 break
         process.send_signal(signal.SIGINT)
@@ -89,7 +91,12 @@ QUICK_DRAIN = textwrap.dedent(
     import threading
     import time
 
+    import structlog
+
     from nanostream_trio import NanoNode
+
+    # The application's logging setup: events on stdout, in order with the script's lines.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stdout))
 
 
     class Counter(NanoNode):
