@@ -161,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--traceback", action="store_true", help="print the full traceback of a failure"
     )
+    run.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /health on this address while running",
+    )
     run.set_defaults(handler=_cmd_run)
 
     check = commands.add_parser(
@@ -676,6 +681,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     output = _Output(sys.stderr)
     _configure_logging(output, args.log_format, args.log_level)
     loaded = read_pipeline(args.file)
+    if args.metrics is not None:
+        loaded.pipeline.metrics = args.metrics
     show_table = args.table == "always" or (args.table == "auto" and _isatty(sys.stderr))
     table = (
         LiveTable(sys.stderr, loaded.pipeline, color=_isatty(sys.stderr)) if show_table else None

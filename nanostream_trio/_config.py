@@ -50,7 +50,7 @@ from ._node_spec import (
     resolve_class,
     spelled,
 )
-from ._pipeline import Pipeline
+from ._pipeline import DEFAULT_STALL_TIMEOUT, DEFAULT_STATS_INTERVAL, Pipeline
 from ._yaml_document import (
     ConfigFileError,
     Document,
@@ -213,7 +213,12 @@ def _build_pipeline(document: Document) -> PipelineFile:
     nodes = _build_nodes(document, spec.get("nodes"))
     _link_nodes(document, spec, nodes)
     try:
-        pipeline = Pipeline(*(node for node, _ in nodes.values()), name=name, **settings)
+        pipeline = Pipeline(
+            *(node for node, _ in nodes.values()),
+            name=name,
+            stats_interval=settings.get("stats_interval", DEFAULT_STATS_INTERVAL),
+            stall_timeout=settings.get("stall_timeout", DEFAULT_STALL_TIMEOUT),
+        )
     except NanostreamError as exc:
         blamed = getattr(exc, "node", None) or getattr(exc, "downstream", None)
         blamed = blamed or getattr(exc, "upstream", None)

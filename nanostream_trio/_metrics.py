@@ -231,9 +231,8 @@ async def serve_metrics(
 
     def snapshot() -> tuple[str, tuple[int, str]]:
         stats = pipeline.statistics()
-        extra = pipeline._ns_metrics_extra() if hasattr(pipeline, "_ns_metrics_extra") else None
         state = health(stats, trio.current_time(), pipeline._stall_timeout)
-        return render_metrics(stats, extra=extra), state
+        return render_metrics(stats), state
 
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:

@@ -20,6 +20,7 @@ from . import _node
 from ._edges import Edge
 from ._exceptions import ConfigError, GraphError, PipelineStateError
 from ._logging import library_logger
+from ._metrics import parse_address, serve_metrics
 from ._monitor import monitor, node_statistics
 from ._node import NanoNode, Port
 from ._runtime import NodeRun, maybe_await
@@ -89,6 +90,9 @@ class Pipeline:
             the library's own (``structlog.get_logger("nanostream_trio")``
             once the application has configured structlog, quiet one-line
             warnings on stderr until then; see docs/events.md).
+        metrics: ``"host:port"`` to serve Prometheus ``/metrics`` and ``/health``
+            on while the pipeline runs (port 0 picks a free one; see
+            :attr:`metrics_address`); ``None`` (the default) serves nothing.
 
     Raises:
         GraphError: no nodes, a processor nothing links into, a source with
@@ -107,6 +111,7 @@ class Pipeline:
         stats_interval: float | None = DEFAULT_STATS_INTERVAL,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         logger: Any = None,
+        metrics: str | None = None,
     ) -> None:
         for node in nodes:
             if not isinstance(node, NanoNode):
@@ -125,6 +130,10 @@ class Pipeline:
         self._stats_interval = stats_interval
         self._stall_timeout = stall_timeout
         self._logger = logger if logger is not None else library_logger()
+        if metrics is not None:
+            parse_address(metrics)  # a bad address fails here, not when the run starts
+        self._metrics = metrics
+        self._metrics_address: tuple[str, int] | None = None
         self._runs: dict[str, NodeRun] = {}
         self._status: PipelineStatus = "pending"
         self._started_at: float | None = None
@@ -280,6 +289,8 @@ class Pipeline:
                     monitor_nursery.start_soon(
                         monitor, self, log, self._stats_interval, self._stall_timeout
                     )
+                    if self._metrics is not None:
+                        await self._serve_metrics(monitor_nursery, log)
                     await self._run_nodes(runs, task_status)
                     monitor_nursery.cancel_scope.cancel(reason="pipeline finished")
             self._status = "cancelled" if self._cancel_scope.cancelled_caught else "finished"
@@ -301,6 +312,7 @@ class Pipeline:
             raise
         finally:
             self._ended_at = trio.current_time()
+            self._metrics_address = None
             if self._status not in ("finished", "cancelled", "failed"):
                 self._status = "cancelled"
             self._cancel_scope = None
@@ -331,6 +343,29 @@ class Pipeline:
                 node_nursery.start_soon(run.run, ready, name=f"nanostream:{run.name}")
             await all_ready.wait()
             task_status.started()
+
+    @property
+    def metrics(self) -> str | None:
+        """The ``"host:port"`` the next run serves metrics on (settable), or None."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, address: str | None) -> None:
+        if address is not None:
+            parse_address(address)
+        self._metrics = address
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` the metrics endpoint listens on during a run, else None."""
+        return self._metrics_address
+
+    async def _serve_metrics(self, nursery: trio.Nursery, log: Any) -> None:
+        """Start the ``metrics=`` endpoint in the monitor's nursery (it ends with the run)."""
+        assert self._metrics is not None
+        self._metrics_address = await nursery.start(serve_metrics, self, self._metrics)
+        host, port = self._metrics_address
+        log.info("metrics_serving", address=f"{host}:{port}", paths=["/metrics", "/health"])
 
     async def _succeeded(self, runs: list[NodeRun]) -> None:
         """Call every node's ``on_success`` hook, upstream first."""

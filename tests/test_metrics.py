@@ -182,3 +182,78 @@ class TestRendering:
         )
         assert health(running, now=20.0, stall_timeout=30.0) == (200, "ok")
         assert health(running, now=100.0, stall_timeout=None) == (200, "ok")
+
+
+class TestWiring:
+    async def test_pipeline_metrics_option_serves_during_the_run(self) -> None:
+        """Pipeline(metrics=...) serves /metrics from its own nursery and stops with the run."""
+        gate, arrived = trio.Event(), trio.Event()
+        source = Gate(3, gate, name="source")
+        source > Seen(3, arrived, name="sink")
+        pipeline = Pipeline(source, name="wired", metrics="127.0.0.1:0")
+        assert pipeline.metrics_address is None
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            await arrived.wait()
+            address = pipeline.metrics_address
+            assert address is not None
+            status, _, body = await trio.to_thread.run_sync(fetch, address[1], "/metrics")
+            assert status == 200
+            assert 'nanostream_node_items_in_total{pipeline="wired",node="sink"} 3' in body
+            gate.set()
+        assert pipeline.metrics_address is None
+        with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
+            await trio.to_thread.run_sync(fetch, address[1], "/metrics")
+
+    def test_a_bad_address_fails_at_construction(self) -> None:
+        """A metrics address without a port is refused when the pipeline is made."""
+        source = Gate(0, trio.Event(), name="source")
+        source > Drop(name="sink")
+        with pytest.raises(ConfigError, match="HOST:PORT"):
+            Pipeline(source, metrics="localhost")
+
+
+class TestCommand:
+    def test_nanostream_run_metrics_flag(self, tmp_path: Any) -> None:
+        """`nanostream run --metrics` serves the endpoint; a scrape during the run sees nodes."""
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        data = tmp_path / "in"
+        data.mkdir()
+        pipeline = tmp_path / "p.yaml"
+        pipeline.write_text(
+            "name: scraped\n"
+            "nodes:\n"
+            "  - name: watch\n"
+            "    class: LocalDirectoryWatchdog\n"
+            f"    args: {{directory: '{data}'}}\n"
+            "  - name: show\n"
+            "    class: PrinterOfThings\n"
+            "links:\n"
+            "  - [watch, show]\n"
+        )
+        command = [sys.executable, "-m", "nanostream_trio", "run", str(pipeline)]
+        command += ["--metrics", f"127.0.0.1:{port}", "--table", "never"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        ) as process:
+            assert process.stderr is not None
+            try:
+                for line in process.stderr:
+                    if "metrics_serving" in line:
+                        break
+                status, _, body = fetch(port, "/metrics")
+                health_status, _, _ = fetch(port, "/health")
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        assert status == 200
+        assert 'nanostream_node_status{pipeline="scraped",node="watch",status="running"} 1' in body
+        assert health_status == 200
