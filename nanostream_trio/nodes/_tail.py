@@ -647,6 +647,11 @@ class TailFile(NanoNode):
             self._dir_known.add(identity)
             if tracked is not None and tracked.offset == 0 and tracked.fd is not None:
                 self.log_event("rotated_file_found", path=path, rotated_from=self.path)
+        if len(self._dir_known) > len(before & self._dir_known):
+            # Something new turned up: rotations are under way, and one that
+            # shifts names while we list them can hide a file from this scan;
+            # look again at the next poll, until a scan finds nothing new.
+            self._rescan = True
         waiting = any(t.fresh and t.path in self._deferred for t in self._tracked.values())
         if waiting:
             self._rescan = True  # report a loss only once no possible copy is left

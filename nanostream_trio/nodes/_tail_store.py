@@ -26,20 +26,40 @@ COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".z")
 def candidates(
     directory: str, accept: Callable[[str], bool]
 ) -> Iterator[tuple[str, os.stat_result]]:
-    """Regular files in ``directory`` whose name ``accept`` takes, with their stat."""
-    try:
-        entries = list(os.scandir(directory or "."))
-    except OSError:
-        return
-    for entry in entries:
-        if not accept(entry.name) or entry.name.lower().endswith(COMPRESSED):
-            continue
+    """Regular files in ``directory`` whose name ``accept`` takes, with their stat.
+
+    A name that vanishes between the listing and its ``stat`` means files are
+    being renamed right now (a rotation shifting ``app.log.1`` to
+    ``app.log.2``): the directory is listed again, up to :data:`_PASSES`
+    times, and every file seen in any pass is given once, under the name of
+    the last pass that saw it, so a file in mid-shift is not missed.
+    """
+    found: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
+    for _ in range(_PASSES):
         try:
-            info = os.stat(entry.path)
+            entries = list(os.scandir(directory or "."))
         except OSError:
-            continue
-        if stat.S_ISREG(info.st_mode):
-            yield entry.path, info
+            break
+        moving = False
+        for entry in entries:
+            if not accept(entry.name) or entry.name.lower().endswith(COMPRESSED):
+                continue
+            try:
+                info = os.stat(entry.path)
+            except FileNotFoundError:
+                moving = True
+                continue
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found[(info.st_dev, info.st_ino)] = (entry.path, info)
+        if not moving:
+            break
+    yield from found.values()
+
+
+#: Listings of a directory in which names are moving, at most (see candidates).
+_PASSES = 3
 
 
 def find_identity(directory: str, identity: tuple[int, int]) -> tuple[str, os.stat_result] | None:
