@@ -31,7 +31,7 @@ import trio
 import trio.testing
 
 from nanostream_testing import CollectingSink, FakeSource, run_pipeline
-from nanostream_trio import Items, NanoNode, Pipeline
+from nanostream_trio import DEFAULT_CAPACITY, Items, NanoNode, Pipeline
 
 #: Inbox capacity of every consuming node in these tests: small, so that a
 #: missing bound shows at once (the items far outnumber it).
@@ -81,10 +81,12 @@ _END = object()
 
 
 class AsyncGeneratorSource(NanoNode):
-    """An async generator source, optionally waiting ``pause`` virtual seconds before each entry.
+    """An async generator source that awaits before each entry, as one reading its input does.
 
-    With ``shield``, the wait cannot be cut short by a stop: the entry that
-    follows it is handed over after the stop was requested.
+    It waits ``pause`` virtual seconds (by default it only passes a
+    checkpoint, so other tasks run between its items). With ``shield``, the
+    wait cannot be cut short by a stop: the entry that follows it is handed
+    over after the stop was requested.
     """
 
     def __init__(
@@ -98,9 +100,8 @@ class AsyncGeneratorSource(NanoNode):
     async def generator(self) -> AsyncIterator[Any]:
         entries = iter(self.entries)
         while True:
-            if self.pause:
-                with trio.CancelScope(shield=self.shield):
-                    await trio.sleep(self.pause)
+            with trio.CancelScope(shield=self.shield):
+                await trio.sleep(self.pause)
             entry = next(entries, _END)
             if entry is _END:
                 return
@@ -188,18 +189,25 @@ def make_source(
 class Watch:
     """The most items each watched inbox held, as seen from inside the nodes on every item."""
 
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = list(names)
-        self.worst = dict.fromkeys(self.names, 0)
+    def __init__(self) -> None:
+        self.capacities: dict[str, int] = {}
+        self.worst: dict[str, int] = {}
         self.looks = 0
         self.pipeline: Pipeline | None = None
+
+    def expect(self, node: NanoNode, capacity: int) -> NanoNode:
+        """Watch ``node``'s inbox, configured with ``capacity``; return the node."""
+        node.configure(capacity=capacity)
+        self.capacities[node.name] = capacity
+        self.worst[node.name] = 0
+        return node
 
     def look(self) -> None:
         """Read every watched inbox's ``inbox_queued`` now (on the Trio thread)."""
         assert self.pipeline is not None
         stats = self.pipeline.statistics()
         self.looks += 1
-        for name in self.names:
+        for name in self.worst:
             self.worst[name] = max(self.worst[name], stats[name].inbox_queued)
 
     def check(self, summary: Any, *, full: str | None) -> None:
@@ -210,28 +218,26 @@ class Watch:
         a race between two threads).
         """
         assert self.looks > 0
-        for name in self.names:
-            assert summary[name].inbox_capacity == CAPACITY
-            assert self.worst[name] <= CAPACITY, (name, self.worst)
-            assert summary[name].inbox_peak <= CAPACITY, (name, summary[name].inbox_peak)
+        for name, capacity in self.capacities.items():
+            assert summary[name].inbox_capacity == capacity
+            assert self.worst[name] <= capacity, (name, capacity, self.worst)
+            assert summary[name].inbox_peak <= capacity, (name, capacity, summary[name].inbox_peak)
         if full is not None:
-            assert summary[full].inbox_peak == CAPACITY, (full, summary[full].inbox_peak)
+            assert summary[full].inbox_peak == self.capacities[full], (full, summary[full])
 
 
 class _Branch(NanoNode):
     """A sink of the back-pressure tests: it keeps its items and looks at the inboxes."""
 
-    def __init__(self, watch: Watch, **options: Any) -> None:
+    def __init__(self, watch: Watch, name: str, capacity: int = CAPACITY, **options: Any) -> None:
         self.watch = watch
         self.items: list[Any] = []
-        super().__init__(**options)
+        super().__init__(name, **options)
+        watch.expect(self, capacity)
 
 
 class FastSink(_Branch):
     """A sink that takes each item at once, looking at the inboxes first."""
-
-    def __init__(self, watch: Watch, **options: Any) -> None:
-        super().__init__(watch, capacity=CAPACITY, **options)
 
     def process_item(self, item: Any) -> None:
         self.watch.look()
@@ -240,9 +246,6 @@ class FastSink(_Branch):
 
 class SlowSink(_Branch):
     """A sink taking one virtual second per item, looking at the inboxes before each."""
-
-    def __init__(self, watch: Watch, **options: Any) -> None:
-        super().__init__(watch, capacity=CAPACITY, **options)
 
     async def process_item(self, item: Any) -> None:
         self.watch.look()
@@ -258,9 +261,9 @@ class BlockingSink(_Branch):
     producers run freely in the Trio thread.
     """
 
-    def __init__(self, watch: Watch, **options: Any) -> None:
+    def __init__(self, watch: Watch, name: str, capacity: int = CAPACITY) -> None:
         self.token: trio.lowlevel.TrioToken | None = None
-        super().__init__(watch, capacity=CAPACITY, blocking=True, **options)
+        super().__init__(watch, name, capacity, blocking=True)
 
     def setup(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
@@ -289,14 +292,17 @@ BOUNDED_SOURCE_KINDS = [
 ]
 
 
-def branches(watch: Watch, slow_kind: str, slow_at: int) -> tuple[list[_Branch], _Branch]:
-    """Three branch sinks, the slow one at position ``slow_at``; and the slow one."""
+def branches(
+    watch: Watch, slow_kind: str, slow_at: int, fast_capacity: int
+) -> tuple[list[_Branch], _Branch]:
+    """Three branch sinks, the slow one (capacity CAPACITY) at ``slow_at``; and the slow one."""
     nodes: list[_Branch] = []
-    for position, name in enumerate(["branch_0", "branch_1", "branch_2"]):
+    for position in range(3):
+        name = f"branch_{position}"
         if position == slow_at:
-            nodes.append(SLOW_KINDS[slow_kind](watch, name=name))
+            nodes.append(SLOW_KINDS[slow_kind](watch, name))
         else:
-            nodes.append(FastSink(watch, name=name))
+            nodes.append(FastSink(watch, name, fast_capacity))
     return nodes, nodes[slow_at]
 
 
@@ -307,17 +313,23 @@ def run_watched(source: NanoNode, watch: Watch) -> Any:
     return run_pipeline(pipeline, time_limit=10_000)
 
 
+#: Capacities of the fast branches: the slow one's (edges fill in step) and more
+#: (the fast inboxes have room while the slow one is full).
+FAST_CAPACITIES = [CAPACITY, 4 * CAPACITY]
+
+
 class TestFanOutBackPressure:
-    @pytest.mark.parametrize("slow_at", [0, 1, 2])
+    @pytest.mark.parametrize("fast_capacity", FAST_CAPACITIES)
+    @pytest.mark.parametrize("slow_at", [0, 2])
     @pytest.mark.parametrize("slow_kind", sorted(SLOW_KINDS))
     @pytest.mark.parametrize("kind", BOUNDED_SOURCE_KINDS)
     def test_source_fan_out_bounds_every_branch(
-        self, kind: str, slow_kind: str, slow_at: int
+        self, kind: str, slow_kind: str, slow_at: int, fast_capacity: int
     ) -> None:
         """A source fanning out to three branches, one slow, never overfills any branch's inbox."""
-        watch = Watch(["branch_0", "branch_1", "branch_2"])
+        watch = Watch()
         source, emitted = make_source(kind, COUNT)
-        sinks, slow = branches(watch, slow_kind, slow_at)
+        sinks, slow = branches(watch, slow_kind, slow_at, fast_capacity)
         source > sinks
         summary = run_watched(source, watch)
         watch.check(summary, full=slow.name)
@@ -327,12 +339,12 @@ class TestFanOutBackPressure:
 
     @pytest.mark.parametrize("slow_kind", sorted(SLOW_KINDS))
     @pytest.mark.parametrize("kind", BOUNDED_SOURCE_KINDS)
-    def test_two_branches_slow_second(self, kind: str, slow_kind: str) -> None:
-        """With two branches and the slow one linked second, the slow inbox stays bounded."""
-        watch = Watch(["fast", "slow"])
+    def test_slow_branch_beside_a_default_capacity_branch(self, kind: str, slow_kind: str) -> None:
+        """A slow capacity-4 branch linked after a fast branch of default capacity stays bounded."""
+        watch = Watch()
         source, emitted = make_source(kind, COUNT)
-        fast = FastSink(watch, name="fast")
-        slow = SLOW_KINDS[slow_kind](watch, name="slow")
+        fast = FastSink(watch, "fast", DEFAULT_CAPACITY)
+        slow = SLOW_KINDS[slow_kind](watch, "slow")
         source > [fast, slow]
         summary = run_watched(source, watch)
         watch.check(summary, full="slow")
@@ -384,19 +396,17 @@ PROCESSORS: dict[str, Callable[[], NanoNode]] = {
 
 
 class TestProcessorFanOutBackPressure:
-    @pytest.mark.parametrize("slow_at", [1, 2])
     @pytest.mark.parametrize("slow_kind", sorted(SLOW_KINDS))
     @pytest.mark.parametrize("kind", ["async_generator", "thread_generator", "inline_generator"])
     @pytest.mark.parametrize("style", sorted(PROCESSORS))
     def test_processor_fan_out_bounds_every_branch(
-        self, style: str, kind: str, slow_kind: str, slow_at: int
+        self, style: str, kind: str, slow_kind: str
     ) -> None:
-        """A processor fanning out to three branches, one slow, never overfills any branch."""
-        watch = Watch(["proc", "branch_0", "branch_1", "branch_2"])
+        """A processor fanning out to three branches, the middle one slow, overfills none."""
+        watch = Watch()
         source, emitted = make_source(kind, COUNT)
-        processor = PROCESSORS[style]()
-        processor.configure(capacity=CAPACITY)
-        sinks, slow = branches(watch, slow_kind, slow_at)
+        processor = watch.expect(PROCESSORS[style](), CAPACITY)
+        sinks, slow = branches(watch, slow_kind, 1, 4 * CAPACITY)
         source > processor > sinks
         summary = run_watched(source, watch)
         # A processor in a thread feeding a sink in a thread: either may be the slower.
@@ -421,8 +431,8 @@ class TestFanInBackPressure:
     )
     def test_fan_in_into_one_slow_sink(self, kinds: tuple[str, ...], slow_kind: str) -> None:
         """Several sources into one slow sink never overfill its inbox, and lose nothing."""
-        watch = Watch(["sink"])
-        sink = SLOW_KINDS[slow_kind](watch, name="sink")
+        watch = Watch()
+        sink = SLOW_KINDS[slow_kind](watch, "sink")
         sources = []
         for number, kind in enumerate(kinds):
             source, emitted = make_source(kind, COUNT, name=f"src_{number}", first=1000 * number)
