@@ -127,7 +127,12 @@ async def _run_inline(run: NodeRun, iterator: Iterator[Any]) -> None:
         await slicer.tick()
         chunk = _flatten(chunk)
         if fused is None:
-            outbox.push_batch(chunk)
+            if len(chunk) > size:
+                # Items spliced in made it larger than the room measured:
+                # send the rest as room is made, never over the bound.
+                await outbox.send_batch(chunk)
+            else:
+                outbox.push_batch(chunk)
         else:
             await _emit(run, fused[0], size, chunk)
 
@@ -138,7 +143,11 @@ async def _run_async_generator(run: NodeRun) -> None:
     # The room only shrinks by our own pushes while this task is the edge's
     # only producer: count it down locally, re-measure at zero. With fan-in
     # another producer may fill the edge whenever we suspend.
-    exclusive = all(edge.producers == 1 for edge in outbox.edges)
+    # Read from the graph, not from the edges' open producers: at this point the
+    # other producers of a fan-in may not have started (and opened) yet.
+    exclusive = all(
+        edge.owner is not None and len(edge.owner.node._ns_upstream) == 1 for edge in outbox.edges
+    )
     # A single exclusive edge: append to its open batch directly (the
     # consumer is not parked while a batch is open, so nobody needs waking).
     edge = outbox.edges[0] if exclusive and len(outbox.edges) == 1 else None

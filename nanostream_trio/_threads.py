@@ -386,7 +386,9 @@ class ThreadWorker:
             self._job_ready.notify()
         if self.abandoned:
             return
-        with trio.CancelScope(shield=True):
+        # Counted as a wait on a thread, so that a fake clock holds still
+        # while the thread finishes (it would jump to the next deadline).
+        with trio.CancelScope(shield=True), thread_activity().waiting_on_thread():
             await self._finished.wait()
         self._thread.join()
 

@@ -276,20 +276,9 @@ class BlockingSink(_Branch):
 
 SLOW_KINDS: dict[str, type[_Branch]] = {"async": SlowSink, "thread": BlockingSink}
 
-_ITEMS_OVERFLOW = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "today's engine pushes a whole Items batch once the inbox has room for one item, "
-        "from an async generator source (peak capacity + CHUNK - 1) and from a blocking=False "
-        "source (peak capacity * CHUNK); remove this mark once the engine bounds them"
-    ),
-)
-
-#: SOURCE_KINDS for the bound tests, with today's known overflow marked.
-BOUNDED_SOURCE_KINDS = [
-    pytest.param(kind, marks=_ITEMS_OVERFLOW) if kind in ("inline_items", "async_items") else kind
-    for kind in SOURCE_KINDS
-]
+#: SOURCE_KINDS for the bound tests (Items batches included: a batch larger than the
+#: room is sent as room is made).
+BOUNDED_SOURCE_KINDS = SOURCE_KINDS
 
 
 def branches(
