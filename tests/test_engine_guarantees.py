@@ -285,6 +285,15 @@ class SlowSink(_Branch):
         self.items.append(item)
 
 
+class SlowerSink(_Branch):
+    """A sink taking three virtual seconds per item, looking at the inboxes before each."""
+
+    async def process_item(self, item: Any) -> None:
+        self.watch.look()
+        await trio.sleep(3)
+        self.items.append(item)
+
+
 class BlockingSink(_Branch):
     """A sync sink in its worker thread (``blocking=True``), slow by its thread hops.
 
@@ -476,6 +485,31 @@ class TestFanInBackPressure:
         for number, emitted in sources:
             mine = [item for item in sink.items if item // 1000 == number]
             assert mine == emitted() == list(range(1000 * number, 1000 * number + COUNT))
+
+    @pytest.mark.parametrize("other_kind", ["async_generator", "thread_generator", "fake_source"])
+    @pytest.mark.parametrize("kind", ["async_generator", "thread_generator", "fake_source"])
+    def test_fan_out_into_an_inbox_another_source_also_fills(
+        self, kind: str, other_kind: str
+    ) -> None:
+        """A fan-out waiting on two slow inboxes in turn never overfills the one shared by fan-in.
+
+        While the first source waits for room in its second branch, the other
+        source refills the shared inbox it already waited on: it must wait
+        for that one again before it pushes.
+        """
+        watch = Watch()
+        shared = SlowSink(watch, "shared")
+        slower = SlowerSink(watch, "slower")
+        fanning, fanned = make_source(kind, COUNT, name="fanning")
+        other, others = make_source(other_kind, COUNT, name="other", first=1000)
+        fanning > [shared, slower]
+        other > shared
+        summary = run_watched(fanning, watch)
+        watch.check(summary, full="shared")
+        assert slower.items == fanned() == list(range(COUNT))
+        assert [item for item in shared.items if item < 1000] == fanned()
+        assert [item for item in shared.items if item >= 1000] == others()
+        assert len(others()) == COUNT
 
 
 # -- stop(): what the sources emitted is what the sink received ------------------------
