@@ -47,26 +47,56 @@ PATIENCE = 10.0
 # -- what the sources emit, recorded as they hand it over -----------------------------
 
 
+class Gate:
+    """A point in a Script where the iterating thread stops until the test opens it."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.opened = threading.Event()
+
+    def pass_through(self) -> None:
+        """Signal that the thread got here; wait (at most PATIENCE) for the test."""
+        self.reached.set()
+        assert self.opened.wait(PATIENCE), "the test never opened the gate"
+
+
 class Script(list[Any]):
     """A source's entries (items, or ``Items`` of several), recording each as it is taken.
 
     Every source in this file emits by iterating a Script, and a function
     source returns one (it is a list). Iterating records each entry just
     before handing it over, in whatever thread iterates, so ``emitted`` is
-    exactly what the source gave the engine, counted by the test.
+    exactly what the source gave the engine, counted by the test. A
+    :class:`Gate` at an entry's index holds the iterating thread before it.
     """
 
     def __init__(self, entries: Iterable[Any]) -> None:
         super().__init__(entries)
         self.emitted: list[Any] = []
+        self.gates: dict[int, Gate] = {}
+        self.threads: set[threading.Thread] = set()
+
+    def gate(self, index: int) -> Gate:
+        """A gate before entry ``index``."""
+        gate = self.gates[index] = Gate()
+        return gate
 
     def __iter__(self) -> Iterator[Any]:
-        for entry in list.__iter__(self):
+        self.threads.add(threading.current_thread())
+        for index, entry in enumerate(list.__iter__(self)):
+            gate = self.gates.get(index)
+            if gate is not None:
+                gate.pass_through()
             if entry.__class__ is Items:
                 self.emitted.extend(entry)
             else:
                 self.emitted.append(entry)
             yield entry
+
+    def open_all(self) -> None:
+        """Open every gate (so that a thread can end also when a test fails)."""
+        for gate in self.gates.values():
+            gate.opened.set()
 
 
 def script(count: int, *, first: int = 0, chunk: int = 1) -> Script:
@@ -165,22 +195,24 @@ def make_source(
         fake = FakeSource(range(first, first + count), name=name)
         return fake, lambda: fake.emitted
     entries = script(count, first=first, chunk=CHUNK if kind.endswith("_items") else 1)
-    node: NanoNode
+    return source_of(kind, entries, name=name), lambda: entries.emitted
+
+
+def source_of(kind: str, entries: Script, *, name: str = "src") -> NanoNode:
+    """A source of ``kind`` (any but ``fake_source``) emitting ``entries``."""
     if kind in ("async_generator", "async_items"):
-        node = AsyncGeneratorSource(entries, name=name)
-    elif kind in ("thread_generator", "thread_items"):
-        node = SyncGeneratorSource(entries, name=name)
-    elif kind in ("inline_generator", "inline_items"):
-        node = SyncGeneratorSource(entries, name=name, blocking=False)
-    elif kind == "thread_function":
-        node = FunctionSource(entries, name=name)
-    elif kind == "inline_function":
-        node = FunctionSource(entries, name=name, blocking=False)
-    elif kind == "async_function":
-        node = AsyncFunctionSource(entries, name=name)
-    else:
-        raise AssertionError(kind)
-    return node, lambda: entries.emitted
+        return AsyncGeneratorSource(entries, name=name)
+    if kind in ("thread_generator", "thread_items"):
+        return SyncGeneratorSource(entries, name=name)
+    if kind in ("inline_generator", "inline_items"):
+        return SyncGeneratorSource(entries, name=name, blocking=False)
+    if kind == "thread_function":
+        return FunctionSource(entries, name=name)
+    if kind == "inline_function":
+        return FunctionSource(entries, name=name, blocking=False)
+    if kind == "async_function":
+        return AsyncFunctionSource(entries, name=name)
+    raise AssertionError(kind)
 
 
 # -- watching the inboxes from inside the nodes -----------------------------------------
@@ -250,6 +282,15 @@ class SlowSink(_Branch):
     async def process_item(self, item: Any) -> None:
         self.watch.look()
         await trio.sleep(1)
+        self.items.append(item)
+
+
+class SlowerSink(_Branch):
+    """A sink taking three virtual seconds per item, looking at the inboxes before each."""
+
+    async def process_item(self, item: Any) -> None:
+        self.watch.look()
+        await trio.sleep(3)
         self.items.append(item)
 
 
@@ -434,6 +475,31 @@ class TestFanInBackPressure:
             mine = [item for item in sink.items if item // 1000 == number]
             assert mine == emitted() == list(range(1000 * number, 1000 * number + COUNT))
 
+    @pytest.mark.parametrize("other_kind", ["async_generator", "thread_generator", "fake_source"])
+    @pytest.mark.parametrize("kind", ["async_generator", "thread_generator", "fake_source"])
+    def test_fan_out_into_an_inbox_another_source_also_fills(
+        self, kind: str, other_kind: str
+    ) -> None:
+        """A fan-out waiting on two slow inboxes in turn never overfills the one shared by fan-in.
+
+        While the first source waits for room in its second branch, the other
+        source refills the shared inbox it already waited on: it must wait
+        for that one again before it pushes.
+        """
+        watch = Watch()
+        shared = SlowSink(watch, "shared")
+        slower = SlowerSink(watch, "slower")
+        fanning, fanned = make_source(kind, COUNT, name="fanning")
+        other, others = make_source(other_kind, COUNT, name="other", first=1000)
+        fanning > [shared, slower]
+        other > shared
+        summary = run_watched(fanning, watch)
+        watch.check(summary, full="shared")
+        assert slower.items == fanned() == list(range(COUNT))
+        assert [item for item in shared.items if item < 1000] == fanned()
+        assert [item for item in shared.items if item >= 1000] == others()
+        assert len(others()) == COUNT
+
 
 # -- stop(): what the sources emitted is what the sink received ------------------------
 
@@ -544,47 +610,6 @@ class TestStopLosesNothing:
         assert sink.items == list(range(15))
 
 
-class GatedThreadSource(NanoNode):
-    """A sync source in a real worker thread that waits on events the test controls.
-
-    It hands over ``first`` items, signals ``first_done`` and waits on
-    ``gate``; then hands over ``second`` more, signals ``second_done`` and
-    waits on ``last_gate``; then emits without end. Every item is recorded in
-    the thread, just before it is handed over.
-    """
-
-    def __init__(self, first: int, second: int, **options: Any) -> None:
-        self.first = first
-        self.second = second
-        self.emitted: list[int] = []
-        self.first_done = threading.Event()
-        self.gate = threading.Event()
-        self.second_done = threading.Event()
-        self.last_gate = threading.Event()
-        self.thread: threading.Thread | None = None
-        super().__init__(**options)
-
-    def generator(self) -> Iterator[int]:
-        self.thread = threading.current_thread()
-        assert self.thread is not threading.main_thread()
-        item = 0
-        while True:
-            if item == self.first:
-                self.first_done.set()
-                assert self.gate.wait(PATIENCE), "the test never opened the gate"
-            elif item == self.first + self.second:
-                self.second_done.set()
-                assert self.last_gate.wait(PATIENCE), "the test never opened the last gate"
-            self.emitted.append(item)
-            yield item
-            item += 1
-
-    def open_all(self) -> None:
-        """Let the thread run on (also when the test fails, so it can end)."""
-        self.gate.set()
-        self.last_gate.set()
-
-
 class HeldSink(NanoNode):
     """A sink that holds on to its first item until ``release`` is set."""
 
@@ -604,17 +629,24 @@ async def wait_in_thread(event: threading.Event) -> None:
 
 
 class TestStopWithItemsInTheThreadHandOff:
-    async def test_stop_while_items_wait_in_the_hand_off(self) -> None:
+    @pytest.mark.parametrize("kind", ["thread_generator", "thread_function", "thread_items"])
+    async def test_stop_while_items_wait_in_the_hand_off(self, kind: str) -> None:
         """A stop() while a real source thread's items wait in its hand-off delivers all of them.
 
-        The sink holds its first item, so the inbox fills up and the Trio side
-        of the source waits for room; the thread then hands over three more
-        items, which can only wait in the hand-off, and blocks. The stop lands
-        there; then the thread hands over the item it was producing, and the
-        sink is released: every recorded item must arrive, once, in order.
+        The sink holds its first item, so its inbox fills up and the Trio side
+        of the source waits for room; the thread then hands over a few more
+        items, which can only wait in the hand-off, and blocks on an event.
+        The stop lands there; then the thread hands over the entry it was
+        producing and the sink is released: every recorded item must arrive,
+        once, in order.
         """
-        first, second = 2 * CAPACITY + 2, 3
-        source = GatedThreadSource(first, second, name="src")
+        chunk = CHUNK if kind == "thread_items" else 1
+        # More than the sink's batch in hand plus its full inbox, then a few.
+        first = -(-(2 * CAPACITY + 2) // chunk)
+        second = 1 if chunk > 1 else 3
+        entries = script(ENDLESS * chunk, chunk=chunk)
+        filled, waiting = entries.gate(first), entries.gate(first + second)
+        source = source_of(kind, entries)
         sink = HeldSink(name="sink")
         source > sink
         pipeline = Pipeline(source, name="gated")
@@ -622,22 +654,23 @@ class TestStopWithItemsInTheThreadHandOff:
             with trio.fail_after(PATIENCE):
                 async with trio.open_nursery() as nursery:
                     await nursery.start(pipeline.run)
-                    await wait_in_thread(source.first_done)
+                    await wait_in_thread(filled.reached)
                     # Every task parked: the sink on its first item, the
-                    # source's Trio side waiting for room in a full inbox.
+                    # source's Trio side waiting for room in the full inbox.
                     await trio.testing.wait_all_tasks_blocked()
                     assert pipeline.statistics()["sink"].inbox_queued == CAPACITY
-                    source.gate.set()
-                    await wait_in_thread(source.second_done)
-                    assert len(source.emitted) == first + second
+                    filled.opened.set()
+                    await wait_in_thread(waiting.reached)
+                    assert len(entries.emitted) == (first + second) * chunk
                     pipeline.stop()
-                    source.last_gate.set()
+                    waiting.opened.set()
                     sink.release.set()
         finally:
-            source.open_all()
+            entries.open_all()
         assert pipeline.status == "finished"
-        assert_delivered_exactly(sink.items, source.emitted, at_least=first + second)
-        # The item in production when the stop landed still went out, then the thread quit.
-        assert len(source.emitted) <= first + second + 1
-        assert source.thread is not None
-        assert not source.thread.is_alive()
+        assert_delivered_exactly(sink.items, entries.emitted, at_least=(first + second) * chunk)
+        # The entry in production when the stop landed still went out, then the thread quit.
+        assert len(entries.emitted) <= (first + second + 1) * chunk
+        (thread,) = entries.threads
+        assert thread is not threading.main_thread()
+        assert not thread.is_alive()
