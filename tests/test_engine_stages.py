@@ -11,29 +11,9 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
+from nanostream_testing import CollectingSink, FakeSource
 from nanostream_trio import DeadLetter, NanoNode, Pipeline, Retry, _runtime
 from nanostream_trio.nodes import Filter, Map
-
-
-class Numbers(NanoNode):
-    """Async source of the given items."""
-
-    def __init__(self, items: list[Any], **kwargs: Any) -> None:
-        self.items = items
-        super().__init__(**kwargs)
-
-    async def generator(self) -> Any:
-        for item in self.items:
-            yield item
-
-
-class Collect(NanoNode):
-    def __init__(self, **kwargs: Any) -> None:
-        self.items: list[Any] = []
-        super().__init__(**kwargs)
-
-    def process_item(self, item: Any) -> None:
-        self.items.append(item)
 
 
 class EvensOnly(NanoNode):
@@ -79,7 +59,10 @@ def fusion(request: pytest.FixtureRequest) -> Iterator[bool]:
 class TestFiltered:
     async def test_counted_for_every_style(self, fusion: bool) -> None:
         """Items that produce no output and no error are counted as filtered, fused or not."""
-        src, sink = Numbers(list(range(100)), name="src"), Collect(name="sink")
+        src, sink = (
+            FakeSource(list(range(100)), name="src"),
+            CollectingSink(allow_empty=True, name="sink"),
+        )
         _ = (
             src
             > Map(lambda x: None if x == 99 else x, name="map")
@@ -106,7 +89,11 @@ class TestFiltered:
                 raise ValueError(f"bad {x}")
             return None if x % 2 else x
 
-        src, sink, dead = Numbers(list(range(200))), Collect(name="sink"), Collect(name="dead")
+        src, sink, dead = (
+            FakeSource(list(range(200))),
+            CollectingSink(allow_empty=True, name="sink"),
+            CollectingSink(allow_empty=True, name="dead"),
+        )
         skipping = Map(parse, name="skipping", on_error="skip")
         lettering = Map(lambda x: 1 // (x % 3), name="lettering")
         _ = src > skipping > lettering > sink
@@ -122,7 +109,7 @@ class TestFiltered:
 
     async def test_in_finish_events(self) -> None:
         """node_finished and pipeline_finished carry each node's filtered count."""
-        src, sink = Numbers([1, 2, 3, 4]), Collect(name="sink")
+        src, sink = FakeSource([1, 2, 3, 4]), CollectingSink(allow_empty=True, name="sink")
         _ = src > Filter(lambda x: x > 2, name="big") > sink
         with capture_logs() as logs:
             await Pipeline(src).run()
@@ -137,7 +124,10 @@ class TestPoliciesInChains:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """A retried item in a fused chain waits its backoff; its first outputs never go out."""
-        src, sink = Numbers(list(range(1, 11)), name="src"), Collect(name="sink")
+        src, sink = (
+            FakeSource(list(range(1, 11)), name="src"),
+            CollectingSink(allow_empty=True, name="sink"),
+        )
         flaky = FailOnce(name="flaky", on_error="retry", retry=Retry(attempts=2, backoff=3))
         _ = src > Map(lambda x: x, name="head") > flaky > sink
         summary = await Pipeline(src).run()
@@ -151,7 +141,11 @@ class TestPoliciesInChains:
 
     async def test_dead_letters_from_a_fused_generator_node(self, fusion: bool) -> None:
         """A fused generator node with dead_letters linked holds back a failed item's outputs."""
-        src, sink, dead = Numbers(list(range(1, 11))), Collect(name="sink"), Collect(name="dead")
+        src, sink, dead = (
+            FakeSource(list(range(1, 11))),
+            CollectingSink(allow_empty=True, name="sink"),
+            CollectingSink(allow_empty=True, name="dead"),
+        )
         flaky = FailOnce(name="flaky", on_error="dead_letter")
         _ = src > Map(lambda x: x, name="head") > flaky > sink
         flaky.dead_letters > dead
@@ -185,7 +179,7 @@ class TestPoliciesInChains:
                 widest = max(widest, produced - self.seen)
                 await trio.lowlevel.checkpoint()
 
-        src, sink = Numbers([1]), Slow()
+        src, sink = FakeSource([1]), Slow()
         _ = src > Map(lambda x: x, name="head") > Many(name="many") > Map(abs, name="abs") > sink
         await Pipeline(src).run()
         assert sink.seen == 10_000
@@ -243,7 +237,10 @@ class TestTimeSlices:
             def generator(self) -> Iterator[int]:
                 yield from range(100 * 64)
 
-        src, sink = Inline(name="src", blocking=False), Collect(name="sink")
+        src, sink = (
+            Inline(name="src", blocking=False),
+            CollectingSink(allow_empty=True, name="sink"),
+        )
         _ = src > Map(lambda x: x, name="map", capacity=64) > sink  # chunks of 64
         turns = 0
         done = False
@@ -328,7 +325,10 @@ class TestFinishInChains:
             def finish(self) -> int:
                 return 1000 + self.seen
 
-        src, sink = Numbers(list(range(10)), name="src"), Collect(name="sink")
+        src, sink = (
+            FakeSource(list(range(10)), name="src"),
+            CollectingSink(allow_empty=True, name="sink"),
+        )
         _ = src > Map(lambda x: x, name="head") > Total(name="total") > Map(abs, name="abs")
         _ = _ > Count(name="count") > sink
         summary = await Pipeline(src).run()
