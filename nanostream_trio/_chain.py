@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._edges import END_OF_STREAM, Marker
+from ._edges import END_OF_STREAM, Barrier, Marker, Outbox
 from ._stage import AsyncStage, SyncStage
 from ._threads import ThreadWorker
 
@@ -177,17 +177,42 @@ async def consume(
             # Parking is a real scheduling point (and a cancellation lands there).
             entry = await inbox.receive()
             waited = True
-        if entry.__class__ is Marker:
+        if entry.__class__ is not list:
             if entry is END_OF_STREAM:
                 return
             if on_marker is not None:
-                await on_marker(entry)
+                await on_marker(entry)  # type: ignore[arg-type]
             continue
         if waited:
             slicer.restart()
         else:
             await slicer.tick()
-        await handle(entry)  # type: ignore[arg-type]
+        await handle(entry)
+
+
+async def pass_barrier(runs: list[NodeRun], barrier: Barrier, outbox: Outbox) -> None:
+    """``barrier`` has reached ``runs`` (a node, or a fused chain): report each, forward it.
+
+    Everything before the barrier has been processed and handed on, so each
+    node's state is the state checkpoint ``barrier.n`` needs. The barrier
+    then goes to ``outbox`` (the last node's outputs) and to every node's
+    dead letters, so that each downstream node sees it once.
+    """
+    checkpointer = runs[0].checkpointer
+    if checkpointer is not None:
+        for run in runs:
+            await checkpointer.capture(run, barrier)
+    for run in runs:
+        run.dead_letter_outbox.push_barrier(barrier)
+    outbox.push_barrier(barrier)
+
+
+def _barrier_handler(runs: list[NodeRun], outbox: Outbox) -> Callable[[Marker], Awaitable[None]]:
+    async def on_marker(marker: Marker) -> None:
+        if isinstance(marker, Barrier):
+            await pass_barrier(runs, marker, outbox)
+
+    return on_marker
 
 
 async def run_processor(run: NodeRun) -> None:
@@ -201,7 +226,7 @@ async def run_processor(run: NodeRun) -> None:
         for follower in runs[1:]:
             await follower.setup_done.wait()
         chain = Chain(run, runs)
-        await consume(run, chain.feed)
+        await consume(run, chain.feed, _barrier_handler(runs, chain.outbox))
         await run_finish(run, lambda chunk: chain.pass_on(0, chunk))
         return
     stage = AsyncStage(run, run.hold_limit())
@@ -211,13 +236,13 @@ async def run_processor(run: NodeRun) -> None:
         run.last_progress = trio.current_time()
         await stage.process(batch, run.outbox)
 
-    await consume(run, handle)
+    await consume(run, handle, _barrier_handler([run], run.outbox))
     await run_finish(run, run.outbox.send_batch)
 
 
 async def _run_blocking(run: NodeRun) -> None:
     """A sync node declared ``blocking=True``: its stage runs in a worker thread, item by item."""
-    worker = ThreadWorker(f"nanostream-{run.name}")
+    worker = run.worker = ThreadWorker(f"nanostream-{run.name}")
     stage = run.sync_stage()
     outbox = run.outbox
 
@@ -238,9 +263,10 @@ async def _run_blocking(run: NodeRun) -> None:
             run.last_progress = trio.current_time()
 
     try:
-        await consume(run, handle)
+        await consume(run, handle, _barrier_handler([run], outbox))
         await run_finish(run, outbox.send_batch, worker)
     finally:
+        run.worker = None
         try:
             await worker.aclose()
         finally:

@@ -17,8 +17,14 @@ microseconds), while appending to a list costs a tenth of a microsecond. So:
 * Capacity counts items, not batches. A producer that finds the edge full
   parks until the consumer has taken a batch (:meth:`Edge.wait_room`).
 * Besides batches the edge carries control markers (:class:`Marker`): the
-  end of stream today, checkpoint barriers later. A marker closes the open
-  batch so that order between data and markers is kept.
+  end of stream and checkpoint barriers (:class:`Barrier`). A marker closes
+  the open batch so that order between data and markers is kept.
+* Barriers are aligned by the edge itself (fan-in): a producer that has
+  delivered ``Barrier(n)`` gets no room on that edge until every other open
+  producer has delivered it too; then one ``Barrier(n)`` is queued for the
+  consumer. So everything any producer sent before its barrier is ahead of
+  the barrier, nothing sent after it is, and the producers that are behind
+  keep running, so bounded edges cannot deadlock.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any, Final
 
 import trio
 
-__all__ = ["DEFAULT_CAPACITY", "END_OF_STREAM", "Edge", "Marker", "Outbox"]
+__all__ = ["DEFAULT_CAPACITY", "END_OF_STREAM", "Barrier", "Edge", "Marker", "Outbox"]
 
 #: Items an edge holds before its producers wait (per-node override: ``capacity=``).
 DEFAULT_CAPACITY: Final = 256
@@ -50,6 +56,19 @@ class Marker:
 END_OF_STREAM: Final = Marker("end-of-stream")
 
 
+class Barrier(Marker):
+    """Checkpoint barrier ``n``: what was sent before it belongs to checkpoint ``n``."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        super().__init__("barrier")
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"<Barrier {self.n}>"
+
+
 class Edge:
     """A bounded multi-producer, single-consumer queue of item batches.
 
@@ -59,6 +78,10 @@ class Edge:
     """
 
     __slots__ = (
+        "_align_lot",
+        "_align_started",
+        "_arrived",
+        "_barrier",
         "_capacity",
         "_count",
         "_entries",
@@ -67,8 +90,10 @@ class Edge:
         "_sender_lot",
         "_tail",
         "consumer",
+        "last_alignment",
         "owner",
         "peak",
+        "released",
     )
 
     def __init__(self, capacity: int, consumer: str) -> None:
@@ -90,6 +115,16 @@ class Edge:
         #: The consumer's per-run state (a ``NodeRun``), set by the runtime so
         #: that a node can find the node it feeds when it fuses a chain.
         self.owner: Any = None
+        # Barrier alignment: the barrier some producers have delivered and how
+        # many; producers that delivered it park on _align_lot until released.
+        self._barrier: Barrier | None = None
+        self._arrived = 0
+        self._align_lot = trio.lowlevel.ParkingLot()
+        self._align_started = 0.0
+        #: The number of the last barrier queued for the consumer (-1: none yet).
+        self.released = -1
+        #: Seconds (Trio clock) the last barrier waited for all producers.
+        self.last_alignment = 0.0
 
     # -- producer side -------------------------------------------------------
 
@@ -164,9 +199,59 @@ class Edge:
         if self._receiver_lot:
             self._receiver_lot.unpark_all()
 
-    def close_producer(self) -> None:
-        """One producer is done; the last one sends :data:`END_OF_STREAM`."""
+    def arrive(self, barrier: Barrier) -> bool:
+        """A producer delivers ``barrier``; return whether it is released at once.
+
+        Not released (other producers have yet to deliver it), the producer
+        must not push again until :attr:`released` reaches ``barrier.n``
+        (:meth:`wait_aligned`).
+        """
+        if self._barrier is None:
+            self._barrier = barrier
+            self._arrived = 0
+            self._align_started = trio.current_time() if self._open_producers > 1 else 0.0
+        elif self._barrier.n != barrier.n:  # pragma: no cover - one checkpoint at a time
+            msg = f"edge into {self.consumer!r}: {barrier!r} while {self._barrier!r} aligns"
+            raise RuntimeError(msg)
+        self._arrived += 1
+        return self._maybe_release()
+
+    def _maybe_release(self) -> bool:
+        barrier = self._barrier
+        if barrier is None or self._arrived < self._open_producers:
+            return barrier is None
+        self._barrier = None
+        self.released = barrier.n
+        self.last_alignment = (
+            trio.current_time() - self._align_started if self._align_started else 0.0
+        )
+        self.push_marker(barrier)
+        if self._align_lot:
+            self._align_lot.unpark_all()
+        return True
+
+    @property
+    def aligning(self) -> bool:
+        """Whether some producers have delivered a barrier that others have not."""
+        return self._barrier is not None
+
+    async def wait_aligned(self, n: int) -> None:
+        """Park until barrier ``n`` has been released to the consumer."""
+        while self.released < n:
+            await self._align_lot.park()
+
+    def close_producer(self, arrived: bool = False) -> None:
+        """One producer is done; the last one sends :data:`END_OF_STREAM`.
+
+        A producer that ends counts as having delivered a barrier that is
+        aligning: the ones still open need not wait for it. ``arrived``: this
+        producer had delivered it already (it is counted once, not twice).
+        """
         self._open_producers -= 1
+        if arrived:
+            self._arrived -= 1
+        if self._barrier is not None:
+            self._maybe_release()
         if self._open_producers == 0:
             self.push_marker(END_OF_STREAM)
 
@@ -204,10 +289,13 @@ class Outbox:
     awaiting :meth:`wait_room` when it says no. ``edges`` is empty for a sink.
     """
 
-    __slots__ = ("blocked_seconds", "edges", "sent", "waiting")
+    __slots__ = ("blocked_seconds", "edges", "paused", "sent", "waiting")
 
     def __init__(self, edges: list[Edge]) -> None:
         self.edges = edges
+        #: Edges where this producer has delivered a barrier not yet aligned,
+        #: with its number: no room on any edge until each is released.
+        self.paused: list[tuple[Edge, int]] = []
         #: Whether the producer is waiting for room downstream now (for stall
         #: detection: a node held back by back-pressure is not itself stalled).
         self.waiting = False
@@ -216,8 +304,15 @@ class Outbox:
         #: Seconds, on the Trio clock, spent waiting for room downstream.
         self.blocked_seconds = 0.0
 
+    def _still_paused(self) -> bool:
+        """Drop the pauses whose barrier has been released; return whether any is left."""
+        self.paused = [(edge, n) for edge, n in self.paused if edge.released < n]
+        return bool(self.paused)
+
     def has_room(self) -> bool:
         """Whether every downstream edge can take one more item now."""
+        if self.paused and self._still_paused():
+            return False
         for edge in self.edges:
             if edge._count >= edge._capacity:
                 return False
@@ -231,6 +326,8 @@ class Outbox:
             # Re-check: with fan-in, another producer may refill an edge we
             # already waited on while we waited on the next one.
             while not self.has_room():
+                for edge, n in self.paused:
+                    await edge.wait_aligned(n)
                 for edge in self.edges:
                     await edge.wait_room()
         finally:
@@ -249,6 +346,8 @@ class Outbox:
 
     def room(self) -> int:
         """How many more items every downstream edge takes now (a sink: unlimited)."""
+        if self.paused and self._still_paused():
+            return 0
         edges = self.edges
         if len(edges) == 1:
             return edges[0].room()
@@ -294,6 +393,16 @@ class Outbox:
         for edge in self.edges:
             edge.push_marker(marker)
 
+    def push_barrier(self, barrier: Barrier) -> None:
+        """Deliver ``barrier`` to every downstream edge, after every item pushed so far.
+
+        On an edge with other producers this producer then gets no room until
+        they have all delivered it (see :meth:`Edge.arrive`).
+        """
+        for edge in self.edges:
+            if not edge.arrive(barrier):
+                self.paused.append((edge, barrier.n))
+
     def open(self) -> None:
         """Register as a producer on every downstream edge."""
         for edge in self.edges:
@@ -301,5 +410,7 @@ class Outbox:
 
     def close(self) -> None:
         """Tell every downstream edge this producer is done."""
+        waiting = {id(edge) for edge, n in self.paused if edge.released < n}
+        self.paused = []
         for edge in self.edges:
-            edge.close_producer()
+            edge.close_producer(arrived=id(edge) in waiting)

@@ -55,6 +55,7 @@ def node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStat
         last_progress=run.last_progress,
         filtered=run.filtered,
         handoff_queued=run.thread_source.queued if run.thread_source is not None else 0,
+        alignment_seconds=run.alignment_seconds,
     )
 
 

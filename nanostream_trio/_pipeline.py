@@ -9,6 +9,7 @@ wraps that in ``trio.run`` with SIGINT/SIGTERM handling.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterable
@@ -17,6 +18,12 @@ from typing import Any
 import trio
 
 from . import _node
+from ._checkpoint import (
+    DEFAULT_CHECKPOINT_INTERVAL,
+    Checkpointer,
+    check_checkpoint_options,
+    open_checkpointer,
+)
 from ._edges import Edge
 from ._exceptions import ConfigError, GraphError, PipelineStateError
 from ._logging import library_logger
@@ -93,6 +100,12 @@ class Pipeline:
         metrics: ``"host:port"`` to serve Prometheus ``/metrics`` and ``/health``
             on while the pipeline runs (port 0 picks a free one; see
             :attr:`metrics_address`); ``None`` (the default) serves nothing.
+        checkpoint: path of an SQLite file holding the pipeline's checkpoints
+            (created if missing; one file per pipeline). A run that finds
+            checkpoints there resumes from the newest; see docs/delivery.md.
+            ``None`` (the default) keeps none.
+        checkpoint_interval: seconds (Trio clock) between checkpoints;
+            ``None``: only on :meth:`checkpoint_now` and at the end of a run.
 
     Raises:
         GraphError: no nodes, a processor nothing links into, a source with
@@ -112,6 +125,8 @@ class Pipeline:
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         logger: Any = None,
         metrics: str | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_interval: float | None = DEFAULT_CHECKPOINT_INTERVAL,
     ) -> None:
         for node in nodes:
             if not isinstance(node, NanoNode):
@@ -133,6 +148,10 @@ class Pipeline:
         if metrics is not None:
             parse_address(metrics)  # a bad address fails here, not when the run starts
         self._metrics = metrics
+        self._checkpoint, self._checkpoint_interval = check_checkpoint_options(
+            checkpoint, checkpoint_interval
+        )
+        self._checkpointer: Checkpointer | None = None
         self._metrics_address: tuple[str, int] | None = None
         self._runs: dict[str, NodeRun] = {}
         self._status: PipelineStatus = "pending"
@@ -196,7 +215,20 @@ class Pipeline:
         elapsed = 0.0
         if self._started_at is not None:
             elapsed = (self._ended_at if self._ended_at is not None else now) - self._started_at
-        return PipelineStatistics(name=self.name, status=self._status, elapsed=elapsed, nodes=nodes)
+        checkpointer = self._checkpointer
+        checkpoints, age = 0, None
+        if checkpointer is not None:
+            checkpoints = checkpointer.completed
+            if checkpointer.last_completed is not None:
+                age = now - checkpointer.last_completed
+        return PipelineStatistics(
+            name=self.name,
+            status=self._status,
+            elapsed=elapsed,
+            nodes=nodes,
+            checkpoints=checkpoints,
+            checkpoint_age=age,
+        )
 
     def _now(self) -> float:
         try:
@@ -285,14 +317,20 @@ class Pipeline:
             with trio.CancelScope() as self._cancel_scope:
                 if self._cancel_requested:
                     self._cancel_scope.cancel(reason="Pipeline.cancel() was called before run()")
-                async with trio.open_nursery() as monitor_nursery:
-                    monitor_nursery.start_soon(
-                        monitor, self, log, self._stats_interval, self._stall_timeout
-                    )
-                    if self._metrics is not None:
-                        await self._serve_metrics(monitor_nursery, log)
-                    await self._run_nodes(runs, task_status)
-                    monitor_nursery.cancel_scope.cancel(reason="pipeline finished")
+                async with open_checkpointer(
+                    self._checkpoint, self._checkpoint_interval, self.name, self._nodes, runs, log
+                ) as self._checkpointer:
+                    async with trio.open_nursery() as monitor_nursery:
+                        monitor_nursery.start_soon(
+                            monitor, self, log, self._stats_interval, self._stall_timeout
+                        )
+                        if self._metrics is not None:
+                            await self._serve_metrics(monitor_nursery, log)
+                        await self._run_nodes(runs, task_status, monitor_nursery)
+                        monitor_nursery.cancel_scope.cancel(reason="pipeline finished")
+                    if self._checkpointer is not None and not self._cancel_scope.cancel_called:
+                        # Every node ended normally: record their final states.
+                        await self._checkpointer.finish()
             self._status = "cancelled" if self._cancel_scope.cancelled_caught else "finished"
             if self._status == "finished":
                 await self._succeeded(runs)
@@ -327,8 +365,14 @@ class Pipeline:
             )
         return summary
 
-    async def _run_nodes(self, runs: list[NodeRun], task_status: trio.TaskStatus[None]) -> None:
-        """One task per node; ``task_status.started()`` once every node is ready."""
+    async def _run_nodes(
+        self, runs: list[NodeRun], task_status: trio.TaskStatus[None], monitor: trio.Nursery
+    ) -> None:
+        """One task per node; ``task_status.started()`` once every node is ready.
+
+        Periodic checkpoints start then, in the ``monitor`` nursery: every
+        producer has registered on its edges, so barriers align over all of them.
+        """
         pending = len(runs)
         all_ready = trio.Event()
 
@@ -342,7 +386,34 @@ class Pipeline:
             for run in runs:
                 node_nursery.start_soon(run.run, ready, name=f"nanostream:{run.name}")
             await all_ready.wait()
+            if self._checkpointer is not None:
+                monitor.start_soon(self._checkpointer.run_timer, name="nanostream:checkpoints")
             task_status.started()
+
+    async def checkpoint_now(self) -> int:
+        """Take a checkpoint now and wait until it is written; return its number.
+
+        For tests, and for applications that want a checkpoint at a moment of
+        their choosing. A graceful stop takes a final one by itself.
+
+        Raises:
+            PipelineStateError: the pipeline is not running, was built
+                without ``checkpoint=``, or has no node left running.
+        """
+        checkpointer = self._checkpointer
+        if checkpointer is None or self._status not in ("running", "stopping"):
+            why = (
+                "it has no checkpoint store (pass checkpoint=...)"
+                if not self._checkpoint
+                else ("it is not running")
+            )
+            msg = f"pipeline {self.name!r} cannot take a checkpoint: {why}"
+            raise PipelineStateError(msg)
+        n = await checkpointer.checkpoint_now()
+        if n is None:
+            msg = f"pipeline {self.name!r} cannot take a checkpoint: every node has ended"
+            raise PipelineStateError(msg)
+        return n
 
     @property
     def metrics(self) -> str | None:

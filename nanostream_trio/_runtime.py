@@ -32,6 +32,8 @@ from ._source import run_source
 from ._stage import SyncStage
 
 if TYPE_CHECKING:
+    from ._checkpoint import Checkpointer
+    from ._edges import Barrier
     from ._node import NanoNode
     from ._stats import NodeStatus
     from ._threads import ThreadedSource, ThreadWorker
@@ -88,6 +90,13 @@ class NodeRun:
         # (node_failed, status "failed"); this task just carries it out.
         self.carried_failure: BaseException | None = None
         self._stage: SyncStage | None = None
+        # Checkpoints: the run's coordinator (None: no checkpoint store), the
+        # barrier a source is asked to put out next, the worker thread of a
+        # blocking node (its hooks run there), seconds spent aligning barriers.
+        self.checkpointer: Checkpointer | None = None
+        self.barrier_request: Barrier | None = None
+        self.worker: ThreadWorker | None = None
+        self.alignment_seconds = 0.0
         if inbox is not None:
             inbox.owner = self
 
@@ -100,6 +109,13 @@ class NodeRun:
             self.stop_scope.cancel()
         if self.thread_source is not None:
             self.thread_source.stop()
+
+    def request_barrier(self, barrier: Barrier) -> None:
+        """Ask a source to put ``barrier`` between its next two batches (see ``_checkpoint``)."""
+        if self.thread_source is not None:
+            self.thread_source.request_barrier(barrier)
+        else:
+            self.barrier_request = barrier
 
     # -- task body ---------------------------------------------------------------
 
@@ -116,6 +132,10 @@ class NodeRun:
         phase = "setup()"
         try:
             await maybe_await(node.setup())
+            checkpointer = self.checkpointer
+            if checkpointer is not None:
+                phase = ""  # the hooks note themselves
+                await checkpointer.restore_node(self)
             self.setup_done.set()
             ready()
             if node._ns_kind == "source":
@@ -124,6 +144,11 @@ class NodeRun:
             else:
                 phase = ""
                 await run_processor(self)
+            if checkpointer is not None:
+                # Ended normally (finish() has emitted): its final state, for
+                # the checkpoint that ends a graceful stop or the input.
+                phase = ""
+                await checkpointer.capture(self, None)
         except trio.Cancelled:
             if self.status == "running":  # not a fused node that already failed
                 self.status = "cancelled"

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._chain import Chain, Slicer
+from ._chain import Chain, Slicer, pass_barrier
+from ._checkpoint import UNSET
 from ._items import Items
-from ._threads import ThreadedSource
+from ._threads import BarrierMark, ThreadedSource
 
 if TYPE_CHECKING:
     from ._runtime import NodeRun
@@ -104,6 +105,27 @@ async def _emit(run: NodeRun, chain: Chain | None, size: int, batch: list[Any]) 
         await chain.feed(chunk)
 
 
+async def _pass_barrier(run: NodeRun, chain: Chain | None, state: Any = UNSET) -> None:
+    """Put the barrier asked for (``run.barrier_request``) on the source's outputs.
+
+    The source's position is taken first (its ``snapshot()``, or ``state``
+    taken in its thread), then the barrier passes the chain the source runs
+    itself, if any.
+    """
+    barrier = run.barrier_request
+    run.barrier_request = None
+    checkpointer = run.checkpointer
+    if barrier is None or checkpointer is None:
+        return
+    checkpointer.source_injected(run, barrier)
+    await checkpointer.capture(run, barrier, state)
+    run.dead_letter_outbox.push_barrier(barrier)
+    if chain is None:
+        run.outbox.push_barrier(barrier)
+    else:
+        await pass_barrier([stage.run for stage in chain.stages], barrier, chain.outbox)
+
+
 async def _run_inline(run: NodeRun, iterator: Iterator[Any]) -> None:
     # A sync iterable runs in the Trio thread here (nothing else runs while it
     # is being advanced), so taking as many items as there is room for and
@@ -121,6 +143,8 @@ async def _run_inline(run: NodeRun, iterator: Iterator[Any]) -> None:
             size = min(room, _MAX_CHUNK)
         else:
             size = fused[1]
+        if run.barrier_request is not None:
+            await _pass_barrier(run, None if fused is None else fused[0])
         chunk = list(itertools.islice(iterator, size))
         if not chunk:
             return
@@ -188,6 +212,11 @@ async def _run_async_generator(run: NodeRun) -> None:
                     else:
                         outbox.push(item)
                         room = room - 1 if exclusive else 0
+                if run.barrier_request is not None:
+                    run.in_generator = False
+                    await _pass_barrier(run, None)
+                    run.in_generator = True
+                    room = 0
                 if run.stop_requested:
                     break
     finally:
@@ -198,13 +227,18 @@ async def _run_async_generator(run: NodeRun) -> None:
 
 
 async def _run_threaded(run: NodeRun) -> None:
+    snapshot = getattr(run.node, "snapshot", None)
     source = run.thread_source = ThreadedSource(
         run.node.generator,  # type: ignore[attr-defined]
         capacity=run.handoff_capacity(),
         name=f"nanostream-{run.name}",
+        snapshot=snapshot if callable(snapshot) else None,
     )
     if run.stop_requested:
         source.stop()
+    if run.barrier_request is not None:  # asked for before the thread existed
+        source.request_barrier(run.barrier_request)
+        run.barrier_request = None
     source.start()
     try:
         fused = await _source_chain(run)
@@ -214,7 +248,20 @@ async def _run_threaded(run: NodeRun) -> None:
             batch = await source.receive_batch()
             if batch is None:
                 return
-            await _emit(run, chain, size, batch)
+            if source.marks_taken == source.marks_made:
+                await _emit(run, chain, size, batch)
+                continue
+            start = 0
+            for index, item in enumerate(batch):
+                if item.__class__ is BarrierMark:
+                    source.marks_taken += 1
+                    if index > start:
+                        await _emit(run, chain, size, batch[start:index])
+                    start = index + 1
+                    run.barrier_request = item.barrier
+                    await _pass_barrier(run, chain, item.state)
+            if start < len(batch):
+                await _emit(run, chain, size, batch[start:])
     finally:
         try:
             await source.aclose()

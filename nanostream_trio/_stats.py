@@ -46,6 +46,9 @@ class NodeStatistics:
         handoff_queued: for a sync source run in a worker thread, items the
             thread has produced that the Trio side has not taken yet (at most
             the capacity of the inbox it feeds); 0 otherwise.
+        alignment_seconds: with checkpoints, Trio-clock seconds checkpoint
+            barriers waited in this node's inbox for all of its inputs
+            (fan-in alignment; 0 for a node with one input).
     """
 
     name: str
@@ -64,6 +67,7 @@ class NodeStatistics:
     last_progress: float
     filtered: int = 0
     handoff_queued: int = 0
+    alignment_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for logging and JSON)."""
@@ -85,12 +89,17 @@ class PipelineStatistics(Mapping[str, NodeStatistics]):
             ``"failed"`` or ``"cancelled"``.
         elapsed: Trio-clock seconds since the run started (0 before).
         nodes: per-node statistics, in the pipeline's node order.
+        checkpoints: checkpoints written during the run (0 without ``checkpoint=``).
+        checkpoint_age: Trio-clock seconds since the last checkpoint was
+            written, or None when none has been during this run.
     """
 
     name: str
     status: PipelineStatus
     elapsed: float
     nodes: Mapping[str, NodeStatistics]
+    checkpoints: int = 0
+    checkpoint_age: float | None = None
 
     def __getitem__(self, node: str) -> NodeStatistics:
         return self.nodes[node]
@@ -107,5 +116,7 @@ class PipelineStatistics(Mapping[str, NodeStatistics]):
             "name": self.name,
             "status": self.status,
             "elapsed": self.elapsed,
+            "checkpoints": self.checkpoints,
+            "checkpoint_age": self.checkpoint_age,
             "nodes": {name: stats.as_dict() for name, stats in self.nodes.items()},
         }

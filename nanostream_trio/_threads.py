@@ -40,6 +40,7 @@ from ._items import Items
 
 __all__ = [
     "CANCEL_GRACE",
+    "BarrierMark",
     "ThreadActivity",
     "ThreadWorker",
     "ThreadedSource",
@@ -117,6 +118,16 @@ async def _join_within_grace(thread: threading.Thread) -> bool:
     return not thread.is_alive()
 
 
+class BarrierMark:
+    """A checkpoint barrier in a source thread's hand-off, with the source's position then."""
+
+    __slots__ = ("barrier", "state")
+
+    def __init__(self, barrier: Any, state: Any) -> None:
+        self.barrier = barrier
+        self.state = state
+
+
 class ThreadedSource:
     """Iterate ``make_iterable()`` in a worker thread, with a bounded hand-off.
 
@@ -146,8 +157,20 @@ class ThreadedSource:
         name: the thread's name.
     """
 
-    def __init__(self, make_iterable: Callable[[], Iterable[Any]], capacity: int, name: str):
+    def __init__(
+        self,
+        make_iterable: Callable[[], Iterable[Any]],
+        capacity: int,
+        name: str,
+        snapshot: Callable[[], Any] | None = None,
+    ):
         self._make_iterable = make_iterable
+        self._snapshot = snapshot
+        # A checkpoint barrier asked for (see request_barrier), and the marks
+        # put into the hand-off for barriers: made by the thread, taken by Trio.
+        self._barrier_wanted: Any = None
+        self.marks_made = 0
+        self.marks_taken = 0
         self._capacity = capacity
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
@@ -223,6 +246,13 @@ class ThreadedSource:
     def _attend(self) -> bool:
         """Wake the parked Trio side if it waits; return whether to stop."""
         with self._lock:
+            barrier, self._barrier_wanted = self._barrier_wanted, None
+        if barrier is not None:
+            # Between two next() calls: the position covers what was handed over.
+            state = self._snapshot() if self._snapshot is not None else None
+            self.marks_made += 1
+            self._buffer.append(BarrierMark(barrier, state))
+        with self._lock:
             stop = self._attention = self._stop
             if self._consumer_waiting:
                 self._consumer_waiting = False
@@ -233,6 +263,12 @@ class ThreadedSource:
     def _on_thread_end(self) -> None:
         self._lot.unpark_all()
         self._finished.set()
+
+    def request_barrier(self, barrier: Any) -> None:
+        """Ask the thread to put a :class:`BarrierMark` after the next item it hands over."""
+        with self._lock:
+            self._barrier_wanted = barrier
+            self._attention = True
 
     def stop(self) -> None:
         """Ask the thread to stop after the item it is producing now."""
