@@ -424,6 +424,24 @@ class Pipeline:
         return n
 
     @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint store's path for the next run (settable), or None."""
+        return self._checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, path: str | os.PathLike[str] | None) -> None:
+        self._checkpoint, _ = check_checkpoint_options(path, self._checkpoint_interval)
+
+    @property
+    def checkpoint_interval(self) -> float | None:
+        """Seconds between checkpoints in the next run (settable); None: on demand only."""
+        return self._checkpoint_interval
+
+    @checkpoint_interval.setter
+    def checkpoint_interval(self, interval: float | None) -> None:
+        _, self._checkpoint_interval = check_checkpoint_options(self._checkpoint or "", interval)
+
+    @property
     def metrics(self) -> str | None:
         """The ``"host:port"`` the next run serves metrics on (settable), or None."""
         return self._metrics
