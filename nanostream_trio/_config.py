@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._checkpoint import DEFAULT_CHECKPOINT_INTERVAL
 from ._composite import load_composite_from
 from ._exceptions import ConfigError, NanostreamError
 from ._node import NanoNode, Port
@@ -50,7 +51,6 @@ from ._node_spec import (
     resolve_class,
     spelled,
 )
-from ._checkpoint import DEFAULT_CHECKPOINT_INTERVAL
 from ._pipeline import DEFAULT_STALL_TIMEOUT, DEFAULT_STATS_INTERVAL, Pipeline
 from ._yaml_document import (
     ConfigFileError,
