@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -147,3 +148,22 @@ class TestCommandLine:
         assert result.returncode == 2
         assert "--checkpoint-interval" in result.stderr
         assert not (tmp_path / "s.db").exists()
+
+
+class TestDocs:
+    """docs/delivery.md's python example runs as written."""
+
+    def test_the_delivery_page_example_passes(self, tmp_path: Path) -> None:
+        """The page's python blocks form a test module whose tests pass."""
+        page = (Path(__file__).resolve().parent.parent / "docs" / "delivery.md").read_text()
+        blocks = re.findall(r"^```python\n(.*?)^```", page, flags=re.DOTALL | re.MULTILINE)
+        assert blocks
+        module = tmp_path / "test_delivery_page.py"
+        module.write_text("\n\n".join(blocks))
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   "-o", "trio_mode=true", "-W", "error", str(module)]  # fmt: skip
+        result = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 passed" in result.stdout
