@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 from nanostream_trio import ConfigError, NanoNode, Pipeline
 from nanostream_trio._metrics import health, parse_address, render_metrics, serve_metrics
@@ -225,7 +226,7 @@ class TestWiring:
             with trio.move_on_after(0.2):
                 await pipeline.checkpoint_now()
             gate.set()
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         stats = pipeline.statistics()
         text = render_metrics(stats)
         assert f'nanostream_pipeline_checkpoints_total{{pipeline="ck"}} {stats.checkpoints}' in text
