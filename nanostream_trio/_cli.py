@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -341,26 +342,49 @@ def _isatty(stream: TextIO) -> bool:
 _HEADERS = ("node", "status", "received", "sent", "queued", "rate/s", "errors")
 
 
-def _bottleneck(stats: PipelineStatistics) -> str | None:
-    """The node whose inbox is fullest (relative to capacity): what the rest waits for."""
+#: Seconds of statistics the live table compares to find the bottleneck.
+BOTTLENECK_WINDOW = 2.0
+
+
+def _bottleneck(
+    stats: PipelineStatistics, previous: PipelineStatistics | None = None
+) -> str | None:
+    """The slow node: its inbox is full(est) while its own outputs have room.
+
+    A node whose inbox fills because it waits for room downstream is a
+    victim, not the cause: over the window since ``previous`` it spent at
+    least half of the time blocked (``blocked_seconds``, the wait going on
+    included), so it is passed over, and the node it waits for is named.
+    """
+    window = stats.elapsed - previous.elapsed if previous is not None else 0.0
     best: tuple[float, int, str] | None = None
     for name, node in stats.items():
-        if node.inbox_capacity and node.inbox_queued and node.status == "running":
-            key = (node.inbox_queued / node.inbox_capacity, node.inbox_queued, name)
-            if best is None or key[:2] > best[:2]:
-                best = key
+        if not (node.inbox_capacity and node.inbox_queued and node.status == "running"):
+            continue
+        before = previous.nodes.get(name) if previous is not None else None
+        if window > 0 and before is not None:
+            if node.blocked_seconds - before.blocked_seconds >= window / 2:
+                continue
+        key = (node.inbox_queued / node.inbox_capacity, node.inbox_queued, name)
+        if best is None or key[:2] > best[:2]:
+            best = key
     return best[2] if best is not None else None
 
 
-def render_table(stats: PipelineStatistics, *, color: bool = False) -> list[str]:
+def render_table(
+    stats: PipelineStatistics,
+    *,
+    color: bool = False,
+    previous: PipelineStatistics | None = None,
+) -> list[str]:
     """The per-node table ``nanostream run`` shows on a terminal, as lines.
 
     Columns: received (``items_in``), sent (``items_out``), queued (inbox
     items / capacity), rate (items per second), status, and errors (items
-    skipped or dead-lettered). The bottleneck, the running node with the
-    fullest inbox, is marked (and shown in reverse video with ``color``).
+    skipped or dead-lettered). The bottleneck (see :func:`_bottleneck`; over
+    the window since ``previous``) is marked, in reverse video with ``color``.
     """
-    bottleneck = _bottleneck(stats)
+    bottleneck = _bottleneck(stats, previous)
     rows: list[tuple[str, ...]] = [_HEADERS]
     for name, node in stats.items():
         rows.append(_row(name, node))
@@ -411,6 +435,9 @@ class LiveTable:
         self._drawn = 0
         self._lines: list[str] = []
         self._lock = threading.Lock()
+        # Snapshots of the last BOTTLENECK_WINDOW seconds: the oldest is the
+        # window's start when the bottleneck is judged.
+        self._history: collections.deque[PipelineStatistics] = collections.deque(maxlen=64)
 
     def write_above(self, text: str, stream: TextIO | None = None) -> None:
         """Write ``text`` (whole lines, without the last newline) above the table."""
@@ -423,7 +450,13 @@ class LiveTable:
 
     def refresh(self) -> None:
         """Draw the table again with the pipeline's current statistics."""
-        lines = render_table(self._pipeline.statistics(), color=self._color)
+        stats = self._pipeline.statistics()
+        history = self._history
+        while len(history) > 1 and stats.elapsed - history[1].elapsed >= BOTTLENECK_WINDOW:
+            history.popleft()
+        previous = history[0] if history else None
+        history.append(stats)
+        lines = render_table(stats, color=self._color, previous=previous)
         with self._lock:
             self._lines = lines
             self._erase()
