@@ -680,7 +680,7 @@ def _finish_table(output: _Output) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     output = _Output(sys.stderr)
     _configure_logging(output, args.log_format, args.log_level)
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
     if args.metrics is not None:
         loaded.pipeline.metrics = args.metrics
     show_table = args.table == "always" or (args.table == "auto" and _isatty(sys.stderr))
@@ -702,7 +702,7 @@ def _links(pipeline: Pipeline) -> list[tuple[NanoNode, NanoNode, str]]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
     pipeline = loaded.pipeline
     sources = [node.name for node in pipeline.nodes if node.is_source]
     print(
@@ -817,7 +817,7 @@ def render_dot(loaded: PipelineFile) -> str:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
     render = render_mermaid if args.format == "mermaid" else render_dot
     sys.stdout.write(render(loaded))
     return EXIT_OK

@@ -40,6 +40,7 @@ from ._exceptions import ConfigError, NanostreamError
 from ._node import NanoNode, Port
 from ._node_spec import (
     accepts_name,
+    add_module,
     check_argument_types,
     check_arguments,
     engine_options,
@@ -48,6 +49,7 @@ from ._node_spec import (
     import_modules,
     parse_links,
     resolve_class,
+    resolve_functions,
     spelled,
 )
 from ._pipeline import DEFAULT_STALL_TIMEOUT, DEFAULT_STATS_INTERVAL, Pipeline
@@ -184,7 +186,7 @@ def read_pipeline_text(
         except Exception as exc:
             msg = f"cannot import module {name!r}: {exception_text(exc)}"
             raise ConfigFileError(msg, file=source) from exc
-        document.modules.append(module.__name__)
+        add_module(document, name, module)
     return _build_pipeline(document)
 
 
@@ -259,6 +261,7 @@ def _build_nodes(document: Document, value: Any) -> dict[str, tuple[NanoNode, Ke
         args = document.mapping((*path, "args"), spec.get("args"), f"the arguments of {name!r}")
         check_arguments(cls, args, document, (*path, "args"), name)
         args = check_argument_types(cls, args, document, (*path, "args"), name)
+        args = resolve_functions(cls, args, document, (*path, "args"), name)
         options = engine_options(document, path, spec, name)
         node = _instantiate(cls, args, document, path, name)
         try:

@@ -12,6 +12,11 @@ checks they share live here, on top of the located document of
   arguments against its class's signature before the class is called;
   :func:`engine_options` checks ``on_error``, ``retry``, ``capacity`` and
   ``blocking``.
+* :func:`resolve_functions` turns ``module:name`` strings given for
+  parameters annotated ``Callable`` (``Map``'s ``func``, ``Filter``'s
+  ``predicate``, ``Dedupe``'s ``key``, ...) into the functions they name,
+  taken only from modules the document lists under ``modules:`` (or that
+  ``--module`` gave): the document never imports anything for them.
 * :func:`import_modules` imports what ``modules:`` names (the only code a
   document runs); :func:`parse_links` reads ``links:`` and ``edges:``.
 """
@@ -28,7 +33,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +51,12 @@ __all__ = [
     "class_parameters",
     "engine_options",
     "exception_text",
+    "function_parameters",
     "import_module",
     "import_modules",
     "parse_links",
     "resolve_class",
+    "resolve_functions",
     "simple_parameter_types",
     "spelled",
 ]
@@ -465,7 +472,164 @@ def import_modules(document: Document, path: KeyPath, value: Any) -> None:
             module = import_module(name, document.base_dir)
         except Exception as exc:
             document.fail((*path, index), f"cannot import module {name!r}: {exception_text(exc)}")
-        document.modules.append(module.__name__)
+        add_module(document, name, module)
+
+
+def add_module(document: Document, spec: str, module: types.ModuleType) -> None:
+    """Record an imported module as the document's own (``modules:`` or ``--module``)."""
+    document.modules.append(module.__name__)
+    # A .py file is listed by its path and imported under its stem, or under a longer
+    # name when another module has that stem already: its path and its stem mean it.
+    spec = spec.strip()
+    document.module_aliases[spec] = module.__name__
+    document.module_aliases[module.__name__] = module.__name__
+    if spec.endswith(".py"):
+        document.module_aliases[Path(spec).stem] = module.__name__
+
+
+# -- functions ------------------------------------------------------------------------
+
+_FUNCTION_REFERENCE = re.compile(r"\s*([\w.]+)\s*:\s*([\w.]+)\s*")
+
+
+def _is_callable_annotation(annotation: Any) -> bool:
+    """Whether an annotation says "a function" (``Callable[...]``, maybe ``| None``).
+
+    String annotations (``from __future__ import annotations``) are read as
+    text, never evaluated.
+    """
+    if isinstance(annotation, str):
+        parts = [part.strip() for part in _top_level_union(annotation)]
+        parts = [part for part in parts if part not in ("None", "")]
+        return bool(parts) and all(
+            re.match(r"(?:typing\.|collections\.abc\.|abc\.)?Callable\b", part) for part in parts
+        )
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return bool(args) and all(_is_callable_annotation(arg) for arg in args)
+    callables = (Callable, typing.Callable)
+    return annotation in callables or typing.get_origin(annotation) in callables
+
+
+def _top_level_union(text: str) -> list[str]:
+    """``"Callable[[int], int] | None"`` -> its ``|`` parts outside brackets."""
+    optional = re.fullmatch(r"\s*(?:typing\.)?Optional\[(.*)\]\s*", text, flags=re.DOTALL)
+    if optional:
+        return [*_top_level_union(optional[1]), "None"]
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+def function_parameters(cls: type[NanoNode]) -> list[str]:
+    """The parameters of ``cls(...)`` annotated ``Callable[...]`` (or ``Callable[...] | None``)."""
+    try:
+        signature = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return []
+    return [
+        param.name
+        for param in signature.parameters.values()
+        if param.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        and _is_callable_annotation(param.annotation)
+    ]
+
+
+def resolve_functions(
+    cls: type[NanoNode], args: Mapping[str, Any], document: Document, path: KeyPath, node: str
+) -> dict[str, Any]:
+    """Replace each ``module:name`` given for a function parameter of ``cls`` by that function.
+
+    ``module`` must be one of the document's own modules (``modules:``, or
+    ``--module``), by its import name or as listed; nothing is imported here.
+    ``null`` stays ``None`` (the class's default behaviour).
+
+    Returns:
+        The arguments to call ``cls`` with.
+
+    Raises:
+        ConfigFileError: at the argument's value: not a ``module:name``
+            string, a module not listed, no such name in it, a name that
+            reaches into another module, or something that is not callable.
+    """
+    resolved = dict(args)
+    for key in function_parameters(cls):
+        if key in args and args[key] is not None:
+            resolved[key] = _resolve_function(args[key], document, (*path, key), node, key)
+    return resolved
+
+
+def _listed_modules(document: Document) -> list[str]:
+    """The document's modules as ``module:name`` references may spell them (shortest each)."""
+    spellings: dict[str, str] = {}
+    for alias, module in document.module_aliases.items():
+        if alias.endswith(".py") or "/" in alias or os.sep in alias:
+            continue
+        if module not in spellings or len(alias) < len(spellings[module]):
+            spellings[module] = alias
+    return sorted(spellings.values())
+
+
+def _resolve_function(value: Any, document: Document, path: KeyPath, node: str, key: str) -> Any:
+    where = f"node {node!r} argument {key!r}"
+    listed = _listed_modules(document)
+    example = f"'{listed[0]}:my_function'" if listed else "'my_rules:is_error'"
+    match = _FUNCTION_REFERENCE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        hint = ""
+        if isinstance(value, str) and ("lambda" in value or "(" in value):
+            hint = "; YAML holds data, not code: define the function in a module and name it"
+        document.fail(
+            path,
+            f"{where}: expected a function as 'module:name' from a module listed under "
+            f"'modules:' (such as {example}); got {describe(value)}{hint}",
+            node=node,
+        )
+    module_name, attribute = match[1], match[2]
+    if module_name not in document.module_aliases:
+        known = f"listed: {', '.join(listed)}" if listed else "the file lists no modules"
+        document.fail(
+            path,
+            f"{where}: module {module_name!r} is not listed under 'modules:' ({known}); "
+            f"functions come only from the file's own modules: define {attribute!r} in one "
+            "and list it under 'modules:' (or pass --module)",
+            node=node,
+        )
+    target: Any = sys.modules[document.module_aliases[module_name]]
+    reached = f"module {module_name!r}"
+    for index, part in enumerate(attribute.split(".")):
+        if not hasattr(target, part):
+            names = [n for n in dir(target) if not n.startswith("_")]
+            names = [n for n in names if callable(getattr(target, n, None))]
+            document.fail(
+                path,
+                f"{where}: {reached} has no attribute {part!r}{did_you_mean(part, names)}",
+                node=node,
+            )
+        target = getattr(target, part)
+        reached = repr(f"{module_name}:{'.'.join(attribute.split('.')[: index + 1])}")
+        if isinstance(target, types.ModuleType):
+            document.fail(
+                path,
+                f"{where}: {value.strip()!r} reaches into module {target.__name__!r}, "
+                "which is not listed under 'modules:'; name a function defined in a listed module",
+                node=node,
+            )
+    if not callable(target):
+        document.fail(
+            path,
+            f"{where}: {value.strip()!r} is {describe(target)}, not a function",
+            node=node,
+        )
+    return target
 
 
 def exception_text(exc: BaseException) -> str:

@@ -115,7 +115,10 @@ class Document:
         keys: key path -> (line, column) of each mapping key, 1-based.
         base_dir: the directory relative paths in the document start from.
         modules: names of the modules the document imported (``modules:``);
-            a bare class name several modules define resolves to theirs.
+            a bare class name several modules define resolves to theirs, and
+            ``module:name`` functions come only from them.
+        module_aliases: each module as the document spelled it (a ``.py``
+            path, say) -> its import name.
     """
 
     data: Any
@@ -124,6 +127,7 @@ class Document:
     keys: dict[KeyPath, tuple[int, int]] = dataclasses.field(default_factory=dict)
     base_dir: Path | None = None
     modules: list[str] = dataclasses.field(default_factory=list)
+    module_aliases: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def position(self, path: KeyPath, *, at_key: bool = False) -> tuple[int, int] | None:
         """The position of ``path`` or of its nearest known ancestor."""
