@@ -65,6 +65,7 @@ from ._yaml_document import (
 
 __all__ = [
     "ConfigFileError",  # defined in _yaml_document; the package imports it from here too
+    "NodeEntry",
     "PipelineFile",
     "load_pipeline",
     "load_pipeline_text",
@@ -145,11 +146,37 @@ def load_pipeline_text(
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeEntry:
+    """One entry of a file's ``nodes:``, as its node was built from it.
+
+    Attributes:
+        name: the node's name.
+        cls: the node's class.
+        args: the arguments the class was called with (functions resolved).
+        path: the entry's key path in the document, such as ``("nodes", 2)``.
+    """
+
+    name: str
+    cls: type[NanoNode]
+    args: Mapping[str, Any]
+    path: KeyPath
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineFile:
-    """A loaded pipeline file: the pipeline and its top-level nodes by name."""
+    """A loaded pipeline file: the pipeline and its top-level nodes by name.
+
+    Attributes:
+        pipeline: the pipeline, not yet running.
+        nodes: the file's own nodes by name.
+        document: the located document (for messages that point into the file).
+        entries: how each node was built, in file order.
+    """
 
     pipeline: Pipeline
     nodes: dict[str, NanoNode]
+    document: Document | None = None
+    entries: tuple[NodeEntry, ...] = ()
 
 
 def read_pipeline(
@@ -212,7 +239,8 @@ def _build_pipeline(document: Document) -> PipelineFile:
                     (key,), f"expected a positive number of seconds, or null; got {describe(value)}"
                 )
             settings[key] = value
-    nodes = _build_nodes(document, spec.get("nodes"))
+    entries: list[NodeEntry] = []
+    nodes = _build_nodes(document, spec.get("nodes"), entries)
     _link_nodes(document, spec, nodes)
     try:
         pipeline = Pipeline(
@@ -229,7 +257,12 @@ def _build_pipeline(document: Document) -> PipelineFile:
             if blamed in (node.name, repr(node.name)) or _inner_name_of(node, blamed):
                 path = node_path
         document.fail(path, str(exc))
-    return PipelineFile(pipeline, {name: node for name, (node, _) in nodes.items()})
+    return PipelineFile(
+        pipeline,
+        {name: node for name, (node, _) in nodes.items()},
+        document=document,
+        entries=tuple(entries),
+    )
 
 
 def _inner_name_of(node: NanoNode, name: Any) -> bool:
@@ -239,7 +272,9 @@ def _inner_name_of(node: NanoNode, name: Any) -> bool:
     return any(name in (n.name, repr(n.name)) or _inner_name_of(n, name) for n in inner.values())
 
 
-def _build_nodes(document: Document, value: Any) -> dict[str, tuple[NanoNode, KeyPath]]:
+def _build_nodes(
+    document: Document, value: Any, built: list[NodeEntry]
+) -> dict[str, tuple[NanoNode, KeyPath]]:
     entries = document.sequence(("nodes",), value, "the pipeline's nodes")
     if not entries:
         document.fail(("nodes",), "the pipeline needs at least one node")
@@ -269,6 +304,7 @@ def _build_nodes(document: Document, value: Any) -> dict[str, tuple[NanoNode, Ke
         except ConfigError as exc:
             document.fail(path, str(exc), node=name)
         nodes[name] = (node, path)
+        built.append(NodeEntry(name, cls, args, path))
     return nodes
 
 
