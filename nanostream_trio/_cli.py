@@ -871,7 +871,7 @@ def describe_node_types() -> list[str]:
                 if p.name != "name" and p.name not in ("on_error", "retry", "capacity", "blocking")
             ]
             if open_ended:
-                shown.append("**kwargs")
+                shown.append("**kwargs (any further argument is passed to the class unchecked)")
             lines.append(f"    arguments: {', '.join(shown) if shown else 'none'}")
     return lines
 

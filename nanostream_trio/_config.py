@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,12 @@ from ._composite import load_composite_from
 from ._exceptions import ConfigError, NanostreamError
 from ._node import NanoNode, Port
 from ._node_spec import (
+    ENGINE_OPTIONS,
     accepts_name,
     add_module,
     check_argument_types,
     check_arguments,
+    class_parameters,
     engine_options,
     exception_text,
     import_module,
@@ -58,6 +61,7 @@ from ._yaml_document import (
     Document,
     KeyPath,
     describe,
+    did_you_mean,
     format_key_path,
     parse_yaml,
     read_text,
@@ -328,11 +332,41 @@ def _instantiate(
             where = (*where, exc.key)
         raise document.error(where, message, node=name) from exc
     except Exception as exc:
+        refused = _refused_keyword(exc, args)
+        if refused is not None:
+            params, open_ended = class_parameters(cls)
+            names = [p.name for p in params if p.name not in ENGINE_OPTIONS]
+            # A class taking **options cannot list what they accept: its own words say.
+            accepted = "" if open_ended else f"; accepted: {', '.join(names) or 'none'}"
+            raise document.error(
+                (*path, "args", refused),
+                f"node {name!r} ({cls.__name__}) got unexpected argument {refused!r}"
+                f"{accepted}{did_you_mean(refused, names)} "
+                f"(the class refused it: {exception_text(exc)})",
+                at_key=True,
+                node=name,
+            ) from exc
         raise document.error(
             (*path, "args") if args else path,
             f"node {name!r} ({cls.__name__}) rejected its arguments: {exception_text(exc)}",
             node=name,
         ) from exc
+
+
+_UNEXPECTED_KEYWORD = re.compile(
+    r"(?:unexpected keyword argument|'(\w+)' is an invalid keyword argument)(?: '(\w+)')?"
+)
+
+
+def _refused_keyword(exc: Exception, args: Mapping[str, Any]) -> str | None:
+    """The argument of ``args`` a ``TypeError`` says was not expected (``**options`` passed on)."""
+    if not isinstance(exc, TypeError):
+        return None
+    match = _UNEXPECTED_KEYWORD.search(str(exc))
+    if match is None:
+        return None
+    key = match[1] or match[2]
+    return key if key in args else None
 
 
 def _link_nodes(

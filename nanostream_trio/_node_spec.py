@@ -23,7 +23,9 @@ checks they share live here, on top of the located document of
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -31,6 +33,7 @@ import itertools
 import os
 import re
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -108,11 +111,24 @@ def resolve_class(name: Any, document: Document, path: KeyPath) -> type[NanoNode
                 )
             hint = f"; known: {', '.join(known)}" if known else ""
             document.fail(path, f"unknown node type {name!r}{hint}")
-        hint = did_you_mean(name, [n for n in registry if not n.startswith("_")])
-        if not hint:
+        known = [n for n in registry if not n.startswith("_")]
+        near = did_you_mean(name, known)
+        typo = bool(difflib.get_close_matches(name, known, n=1, cutoff=0.8))
+        if not document.modules and not typo:
+            # No module imported and no near spelling: a custom class whose module the
+            # file does not list is the likelier mistake than a typo.
+            hint = (
+                "; is its module listed under 'modules:'? The file lists none, so only the "
+                "built-in node types and classes imported already are known (or pass --module)"
+            )
+            if near:
+                hint += f"; or{near.removeprefix(';')}"
+        elif near:
+            hint = near
+        else:
             hint = (
                 "; node types are registered NanoNode subclasses: import the module that "
-                "defines it with 'modules:' (or --module)"
+                f"defines it with 'modules:' (or --module); imported: {', '.join(document.modules)}"
             )
         document.fail(path, f"unknown node type {name!r}{hint}")
     # A name the document's own modules define means theirs.
@@ -138,7 +154,22 @@ class Parameter:
 
 
 def class_parameters(cls: type[NanoNode]) -> tuple[list[Parameter], bool]:
-    """The arguments ``cls(...)`` takes besides the engine's, and whether it takes ``**kwargs``."""
+    """The arguments ``cls(...)`` takes besides the engine's, and whether it takes any others.
+
+    A ``**options`` parameter is followed to what consumes it, so that a
+    misspelt argument is still caught before the class is called:
+
+    * ``**engine: Unpack[EngineOptions]`` passes on the engine options only;
+    * a class attribute ``accepted_options`` (names) lists what ``**options``
+      takes (``CSVReader``'s ``csv`` format parameters);
+    * ``**options`` whose only use is ``super().__init__(..., **options)``
+      takes what the base class's ``__init__`` takes (for a direct
+      ``NanoNode`` subclass: the engine options);
+    * anything else (options read as a dict, passed elsewhere, or a class
+      whose source cannot be read) accepts any argument: the second value
+      returned is then ``True``.
+    """
+    owner = next((c for c in cls.__mro__ if "__init__" in vars(c)), cls)
     try:
         signature = inspect.signature(cls.__init__)
     except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
@@ -149,12 +180,26 @@ def class_parameters(cls: type[NanoNode]) -> tuple[list[Parameter], bool]:
         if index == 0 and param.name == "self":
             continue
         if param.kind is inspect.Parameter.VAR_KEYWORD:
-            # ``**engine: Unpack[EngineOptions]`` passes on the engine options
-            # only; a bare ``**kwargs`` accepts anything.
             annotation = param.annotation
             text = annotation if isinstance(annotation, str) else repr(annotation)
-            if "Unpack[" not in text:
+            if "Unpack[" in text:
+                continue
+            declared = vars(owner).get("accepted_options")
+            if declared is not None:
+                params.extend(Parameter(str(name), False, None) for name in declared)
+                continue
+            base = _super_init_consumer(owner, param.name)
+            if base is None:
                 open_ended = True
+                continue
+            inherited, base_open = class_parameters(base)
+            known = {p.name for p in params}
+            params.extend(
+                dataclasses.replace(p, required=False) if p.required else p
+                for p in inherited
+                if p.name not in known
+            )
+            open_ended = open_ended or base_open
             continue
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
@@ -164,6 +209,50 @@ def class_parameters(cls: type[NanoNode]) -> tuple[list[Parameter], bool]:
         default = None if required else param.default
         params.append(Parameter(param.name, required, default))
     return params, open_ended
+
+
+def _super_init_consumer(owner: type, options: str) -> type[NanoNode] | None:
+    """The base class whose ``__init__`` receives ``**options``, if that is their only use.
+
+    Read from the source of ``owner.__init__`` (never run); ``None`` when the
+    source is not available or ``options`` is used in any other way.
+    """
+    init = vars(owner).get("__init__")
+    try:
+        source = textwrap.dedent(inspect.getsource(init))  # type: ignore[arg-type]
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    function = tree.body[0] if tree.body else None
+    if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+        return None
+    uses = [n for n in ast.walk(function) if isinstance(n, ast.Name) and n.id == options]
+    forwarded: set[int] = set()
+    for call in ast.walk(function):
+        if not isinstance(call, ast.Call) or not _is_super_init(call.func):
+            continue
+        for keyword in call.keywords:
+            if keyword.arg is None and isinstance(keyword.value, ast.Name):
+                if keyword.value.id == options:
+                    forwarded.add(id(keyword.value))
+    if not uses or any(id(use) not in forwarded for use in uses):
+        return None
+    bases = owner.__mro__[1:]
+    base = next((c for c in bases if "__init__" in vars(c)), None)
+    if base is None or not (isinstance(base, type) and issubclass(base, NanoNode)):
+        return None
+    return base
+
+
+def _is_super_init(func: ast.expr) -> bool:
+    """``super().__init__`` (or ``super(Cls, self).__init__``)."""
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == "__init__"
+        and isinstance(func.value, ast.Call)
+        and isinstance(func.value.func, ast.Name)
+        and func.value.func.id == "super"
+    )
 
 
 #: What each simple annotation expects, for messages.
