@@ -220,6 +220,28 @@ class TestFunctionArguments:
         assert isinstance(sink, CollectingSink)
         assert sink.items == [2, 4]
 
+    def test_composite_argument_mapped_to_a_function(self, tmp_path: Path) -> None:
+        """A composite argument mapped to Map's func takes module:name from the pipeline file."""
+        (tmp_path / "mapper.yaml").write_text(
+            "name: FnMapper\nnodes:\n  - {name: map, class: Map, arg_mapping: {func: how}}\n"
+        )
+        path = write_project(
+            tmp_path,
+            """\
+            modules: [fn_rules.py]
+            composites: [mapper.yaml]
+            nodes:
+              - {name: numbers, class: FnNumbers, args: {limit: 2}}
+              - {name: mapped, class: FnMapper, args: {how: "fn_rules:twice"}}
+              - {name: out, class: CollectingSink}
+            """,
+        )
+        loaded = read_pipeline(path)
+        trio.run(loaded.pipeline.run)
+        sink = loaded.nodes["out"]
+        assert isinstance(sink, CollectingSink)
+        assert sink.items == [[1, 1], [2, 2]]
+
 
 class TestRefusedFunctions:
     @pytest.mark.parametrize(
