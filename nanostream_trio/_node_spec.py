@@ -578,7 +578,7 @@ def add_module(document: Document, spec: str, module: types.ModuleType) -> None:
 
 # -- functions ------------------------------------------------------------------------
 
-_FUNCTION_REFERENCE = re.compile(r"\s*([\w.]+)\s*:\s*([\w.]+)\s*")
+_FUNCTION_REFERENCE = re.compile(r"\s*([\w./-]+)\s*:\s*([\w.]+)\s*")
 
 
 def _is_callable_annotation(annotation: Any) -> bool:

@@ -117,6 +117,18 @@ class TestFunctionArguments:
         assert keep.predicate(3) is True
         assert keep.predicate(2) is False
 
+    def test_module_in_a_subdirectory(self, tmp_path: Path) -> None:
+        """A .py file listed by a relative path is named by that path or by its stem."""
+        (tmp_path / "lib").mkdir()
+        (tmp_path / "lib" / "fn_lib.py").write_text(RULES)
+        pipeline = CHAIN.format(listed="lib/fn_lib.py", predicate="lib/fn_lib.py:is_big")
+        path = write_project(tmp_path, pipeline.replace("fn_rules:", "fn_lib:"))
+        loaded = read_pipeline(path)
+        trio.run(loaded.pipeline.run)
+        sink = loaded.nodes["out"]
+        assert isinstance(sink, CollectingSink)
+        assert sink.items == [6, 6, 8, 8]
+
     def test_dotted_module_on_sys_path(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
