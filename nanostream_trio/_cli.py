@@ -5,7 +5,8 @@ Sub-commands:
 * ``run FILE``: run a pipeline file until it ends; the first Ctrl-C (SIGINT
   or SIGTERM) stops it gracefully, a second cancels it, and if the run has not
   ended ``CANCEL_GRACE`` seconds later, or on a third, the process exits at once.
-* ``check FILE``: load and check a pipeline file without running it.
+* ``check FILE``: load and check a pipeline file without running it, and
+  check the paths its nodes will read and write (``_setup_check``).
 * ``graph FILE``: print the pipeline's graph as Mermaid or Graphviz DOT.
 * ``nodes``: list the registered node types.
 * ``demo``: watch a temporary directory, drop CSV files into it, print rows.
@@ -52,6 +53,7 @@ from ._exceptions import ConfigError
 from ._node import NanoNode, registered_nodes
 from ._node_spec import class_parameters, import_module
 from ._pipeline import Pipeline
+from ._setup_check import check_setup
 from ._signals import AfterRun
 from ._stats import NodeStatistics, PipelineStatistics
 from ._yaml_document import ConfigFileError
@@ -725,7 +727,7 @@ def _finish_table(output: _Output) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     output = _Output(sys.stderr)
     _configure_logging(output, args.log_format, args.log_level)
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
     if args.metrics is not None:
         loaded.pipeline.metrics = args.metrics
     try:
@@ -758,12 +760,22 @@ def _links(pipeline: Pipeline) -> list[tuple[NanoNode, NanoNode, str]]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
+    findings = check_setup(loaded)
+    for finding in findings:
+        kind = "warning" if finding.warning else "error"
+        print(f"nanostream: {kind}: {finding.error}", file=sys.stderr)
+    errors = sum(not finding.warning for finding in findings)
+    if errors:
+        _error(f"{args.file}: {errors} setup problem{'s' if errors > 1 else ''} (see above)")
+        return EXIT_USAGE
     pipeline = loaded.pipeline
     sources = [node.name for node in pipeline.nodes if node.is_source]
+    warnings = len(findings)
+    noted = f" ({warnings} warning{'s' if warnings > 1 else ''})" if warnings else ""
     print(
         f"{args.file}: ok: pipeline {pipeline.name!r} with {len(pipeline.nodes)} nodes, "
-        f"{len(_links(pipeline))} links, sources: {', '.join(sources) or 'none'}"
+        f"{len(_links(pipeline))} links, sources: {', '.join(sources) or 'none'}{noted}"
     )
     return EXIT_OK
 
@@ -873,7 +885,7 @@ def render_dot(loaded: PipelineFile) -> str:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
     render = render_mermaid if args.format == "mermaid" else render_dot
     sys.stdout.write(render(loaded))
     return EXIT_OK
@@ -915,7 +927,7 @@ def describe_node_types() -> list[str]:
                 if p.name != "name" and p.name not in ("on_error", "retry", "capacity", "blocking")
             ]
             if open_ended:
-                shown.append("**kwargs")
+                shown.append("**kwargs (any further argument is passed to the class unchecked)")
             lines.append(f"    arguments: {', '.join(shown) if shown else 'none'}")
     return lines
 

@@ -435,9 +435,8 @@ class TestNeverStuck:
         assert events.of("checkpoint_completed")[-1]["final"] is True
         assert pipeline.status == "finished"
 
-
     async def test_source_blocked_in_its_thread(self, tmp_path: Path) -> None:
-        """A threaded source stuck in a blocking call delays checkpoints, named, until it returns."""
+        """A threaded source stuck in a blocking call delays checkpoints, named, until it ends."""
         release = threading.Event()
 
         class Stuck(NanoNode):
@@ -462,7 +461,7 @@ class TestNeverStuck:
             with trio.fail_after(20):
                 async with trio.open_nursery() as nursery:
                     await nursery.start(pipeline.run)
-                    while not events.of("checkpoint_delayed"):
+                    while not events.of("checkpoint_delayed"):  # noqa: ASYNC110 - a log, no event
                         await trio.sleep(0.01)
                     assert events.of("checkpoint_delayed")[0]["sources_not_yielding"] == ["stuck"]
                     pipeline.stop()
