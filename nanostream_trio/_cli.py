@@ -741,6 +741,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _error(f"--{exc.key.replace('_', '-') if exc.key else 'checkpoint'}: {exc}")
         return EXIT_USAGE
+    # The same setup checks as `nanostream check`: a missing input directory
+    # is reported at its line in the file before anything starts.
+    problems = [finding for finding in check_setup(loaded) if not finding.warning]
+    for finding in problems:
+        print(f"nanostream: error: {finding.error}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
     show_table = args.table == "always" or (args.table == "auto" and _isatty(sys.stderr))
     table = (
         LiveTable(sys.stderr, loaded.pipeline, color=_isatty(sys.stderr)) if show_table else None

@@ -144,6 +144,17 @@ def check_setup(loaded: PipelineFile) -> list[SetupFinding]:
             where: KeyPath = (*entry.path, "args", argument) if given else entry.path
             for problem, warning in _check_path(os.fspath(value), use):
                 findings.append(_finding(document, where, entry, argument, problem, warning))
+    store = loaded.pipeline.checkpoint
+    if store:
+        # The pipeline's checkpoint store (the file's checkpoint:, or --checkpoint).
+        spec = document.data if isinstance(document.data, dict) else {}
+        key: KeyPath = ()
+        if "checkpoint" in spec:
+            nested = isinstance(spec["checkpoint"], dict)
+            key = ("checkpoint", "path") if nested else ("checkpoint",)
+        for problem, warning in _check_path(store, "replace_file"):
+            text = f"the checkpoint store: {problem}"
+            findings.append(SetupFinding(document.error(key, text), warning=warning))
     return findings
 
 
