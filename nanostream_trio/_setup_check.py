@@ -10,8 +10,8 @@ looks at the arguments of each node entry and checks, with ``os.stat`` and
   (``read_dir``);
 * a file a node writes can be written: an existing one is a writable file,
   a new one can be created in its directory (``write_file``);
-* a file a node replaces (through a temporary file renamed over it, as
-  TailFile's checkpoint, or by rotation) has a writable directory
+* a file a node replaces (through a temporary file renamed over it, or by
+  rotation) and the pipeline's checkpoint store have a writable directory
   (``replace_file``);
 * a directory a node writes into exists and is writable (``write_dir``);
 * a file a node waits for (``wait_file``, TailFile with ``follow: true``):
@@ -67,7 +67,7 @@ def _tail_file_paths(arguments: Mapping[str, Any]) -> Mapping[str, PathUse]:
     # follow=False reads what is there and fails at setup on a missing file; following
     # waits for it (a file_missing event), so a missing file is only worth a warning.
     follow = arguments.get("follow", True)
-    return {"path": "read_file" if follow is False else "wait_file", "checkpoint": "replace_file"}
+    return {"path": "read_file" if follow is False else "wait_file"}
 
 
 def _jsonl_writer_paths(arguments: Mapping[str, Any]) -> Mapping[str, PathUse]:

@@ -98,28 +98,28 @@ class TestMissingPaths:
         )
 
     def test_checkpoint_directory_missing(self, in_tmp: Path) -> None:
-        """A checkpoint in a missing directory is an error; a missing log only a warning."""
+        """A checkpoint store in a missing directory is an error; a missing log only a warning."""
         path, findings = findings_of(
             in_tmp,
             """\
+            checkpoint:
+              path: state/app.db
             nodes:
               - name: tail
                 class: TailFile
                 args:
                   path: app.log
-                  checkpoint: state/app.checkpoint
               - {name: out, class: ScSink}
             """,
         )
         warning, error = findings
         assert warning.warning
         assert not error.warning
-        assert str(warning.error).startswith(f"{path}:5:13: nodes[0].args.path: node 'tail'")
+        assert str(warning.error).startswith(f"{path}:7:13: nodes[0].args.path: node 'tail'")
         assert "does not exist yet; the node will wait for it" in str(warning.error)
         assert str(error.error) == (
-            f"{path}:6:19: nodes[0].args.checkpoint: node 'tail' (TailFile) argument "
-            f"'checkpoint': the directory '{in_tmp / 'state'}' of file 'state/app.checkpoint' "
-            "does not exist; create it or fix the path"
+            f"{path}:2:9: checkpoint.path: the checkpoint store: the directory "
+            f"'{in_tmp / 'state'}' of file 'state/app.db' does not exist; create it or fix the path"
         )
 
     def test_missing_file_without_follow_is_an_error(self, in_tmp: Path) -> None:
@@ -172,13 +172,14 @@ class TestMissingPaths:
         _, findings = findings_of(
             in_tmp,
             """\
+            checkpoint: state.db
             nodes:
               - {name: watch, class: LocalDirectoryWatchdog, args: {directory: incoming}}
               - {name: read, class: LocalFileReader}
               - {name: write, class: JSONLinesWriter, args: {path: records.jsonl}}
               - name: tail
                 class: TailFile
-                args: {path: app.log, checkpoint: app.checkpoint}
+                args: {path: app.log}
               - {name: out, class: ScSink}
             links: [[watch, read, write], [tail, out]]
             """,
@@ -203,11 +204,8 @@ class TestDeclarations:
         assert "argument 'target': directory 'out'" in findings[1].error.problem
 
     def test_builtin_declaration_depends_on_arguments(self) -> None:
-        """TailFile's path is read (follow: false) or waited for, its checkpoint replaced."""
-        assert path_arguments_of(TailFile, {"follow": False}) == {
-            "path": "read_file",
-            "checkpoint": "replace_file",
-        }
+        """TailFile's path is read (follow: false) or waited for."""
+        assert path_arguments_of(TailFile, {"follow": False}) == {"path": "read_file"}
         assert path_arguments_of(TailFile, {})["path"] == "wait_file"
 
     def test_unknown_use_is_refused(self) -> None:
@@ -262,8 +260,9 @@ class TestPermissions:
         _, findings = findings_of(
             in_tmp,
             """\
+            checkpoint: state/ck.db
             nodes:
-              - {name: tail, class: TailFile, args: {path: app.log, checkpoint: state/ck}}
+              - {name: tail, class: TailFile, args: {path: app.log}}
               - {name: out, class: ScSink}
             """,
         )
@@ -296,17 +295,18 @@ class TestCommand:
         path.write_text(
             textwrap.dedent(
                 """\
+                checkpoint: s/ck
                 nodes:
-                  - {name: tail, class: TailFile, args: {path: app.log, checkpoint: s/ck}}
+                  - {name: tail, class: TailFile, args: {path: app.log}}
                   - {name: write, class: JSONLinesWriter, args: {path: out/r.jsonl}}
                 """
             )
         )
         assert main(["check", str(path)]) == 2
         err = capsys.readouterr().err.splitlines()
-        assert err[0].startswith(f"nanostream: warning: {path}:2:48: nodes[0].args.path:")
-        assert err[1].startswith(f"nanostream: error: {path}:2:69: nodes[0].args.checkpoint:")
-        assert err[2].startswith(f"nanostream: error: {path}:3:56: nodes[1].args.path:")
+        assert err[0].startswith(f"nanostream: warning: {path}:3:48: nodes[0].args.path:")
+        assert err[1].startswith(f"nanostream: error: {path}:4:56: nodes[1].args.path:")
+        assert err[2].startswith(f"nanostream: error: {path}:1:13: checkpoint: the checkpoint")
         assert err[3] == f"nanostream: error: {path}: 2 setup problems (see above)"
 
     def test_warnings_only_exit_0(self, in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
