@@ -158,6 +158,7 @@ async def consume(
     run: NodeRun,
     handle: Callable[[list[Any]], Awaitable[None]],
     on_marker: Callable[[Marker], Awaitable[None]] | None = None,
+    outbox: Outbox | None = None,
 ) -> None:
     """Take batches from ``run``'s inbox until the end of stream, handing each to ``handle``.
 
@@ -165,9 +166,14 @@ async def consume(
     ``handle`` has finished every batch before it (checkpoint barriers: align,
     snapshot, then ``Outbox.push_marker`` after the outputs of those
     batches); without ``on_marker`` it is passed over.
+
+    The time ``handle`` takes, less the time ``outbox`` (default the node's)
+    spent waiting for room, is the node's ``busy_seconds``.
     """
     inbox = run.inbox
     assert inbox is not None
+    waits = outbox if outbox is not None else run.outbox
+    now = trio.current_time
     slicer = Slicer()
     while True:
         if inbox._entries:
@@ -187,7 +193,9 @@ async def consume(
             slicer.restart()
         else:
             await slicer.tick()
+        started, blocked = now(), waits.blocked_seconds
         await handle(entry)
+        run.busy_seconds += now() - started - (waits.blocked_seconds - blocked)
 
 
 async def pass_barrier(runs: list[NodeRun], barrier: Barrier, outbox: Outbox) -> None:
@@ -226,7 +234,7 @@ async def run_processor(run: NodeRun) -> None:
         for follower in runs[1:]:
             await follower.setup_done.wait()
         chain = Chain(run, runs)
-        await consume(run, chain.feed, _barrier_handler(runs, chain.outbox))
+        await consume(run, chain.feed, _barrier_handler(runs, chain.outbox), chain.outbox)
         await run_finish(run, lambda chunk: chain.pass_on(0, chunk))
         return
     stage = AsyncStage(run, run.hold_limit())

@@ -60,6 +60,7 @@ def node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStat
         filtered=run.filtered,
         handoff_queued=run.thread_source.queued if run.thread_source is not None else 0,
         alignment_seconds=run.alignment_seconds,
+        busy_seconds=run.busy_seconds,
     )
 
 

@@ -97,6 +97,8 @@ class NodeRun:
         self.barrier_request: Barrier | None = None
         self.worker: ThreadWorker | None = None
         self.alignment_seconds = 0.0
+        # Seconds spent working on batches (see _chain.consume).
+        self.busy_seconds = 0.0
         if inbox is not None:
             inbox.owner = self
 

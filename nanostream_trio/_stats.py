@@ -46,6 +46,9 @@ class NodeStatistics:
         handoff_queued: for a sync source run in a worker thread, items the
             thread has produced that the Trio side has not taken yet (at most
             the capacity of the inbox it feeds); 0 otherwise.
+        busy_seconds: Trio-clock seconds the node's task spent working on
+            batches, waits for room downstream excluded (for a chain of fused
+            nodes, the chain's time is counted on its first node; 0 for a source).
         alignment_seconds: with checkpoints, Trio-clock seconds checkpoint
             barriers waited in this node's inbox for all of its inputs
             (fan-in alignment; 0 for a node with one input).
@@ -68,6 +71,7 @@ class NodeStatistics:
     filtered: int = 0
     handoff_queued: int = 0
     alignment_seconds: float = 0.0
+    busy_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for logging and JSON)."""

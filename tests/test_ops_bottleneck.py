@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 import trio
 
 from nanostream_testing import CollectingSink, FakeSource, Pause, capture_events
@@ -28,6 +29,11 @@ class Slow(NanoNode):
 class SlowSink(NanoNode):
     async def process_item(self, item: Any) -> None:
         await trio.sleep(0.05)
+
+
+class SlowerSink(NanoNode):
+    async def process_item(self, item: Any) -> None:
+        await trio.sleep(0.1)
 
 
 async def judged(pipeline: Pipeline, at: float = 20.0, window: float = 2.0) -> str | None:
@@ -114,3 +120,19 @@ class TestRelativeTimes:
         first = events.of("pipeline_stats")[0]
         assert first["elapsed"] == 2.0
         assert 1.0 <= first["nodes"]["sink"]["last_progress"] <= 2.0
+
+
+class TestBusyTime:
+    """busy_seconds counts the time a node works, not the time it waits for room."""
+
+    async def test_busy_excludes_waiting_for_room(self, nanostream_clock: Any) -> None:
+        """A slow node is busy 0.05 s per item; the node feeding it, waiting on it, is not."""
+        source = FakeSource(range(40), name="source")
+        feeder = Slow(name="feeder", capacity=1)
+        source > Fast(name="parse", capacity=1) > feeder > SlowerSink(name="sink", capacity=1)
+        summary = await Pipeline(source, stats_interval=None).run()
+        assert summary["feeder"].busy_seconds == pytest.approx(40 * 0.05)
+        assert summary["sink"].busy_seconds == pytest.approx(40 * 0.1)
+        # The slower sink holds the feeder back for about as long as the feeder works.
+        assert summary["feeder"].blocked_seconds == pytest.approx(40 * 0.05, abs=0.2)
+        assert summary["parse"].busy_seconds == 0.0
