@@ -21,6 +21,7 @@ such a URL is used). :class:`_Dialect` holds what differs between the two.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sqlite3
@@ -119,8 +120,8 @@ class _PostgresDialect(_Dialect):
 
     def __init__(self, target: str) -> None:
         super().__init__(target)
-        import psycopg  # checked by _import_psycopg before construction
-
+        # Imported by name: an optional dependency (checked by _import_psycopg).
+        psycopg: Any = importlib.import_module("psycopg")
         self._psycopg = psycopg
         self.row_errors = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
 
@@ -131,8 +132,8 @@ class _PostgresDialect(_Dialect):
         errors = self._psycopg.errors
         if isinstance(exc, errors.UndefinedColumn | self._psycopg.DataError):
             return True
-        return isinstance(exc, self.row_errors) or isinstance(exc, errors.ProgrammingError) and (
-            "cannot adapt" in str(exc)
+        return isinstance(exc, self.row_errors) or (
+            isinstance(exc, errors.ProgrammingError) and "cannot adapt" in str(exc)
         )
 
     def placeholder(self, name: str) -> str:
@@ -167,7 +168,7 @@ class _PostgresDialect(_Dialect):
 
 def _import_psycopg(node: str) -> None:
     try:
-        import psycopg  # noqa: F401
+        importlib.import_module("psycopg")
     except ImportError:
         msg = (
             f"node {node!r} needs psycopg for a postgresql:// database; "
@@ -389,7 +390,8 @@ class _SQLRefusals(NanoNode):
         if self._refused and self._refused[0][0] is row:
             self._current = self._refused.popleft()
             self.rows_refused += 1
-        assert self._current is not None and self._current[0] is row
+        assert self._current is not None
+        assert self._current[0] is row
         raise self._current[1]
 
 
