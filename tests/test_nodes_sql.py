@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from _postgres import postgres_server, skip_reason
 
 from nanostream_testing import (
     CollectingSink,
@@ -525,3 +527,105 @@ def make_table_rows(path: Path, rows: list[tuple[Any, ...]]) -> None:
     with sqlite3.connect(path) as connection:
         marks = ", ".join("?" for _ in rows[0])
         connection.executemany(f"INSERT INTO t VALUES ({marks})", rows)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for this module's Postgres tests (skipped without one)."""
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url
+
+
+def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def pg_execute(url: str, *statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in statements:
+            connection.execute(statement)
+
+
+class TestPostgres:
+    """The same nodes against a real PostgreSQL server started by the test."""
+
+    async def test_sink_upserts_in_batches_and_dead_letters_refused_rows(
+        self, nanostream_clock: Any, postgres_url: str
+    ) -> None:
+        """Upserts by key, a NOT NULL row dead-lettered with the server's message, the rest land."""
+        pg_execute(
+            postgres_url,
+            "DROP TABLE IF EXISTS pg_people",
+            "CREATE TABLE pg_people (id INT PRIMARY KEY, name TEXT NOT NULL)",
+        )
+        bad = {"id": 3, "name": None}
+        rows = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, bad, {"id": 1, "name": "c"}]
+        sink, letters = SQLSink(postgres_url, "pg_people", key="id", batch_size=2), Recorder()
+        sink.dead_letters > letters
+        await run_pipeline_async(FakeSource(rows) > sink)
+        assert pg_rows(postgres_url, "SELECT * FROM pg_people ORDER BY id") == [
+            (1, "c"),
+            (2, "b"),
+        ]
+        (letter,) = letters.items
+        assert letter.item is bad
+        assert letter.exc_type == "NotNullViolation"
+        assert 'null value in column "name"' in letter.message
+        assert (sink.rows_written, sink.rows_refused) == (3, 1)
+
+    async def test_sink_creates_the_table_and_rolls_back_a_partial_batch(
+        self, nanostream_clock: Any, postgres_url: str
+    ) -> None:
+        """A created table gets the first row's columns; a crash keeps whole batches only."""
+        pg_execute(postgres_url, "DROP TABLE IF EXISTS pg_created")
+        script: list[Any] = [*people(5), Raise(OSError("feed gone"))]
+        sink = SQLSink(postgres_url, "pg_created", batch_size=3)
+        with pytest.raises(OSError, match="feed gone"):
+            await run_pipeline_async(FakeSource(script, interval=1) > sink)
+        assert pg_rows(postgres_url, "SELECT * FROM pg_created ORDER BY id") == [
+            (1, "p1"),
+            (2, "p2"),
+            (3, "p3"),
+        ]
+
+    async def test_query_streams_and_polls_incrementally(
+        self, nanostream_clock: Any, postgres_url: str
+    ) -> None:
+        """A server-side cursor fetch_size rows at a time; a later poll gets only new rows."""
+        pg_execute(
+            postgres_url,
+            "DROP TABLE IF EXISTS pg_events",
+            "CREATE TABLE pg_events (id INT, v TEXT)",
+            "INSERT INTO pg_events SELECT i, 'x' FROM generate_series(1, 1000) AS i",
+        )
+        query = SQLQuery(
+            postgres_url,
+            "SELECT * FROM pg_events",
+            interval=10,
+            incremental_column="id",
+            fetch_size=100,
+        )
+        sink = Recorder()
+        pipeline = Pipeline(query > sink)
+
+        async def insert_then_stop() -> None:
+            await trio.sleep(15)
+            pg_execute(postgres_url, "INSERT INTO pg_events VALUES (1001, 'y'), (1002, 'z')")
+            await trio.sleep(20)
+            pipeline.stop()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(insert_then_stop)
+            await run_pipeline_async(pipeline)
+        assert [row["id"] for row in sink.items] == list(range(1, 1003))
+        assert sink.items[-1] == {"id": 1002, "v": "z"}
+        assert query.snapshot() == {"last": 1002}
+        assert query.fetches >= 11

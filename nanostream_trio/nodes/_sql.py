@@ -105,8 +105,14 @@ class _Dialect:
         # SQLite undoes a failed statement alone; the transaction goes on.
         connection.execute(sql, values)
 
+    def connect_for_query(self) -> Any:
+        return self.connect()
+
     def cursor(self, connection: Any) -> Any:
         return connection.cursor()
+
+    def end_query(self, connection: Any) -> None:
+        """After a query's cursor is closed: end its transaction, so the next poll sees news."""
 
     def close(self, connection: Any) -> None:
         connection.close()
@@ -138,6 +144,16 @@ class _PostgresDialect(_Dialect):
 
     def placeholder(self, name: str) -> str:
         return f"%({name})s"
+
+    def connect_for_query(self) -> Any:
+        # A server-side cursor (the server holds the result) lives in a transaction.
+        return self._psycopg.connect(self.target)
+
+    def cursor(self, connection: Any) -> Any:
+        return connection.cursor(name="nanostream_query")
+
+    def end_query(self, connection: Any) -> None:
+        connection.rollback()
 
     def column_type(self, value: Any) -> str:
         if isinstance(value, bool):
@@ -601,7 +617,7 @@ class SQLQuery(NanoNode):
 
     async def generator(self) -> AsyncIterator[Any]:
         """Emit the rows of each run of the query; wait ``interval`` between runs."""
-        connection = await run_sync_in_thread(self.dialect.connect)
+        connection = await run_sync_in_thread(self.dialect.connect_for_query)
         try:
             while True:
                 async for rows in self._run_once(connection):
@@ -633,7 +649,7 @@ class SQLQuery(NanoNode):
                 yield rows  # the position covers these rows already
         finally:
             with trio.CancelScope(shield=True):
-                await run_sync_in_thread(cursor.close)
+                await run_sync_in_thread(_end_query, self.dialect, connection, cursor)
 
     def _last_value(self, row: dict[str, Any]) -> Any:
         column = self.incremental_column
@@ -653,6 +669,11 @@ class SQLQuery(NanoNode):
         while (left := deadline - trio.current_time()) > 0:
             await trio.sleep(min(left, IDLE_YIELD))
             yield Items()
+
+
+def _end_query(dialect: _Dialect, connection: Any, cursor: Any) -> None:
+    cursor.close()
+    dialect.end_query(connection)
 
 
 def _execute(dialect: _Dialect, connection: Any, sql: str, params: Any) -> Any:
