@@ -280,9 +280,9 @@ class _SQLWriter(NanoNode):
         self.rows_written = 0
         self.commits = 0
 
-    def setup(self) -> None:
+    async def setup(self) -> None:
         """Open the connection (and nothing else: the table is made from the first row)."""
-        self._connection = self.dialect.connect()
+        self._connection = await run_sync_in_thread(self.dialect.connect)
         self._statements.clear()
         self._table_ready = not self.create
         self._in_transaction = False
@@ -381,13 +381,14 @@ class _SQLWriter(NanoNode):
         self._commit()
         return {"rows_written": self.rows_written}
 
-    def teardown(self) -> None:
+    async def teardown(self) -> None:
         """Close the connection; a transaction still open (a failed run) is rolled back."""
         connection, self._connection = self._connection, None
         if connection is not None:
             self._in_transaction = False
             self._uncommitted = 0
-            self.dialect.close(connection)
+            with trio.CancelScope(shield=True):
+                await run_sync_in_thread(self.dialect.close, connection)
 
 
 class _SQLRefusals(NanoNode):
@@ -601,7 +602,7 @@ class SQLQuery(NanoNode):
     def _statement(self) -> tuple[str, Any]:
         column = self.incremental_column
         if column is None:
-            return self.query, self.params if self.params is not None else ()
+            return self.query, self.params
         params = dict(self.params or {})
         mark = self.dialect.placeholder("last")
         if mark in self.query:
@@ -678,5 +679,8 @@ def _end_query(dialect: _Dialect, connection: Any, cursor: Any) -> None:
 
 def _execute(dialect: _Dialect, connection: Any, sql: str, params: Any) -> Any:
     cursor = dialect.cursor(connection)
-    cursor.execute(sql, params)
+    if params is None:  # no parameters: a literal % or ? in the SQL stays as it is
+        cursor.execute(sql)
+    else:
+        cursor.execute(sql, params)
     return cursor
