@@ -22,7 +22,7 @@ from nanostream_testing import (
     crash_at,
     run_pipeline_async,
 )
-from nanostream_trio import ConfigError, DeadLetter, NanoNode, Pipeline
+from nanostream_trio import ConfigError, DeadLetter, NanoNode, Pipeline, load_pipeline_text
 from nanostream_trio.nodes import SQLQuery, SQLSink
 
 
@@ -527,6 +527,42 @@ def make_table_rows(path: Path, rows: list[tuple[Any, ...]]) -> None:
     with sqlite3.connect(path) as connection:
         marks = ", ".join("?" for _ in rows[0])
         connection.executemany(f"INSERT INTO t VALUES ({marks})", rows)
+
+
+class TestPipelineFiles:
+    """Both nodes are usable from pipeline files, with located errors."""
+
+    async def test_copy_between_databases_from_yaml(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """A query in one SQLite file upserted into another, configured in YAML."""
+        source_db, target_db = tmp_path / "in.db", tmp_path / "out.db"
+        make_table(source_db, "CREATE TABLE t (id INTEGER, name TEXT)", [(1, "a"), (2, "b")])
+        pipeline = load_pipeline_text(
+            f"""\
+nodes:
+  - {{name: read, class: SQLQuery, args: {{database: "{source_db}", query: "SELECT * FROM t"}}}}
+  - {{name: store, class: SQLSink, args: {{database: "sqlite:///{target_db}", table: t, key: id}}}}
+""",
+            env={},
+        )
+        await run_pipeline_async(pipeline)
+        assert rows_of(target_db) == [(1, "a"), (2, "b")]
+
+    def test_bad_url_in_yaml_is_located(self) -> None:
+        """The error names the file position, the node and the argument."""
+        text = """\
+nodes:
+  - {name: read, class: SQLQuery, args: {database: "a.db", query: "SELECT 1"}}
+  - {name: store, class: SQLSink, args: {database: "mysql://x/y", table: t}}
+"""
+        with pytest.raises(ConfigError) as caught:
+            load_pipeline_text(text, env={})
+        message = str(caught.value)
+        assert message.startswith("<string>:3:")
+        assert "nodes[1].args.database" in message
+        assert "node 'store'" in message
+        assert "unsupported scheme 'mysql'" in message
 
 
 @pytest.fixture(scope="module")
