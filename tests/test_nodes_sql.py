@@ -412,6 +412,26 @@ class TestQueryStreaming:
         await run_pipeline_async(query > sink)
         assert sink.items == [{"id": 2, "name": "b"}]
 
+    async def test_a_stop_mid_stream_closes_the_cursor(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """Stopped after its first rows, the source ends and leaves the database unlocked."""
+        database = tmp_path / "big.db"
+        make_table(database, "CREATE TABLE t (id INTEGER)", [(i,) for i in range(50_000)])
+        query = SQLQuery(database, "SELECT id FROM t", fetch_size=10)
+        sink = Recorder()
+
+        class StopAtFirst(NanoNode):
+            def process_item(self, item: Any) -> None:
+                pipeline.stop()
+
+        query > [sink, StopAtFirst()]
+        pipeline = Pipeline(query)
+        await run_pipeline_async(pipeline)
+        assert 0 < len(sink.items) < 50_000
+        with sqlite3.connect(database, timeout=0) as connection:
+            connection.execute("DELETE FROM t")  # no reader holds it any more
+
     async def test_a_bad_query_fails_the_run(self, nanostream_clock: Any, tmp_path: Path) -> None:
         """SQL the database rejects fails the run with the database's exception."""
         with pytest.raises(sqlite3.OperationalError, match="no such table"):

@@ -26,7 +26,8 @@ import os
 import re
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any, Unpack
 
 import trio
@@ -621,17 +622,21 @@ class SQLQuery(NanoNode):
         connection = await run_sync_in_thread(self.dialect.connect_for_query)
         try:
             while True:
-                async for rows in self._run_once(connection):
-                    yield rows
+                # aclosing: a stop while we are suspended in a yield closes the
+                # inner generator (and its cursor) now, not at garbage collection.
+                async with aclosing(self._run_once(connection)) as chunks:
+                    async for rows in chunks:
+                        yield rows
                 if self.interval is None:
                     return
-                async for idle in self._wait(self.interval):
-                    yield idle
+                async with aclosing(self._wait(self.interval)) as pauses:
+                    async for idle in pauses:
+                        yield idle
         finally:
             with trio.CancelScope(shield=True):
                 await run_sync_in_thread(self.dialect.close, connection)
 
-    async def _run_once(self, connection: Any) -> AsyncIterator[Items]:
+    async def _run_once(self, connection: Any) -> AsyncGenerator[Items, None]:
         sql, params = self._statement()
         cursor = await run_sync_in_thread(_execute, self.dialect, connection, sql, params)
         try:
@@ -664,7 +669,7 @@ class SQLQuery(NanoNode):
             )
             raise ConfigError(msg, node=self.name, key="incremental_column") from None
 
-    async def _wait(self, seconds: float) -> AsyncIterator[Items]:
+    async def _wait(self, seconds: float) -> AsyncGenerator[Items, None]:
         """Sleep ``seconds``, yielding an empty Items at least every IDLE_YIELD seconds."""
         deadline = trio.current_time() + seconds
         while (left := deadline - trio.current_time()) > 0:
