@@ -1,9 +1,10 @@
 """SQL databases: a sink writing dict items as rows, and a source streaming query results.
 
-* :class:`SQLSink` runs as two inner nodes. ``<name>.write`` (a blocking node:
-  its calls run in a worker thread) inserts each row into an open transaction
-  and commits every ``batch_size`` rows, at each checkpoint (``prepare``) and
-  at the end of input. A row the database refuses is handed to the second
+* :class:`SQLSink` runs as two inner nodes. ``<name>.write`` inserts each
+  row into an open transaction (BEGIN, COMMIT and every call that may wait run
+  in a worker thread; see :attr:`_Dialect.inline`) and commits every
+  ``batch_size`` rows, at each checkpoint (``prepare``) and at the end of
+  input. A row the database refuses is handed to the second
   stage, named like the sink, which raises the database's own exception for
   that row alone: the sink's ``on_error`` policy then skips, dead-letters or
   fails on it, while the batch's other rows stay written.
@@ -26,7 +27,7 @@ import os
 import re
 import sqlite3
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Unpack
 
@@ -56,6 +57,11 @@ class _Dialect:
     """How to connect to one kind of database and spell the SQL that differs (SQLite)."""
 
     kind = "sqlite"
+    #: Whether an insert into the open transaction may run on the Trio thread.
+    #: SQLite: yes, it touches only memory (the write lock is taken by BEGIN
+    #: IMMEDIATE in a thread, and cache_spill=OFF keeps pages in memory until
+    #: COMMIT, which runs in a thread). A server round trip: no.
+    inline = True
     #: Errors that may mean "this row is refused" (checked further by :meth:`refuses`).
     row_errors: tuple[type[BaseException], ...] = (
         sqlite3.IntegrityError,
@@ -73,6 +79,11 @@ class _Dialect:
         # isolation_level=None: we issue BEGIN and COMMIT ourselves. The
         # connection is used by worker threads, one call at a time.
         return sqlite3.connect(self.target, isolation_level=None, check_same_thread=False)
+
+    def connect_for_sink(self) -> Any:
+        connection = self.connect()
+        connection.execute("PRAGMA cache_spill = OFF")
+        return connection
 
     def refuses(self, exc: BaseException) -> bool:
         """Whether ``exc``, raised by one row's insert, is about that row (not the database)."""
@@ -97,7 +108,7 @@ class _Dialect:
         return ""  # SQLite stores anything in a column without a type
 
     def begin(self, connection: Any) -> None:
-        connection.execute("BEGIN")
+        connection.execute("BEGIN IMMEDIATE")
 
     def commit(self, connection: Any) -> None:
         connection.execute("COMMIT")
@@ -124,6 +135,7 @@ class _PostgresDialect(_Dialect):
     row goes in under a savepoint."""
 
     kind = "postgresql"
+    inline = False
 
     def __init__(self, target: str) -> None:
         super().__init__(target)
@@ -134,6 +146,9 @@ class _PostgresDialect(_Dialect):
 
     def connect(self) -> Any:
         return self._psycopg.connect(self.target, autocommit=True)
+
+    def connect_for_sink(self) -> Any:
+        return self.connect()
 
     def refuses(self, exc: BaseException) -> bool:
         errors = self._psycopg.errors
@@ -266,7 +281,7 @@ class _SQLWriter(NanoNode):
         batch_size: int,
         refused: deque[tuple[Any, Exception]],
     ) -> None:
-        super().__init__(blocking=True)
+        super().__init__()
         self.dialect = dialect
         self.table = table
         self.key = key
@@ -283,22 +298,30 @@ class _SQLWriter(NanoNode):
 
     async def setup(self) -> None:
         """Open the connection (and nothing else: the table is made from the first row)."""
-        self._connection = await run_sync_in_thread(self.dialect.connect)
+        self._connection = await run_sync_in_thread(self.dialect.connect_for_sink)
         self._statements.clear()
         self._table_ready = not self.create
         self._in_transaction = False
         self._uncommitted = 0
 
-    def process_item(self, row: Any) -> Iterator[Any]:
-        """Insert ``row``; yield it if the database refused it (its error is queued)."""
-        problem = self._insert(row)
+    async def process_item(self, row: Any) -> Any:
+        """Insert ``row``; return it if the database refused it (its error is queued)."""
+        problem = self._check(row)
+        if problem is None:
+            if not self._in_transaction:
+                await run_sync_in_thread(self._begin, row)
+            if self.dialect.inline:
+                problem = self._insert(row)
+            else:
+                problem = await run_sync_in_thread(self._insert, row)
         if problem is not None:
             self._refused.append((row, problem))
-            yield row
-        elif self._uncommitted >= self.batch_size:
-            self._commit()
+            return row
+        if self._uncommitted >= self.batch_size:
+            await self._commit()
+        return None
 
-    def _insert(self, row: Any) -> Exception | None:
+    def _check(self, row: Any) -> Exception | None:
         if not isinstance(row, Mapping) or not row:
             kind = "an empty mapping" if isinstance(row, Mapping) else type(row).__name__
             msg = (
@@ -310,17 +333,24 @@ class _SQLWriter(NanoNode):
         if missing:
             msg = f"row has no value for key column(s) {', '.join(missing)}: {short_repr(row)}"
             return KeyError(msg)
+        return None
+
+    def _begin(self, row: Mapping[str, Any]) -> None:
+        """Create the table from ``row`` if needed; start a transaction (in a worker thread:
+        it may wait for another writer's lock)."""
         if not self._table_ready:
             self._create_table(row)
+        self.dialect.begin(self._connection)
+        self._in_transaction = True
+
+    def _insert(self, row: Mapping[str, Any]) -> Exception | None:
+        """Insert ``row`` into the open transaction; the database's error if it refuses it."""
         columns = tuple(row)
         sql = self._statements.get(columns)
         if sql is None:
             if len(self._statements) > 64:  # rows of ever-changing shapes: keep it bounded
                 self._statements.clear()
             sql = self._statements[columns] = self._insert_sql(columns)
-        if not self._in_transaction:
-            self.dialect.begin(self._connection)
-            self._in_transaction = True
         values = self._values(row, columns)
         try:
             self.dialect.insert_row(self._connection, sql, values)
@@ -365,21 +395,24 @@ class _SQLWriter(NanoNode):
         self._connection.execute(sql)
         self._table_ready = True
 
-    def _commit(self) -> None:
+    async def _commit(self) -> None:
         if self._in_transaction:
-            self.dialect.commit(self._connection)
-            self._in_transaction = False
-            self.rows_written += self._uncommitted
-            self._uncommitted = 0
-            self.commits += 1
+            await run_sync_in_thread(self._commit_now)
 
-    def finish(self) -> None:
+    def _commit_now(self) -> None:
+        self.dialect.commit(self._connection)
+        self._in_transaction = False
+        self.rows_written += self._uncommitted
+        self._uncommitted = 0
+        self.commits += 1
+
+    async def finish(self) -> None:
         """Commit the last, partial batch."""
-        self._commit()
+        await self._commit()
 
-    def prepare(self, n: int) -> dict[str, int]:
+    async def prepare(self, n: int) -> dict[str, int]:
         """Checkpoint ``n``: commit every row received before the barrier."""
-        self._commit()
+        await self._commit()
         return {"rows_written": self.rows_written}
 
     async def teardown(self) -> None:
@@ -417,8 +450,9 @@ class SQLSink(_Staged):
     """A sink inserting each item (a dict: column -> value) as a row of ``table``.
 
     Rows are inserted in a transaction that is committed every ``batch_size``
-    rows, at each checkpoint and at the end of input, in a worker thread
-    (the node never blocks the pipeline). A run that fails or is cancelled
+    rows, at each checkpoint and at the end of input; what may wait on the
+    database (BEGIN, COMMIT, every PostgreSQL call) runs in a worker thread,
+    so the node never blocks the pipeline. A run that fails or is cancelled
     rolls back the rows of its last, uncommitted batch: a batch is written
     whole or not at all. Rows of a slow trickle become visible when their
     batch is committed.
