@@ -1,9 +1,10 @@
-"""Built-in nodes: files, directories, CSV, JSON lines, log tailing and transforms.
+"""Built-in nodes: files, directories, CSV, JSON lines, log tailing, SQL and transforms.
 
 Sources:
 
 * :class:`LocalDirectoryWatchdog` emits the paths of files that appear or change.
 * :class:`TailFile` follows a file or a glob like ``tail -F`` and emits lines.
+* :class:`SQLQuery` streams the rows of a query (once, or polling for new rows).
 
 Processors and sinks:
 
@@ -11,6 +12,7 @@ Processors and sinks:
 * :class:`CSVReader` turns CSV text into one dict per row.
 * :class:`JSONLinesParser` and :class:`JSONLinesWriter` read and write JSON Lines.
 * :class:`PrinterOfThings` prints items.
+* :class:`SQLSink` inserts or upserts dicts as rows of a table.
 * :class:`Map`, :class:`Filter`, :class:`FlatMap`, :class:`Batch`,
   :class:`TumblingWindow`, :class:`Throttle` and :class:`Dedupe` apply plain
   functions.
@@ -44,6 +46,8 @@ from ._files import LocalFileReader as LocalFileReader
 from ._jsonl import JSONLinesParser as JSONLinesParser
 from ._jsonl import JSONLinesWriter as JSONLinesWriter
 from ._printer import PrinterOfThings as PrinterOfThings
+from ._sql import SQLQuery as SQLQuery
+from ._sql import SQLSink as SQLSink
 from ._tail import TailFile as TailFile
 from ._transforms import Batch as Batch
 from ._transforms import Dedupe as Dedupe
@@ -76,6 +80,8 @@ __all__ = [
     "MalformedInputError",
     "Map",
     "PrinterOfThings",
+    "SQLQuery",
+    "SQLSink",
     "TailFile",
     "Throttle",
     "TumblingWindow",

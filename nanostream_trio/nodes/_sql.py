@@ -1,0 +1,725 @@
+"""SQL databases: a sink writing dict items as rows, and a source streaming query results.
+
+* :class:`SQLSink` runs as two inner nodes. ``<name>.write`` inserts each
+  row into an open transaction (BEGIN, COMMIT and every call that may wait run
+  in a worker thread; see :attr:`_Dialect.inline`) and commits every
+  ``batch_size`` rows, at each checkpoint (``prepare``) and at the end of
+  input. A row the database refuses is handed to the second
+  stage, named like the sink, which raises the database's own exception for
+  that row alone: the sink's ``on_error`` policy then skips, dead-letters or
+  fails on it, while the batch's other rows stay written.
+* :class:`SQLQuery` is an async source: blocking calls (execute, ``fetchmany``)
+  go to a worker thread one at a time, rows go out ``fetch_size`` at a time
+  as :class:`~nanostream_trio.Items`, so memory stays bounded whatever the
+  size of the result. In incremental mode it polls every ``interval`` seconds
+  for rows whose ``incremental_column`` is past the last value seen; that
+  value is its checkpoint position.
+
+``database`` is a path or ``sqlite:///path`` URL (the stdlib ``sqlite3``) or a
+``postgresql://`` URL (psycopg 3, the ``[postgres]`` extra, imported only when
+such a URL is used). :class:`_Dialect` holds what differs between the two.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sqlite3
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any, Unpack
+
+import trio
+
+from .._exceptions import ConfigError
+from .._items import Items
+from .._node import NanoNode
+from .._policy import short_repr
+from .._threads import run_sync_in_thread
+from ._stages import EngineOptions, _Staged
+
+__all__ = ["SQLQuery", "SQLSink"]
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_FETCH_SIZE = 500
+#: Longest wait between two ``yield Items()`` of an idle SQLQuery (so barriers pass).
+IDLE_YIELD = 1.0
+
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+# -- databases ---------------------------------------------------------------------------
+
+
+class _Dialect:
+    """How to connect to one kind of database and spell the SQL that differs (SQLite)."""
+
+    kind = "sqlite"
+    #: Whether an insert into the open transaction may run on the Trio thread.
+    #: SQLite: yes, it touches only memory (the write lock is taken by BEGIN
+    #: IMMEDIATE in a thread, and cache_spill=OFF keeps pages in memory until
+    #: COMMIT, which runs in a thread). A server round trip: no.
+    inline = True
+    #: Errors that may mean "this row is refused" (checked further by :meth:`refuses`).
+    row_errors: tuple[type[BaseException], ...] = (
+        sqlite3.IntegrityError,
+        sqlite3.DataError,
+        sqlite3.InterfaceError,
+        sqlite3.ProgrammingError,
+        sqlite3.OperationalError,
+        OverflowError,
+    )
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def connect(self) -> Any:
+        # isolation_level=None: we issue BEGIN and COMMIT ourselves. The
+        # connection is used by worker threads, one call at a time.
+        return sqlite3.connect(self.target, isolation_level=None, check_same_thread=False)
+
+    def connect_for_sink(self) -> Any:
+        connection = self.connect()
+        connection.execute("PRAGMA cache_spill = OFF")
+        return connection
+
+    def refuses(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by one row's insert, is about that row (not the database)."""
+        if isinstance(exc, sqlite3.OperationalError):
+            # A key the table has no column for; "database is locked", a
+            # missing table or a full disk are not one row's fault.
+            return "no column named" in str(exc) or "has no column" in str(exc)
+        return isinstance(exc, self.row_errors)
+
+    def placeholder(self, name: str) -> str:
+        return f":{name}"
+
+    def column_type(self, value: Any) -> str:
+        if isinstance(value, bool | int):
+            return "INTEGER"
+        if isinstance(value, float):
+            return "REAL"
+        if isinstance(value, bytes | bytearray | memoryview):
+            return "BLOB"
+        if isinstance(value, str):
+            return "TEXT"
+        return ""  # SQLite stores anything in a column without a type
+
+    def begin(self, connection: Any) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+
+    def commit(self, connection: Any) -> None:
+        connection.execute("COMMIT")
+
+    def insert_row(self, connection: Any, sql: str, values: Sequence[Any]) -> None:
+        # SQLite undoes a failed statement alone; the transaction goes on.
+        connection.execute(sql, values)
+
+    def connect_for_query(self) -> Any:
+        return self.connect()
+
+    def cursor(self, connection: Any) -> Any:
+        return connection.cursor()
+
+    def end_query(self, connection: Any) -> None:
+        """After a query's cursor is closed: end its transaction, so the next poll sees news."""
+
+    def close(self, connection: Any) -> None:
+        connection.close()
+
+
+class _PostgresDialect(_Dialect):
+    """PostgreSQL through psycopg 3: a failed statement aborts the transaction, so each
+    row goes in under a savepoint."""
+
+    kind = "postgresql"
+    inline = False
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        # Imported by name: an optional dependency (checked by _import_psycopg).
+        psycopg: Any = importlib.import_module("psycopg")
+        self._psycopg = psycopg
+        self.row_errors = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
+
+    def connect(self) -> Any:
+        return self._psycopg.connect(self.target, autocommit=True)
+
+    def connect_for_sink(self) -> Any:
+        return self.connect()
+
+    def refuses(self, exc: BaseException) -> bool:
+        errors = self._psycopg.errors
+        if isinstance(exc, errors.UndefinedColumn | self._psycopg.DataError):
+            return True
+        return isinstance(exc, self.row_errors) or (
+            isinstance(exc, errors.ProgrammingError) and "cannot adapt" in str(exc)
+        )
+
+    def placeholder(self, name: str) -> str:
+        return f"%({name})s"
+
+    def connect_for_query(self) -> Any:
+        # A server-side cursor (the server holds the result) lives in a transaction.
+        return self._psycopg.connect(self.target)
+
+    def cursor(self, connection: Any) -> Any:
+        return connection.cursor(name="nanostream_query")
+
+    def end_query(self, connection: Any) -> None:
+        connection.rollback()
+
+    def column_type(self, value: Any) -> str:
+        if isinstance(value, bool):
+            return "BOOLEAN"
+        if isinstance(value, int):
+            return "BIGINT"
+        if isinstance(value, float):
+            return "DOUBLE PRECISION"
+        if isinstance(value, bytes | bytearray | memoryview):
+            return "BYTEA"
+        return "TEXT"
+
+    def begin(self, connection: Any) -> None:
+        connection.execute("BEGIN")
+
+    def commit(self, connection: Any) -> None:
+        connection.execute("COMMIT")
+
+    def insert_row(self, connection: Any, sql: str, values: Sequence[Any]) -> None:
+        connection.execute("SAVEPOINT nanostream_row")
+        try:
+            connection.execute(sql, values)
+        except BaseException:
+            connection.execute("ROLLBACK TO SAVEPOINT nanostream_row")
+            raise
+        connection.execute("RELEASE SAVEPOINT nanostream_row")
+
+
+def _import_psycopg(node: str) -> None:
+    try:
+        importlib.import_module("psycopg")
+    except ImportError:
+        msg = (
+            f"node {node!r} needs psycopg for a postgresql:// database; "
+            "install the extra: pip install 'nanostream-trio[postgres]'"
+        )
+        raise ConfigError(msg, node=node, key="database") from None
+
+
+def open_dialect(node: str, database: Any) -> _Dialect:
+    """The dialect for ``database`` (a path, ``sqlite:///path`` or ``postgresql://...``).
+
+    Raises:
+        ConfigError: not a path nor a URL of a supported database, or the
+            ``[postgres]`` extra is missing for a postgresql URL.
+    """
+    if isinstance(database, os.PathLike):
+        database = os.fspath(database)
+    if not isinstance(database, str) or not database:
+        msg = (
+            f"node {node!r} got database={database!r}; expected a file path, "
+            "'sqlite:///path/to/file.db' or 'postgresql://user@host/dbname'"
+        )
+        raise ConfigError(msg, node=node, key="database")
+    scheme = _URL_SCHEME.match(database)
+    if scheme is None:
+        return _Dialect(database)
+    name = scheme.group(1).lower()
+    if name == "sqlite":
+        if not database.startswith("sqlite:///") or len(database) == len("sqlite:///"):
+            msg = (
+                f"node {node!r} got database={database!r}; a SQLite URL has three "
+                "slashes and a path: 'sqlite:///relative.db', 'sqlite:////absolute.db' "
+                "or 'sqlite:///:memory:'"
+            )
+            raise ConfigError(msg, node=node, key="database")
+        return _Dialect(database[len("sqlite:///") :])
+    if name in ("postgresql", "postgres"):
+        _import_psycopg(node)
+        return _PostgresDialect(database)
+    msg = (
+        f"node {node!r} got database={database!r}: unsupported scheme {name!r}; "
+        "accepted: a file path, sqlite:///..., postgresql://..."
+    )
+    raise ConfigError(msg, node=node, key="database")
+
+
+def quote(identifier: str) -> str:
+    """``identifier`` as a quoted SQL identifier, inner double quotes doubled."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _check_name(node: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        msg = f"node {node!r} got {key}={value!r}; expected a non-empty name"
+        raise ConfigError(msg, node=node, key=key)
+    return value
+
+
+def _check_size(node: str, key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        msg = f"node {node!r} got {key}={value!r}; expected a whole number, at least 1"
+        raise ConfigError(msg, node=node, key=key)
+    return value
+
+
+# -- SQLSink ------------------------------------------------------------------------------
+
+
+class _SQLWriter(NanoNode):
+    """Insert each row into the open transaction; hand on the rows the database refused."""
+
+    def __init__(
+        self,
+        dialect: _Dialect,
+        table: str,
+        key: tuple[str, ...],
+        create: bool,
+        batch_size: int,
+        refused: deque[tuple[Any, Exception]],
+    ) -> None:
+        super().__init__()
+        self.dialect = dialect
+        self.table = table
+        self.key = key
+        self.create = create
+        self.batch_size = batch_size
+        self._refused = refused
+        self._connection: Any = None
+        self._statements: dict[tuple[str, ...], str] = {}
+        self._table_ready = False
+        self._in_transaction = False
+        self._uncommitted = 0
+        self.rows_written = 0
+        self.commits = 0
+
+    async def setup(self) -> None:
+        """Open the connection (and nothing else: the table is made from the first row)."""
+        self._connection = await run_sync_in_thread(self.dialect.connect_for_sink)
+        self._statements.clear()
+        self._table_ready = not self.create
+        self._in_transaction = False
+        self._uncommitted = 0
+
+    async def process_item(self, row: Any) -> Any:
+        """Insert ``row``; return it if the database refused it (its error is queued)."""
+        problem = self._check(row)
+        if problem is None:
+            if not self._in_transaction:
+                await run_sync_in_thread(self._begin, row)
+            if self.dialect.inline:
+                problem = self._insert(row)
+            else:
+                problem = await run_sync_in_thread(self._insert, row)
+        if problem is not None:
+            self._refused.append((row, problem))
+            return row
+        if self._uncommitted >= self.batch_size:
+            await self._commit()
+        return None
+
+    def _check(self, row: Any) -> Exception | None:
+        if not isinstance(row, Mapping) or not row:
+            kind = "an empty mapping" if isinstance(row, Mapping) else type(row).__name__
+            msg = (
+                f"node {self.name!r} writes one non-empty dict per row into table "
+                f"{self.table!r}; got {kind}: {short_repr(row)}"
+            )
+            return TypeError(msg)
+        missing = [column for column in self.key if column not in row]
+        if missing:
+            msg = f"row has no value for key column(s) {', '.join(missing)}: {short_repr(row)}"
+            return KeyError(msg)
+        return None
+
+    def _begin(self, row: Mapping[str, Any]) -> None:
+        """Create the table from ``row`` if needed; start a transaction (in a worker thread:
+        it may wait for another writer's lock)."""
+        if not self._table_ready:
+            self._create_table(row)
+        self.dialect.begin(self._connection)
+        self._in_transaction = True
+
+    def _insert(self, row: Mapping[str, Any]) -> Exception | None:
+        """Insert ``row`` into the open transaction; the database's error if it refuses it."""
+        columns = tuple(row)
+        sql = self._statements.get(columns)
+        if sql is None:
+            if len(self._statements) > 64:  # rows of ever-changing shapes: keep it bounded
+                self._statements.clear()
+            sql = self._statements[columns] = self._insert_sql(columns)
+        values = self._values(row, columns)
+        try:
+            self.dialect.insert_row(self._connection, sql, values)
+        except Exception as exc:
+            if self.dialect.refuses(exc):
+                return exc
+            raise
+        self._uncommitted += 1
+        return None
+
+    def _values(self, row: Mapping[str, Any], columns: tuple[str, ...]) -> Any:
+        if self.dialect.kind == "sqlite":
+            return tuple(row.values())
+        return {f"c{index}": row[column] for index, column in enumerate(columns)}
+
+    def _insert_sql(self, columns: tuple[str, ...]) -> str:
+        names = ", ".join(quote(column) for column in columns)
+        if self.dialect.kind == "sqlite":
+            marks = ", ".join("?" for _ in columns)
+        else:
+            marks = ", ".join(self.dialect.placeholder(f"c{i}") for i in range(len(columns)))
+        sql = f"INSERT INTO {quote(self.table)} ({names}) VALUES ({marks})"
+        if self.key:
+            target = ", ".join(quote(column) for column in self.key)
+            updates = [
+                f"{quote(column)} = excluded.{quote(column)}"
+                for column in columns
+                if column not in self.key
+            ]
+            action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
+            sql += f" ON CONFLICT ({target}) {action}"
+        return sql
+
+    def _create_table(self, row: Mapping[str, Any]) -> None:
+        definitions = []
+        for column, value in row.items():
+            kind = self.dialect.column_type(value)
+            definitions.append(f"{quote(column)} {kind}".rstrip())
+        if self.key:
+            definitions.append("PRIMARY KEY (" + ", ".join(quote(c) for c in self.key) + ")")
+        sql = f"CREATE TABLE IF NOT EXISTS {quote(self.table)} ({', '.join(definitions)})"
+        self._connection.execute(sql)
+        self._table_ready = True
+
+    async def _commit(self) -> None:
+        if self._in_transaction:
+            await run_sync_in_thread(self._commit_now)
+
+    def _commit_now(self) -> None:
+        self.dialect.commit(self._connection)
+        self._in_transaction = False
+        self.rows_written += self._uncommitted
+        self._uncommitted = 0
+        self.commits += 1
+
+    async def finish(self) -> None:
+        """Commit the last, partial batch."""
+        await self._commit()
+
+    async def prepare(self, n: int) -> dict[str, int]:
+        """Checkpoint ``n``: commit every row received before the barrier."""
+        await self._commit()
+        return {"rows_written": self.rows_written}
+
+    async def teardown(self) -> None:
+        """Close the connection; a transaction still open (a failed run) is rolled back."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._in_transaction = False
+            self._uncommitted = 0
+            with trio.CancelScope(shield=True):
+                await run_sync_in_thread(self.dialect.close, connection)
+
+
+class _SQLRefusals(NanoNode):
+    """Raise, for each refused row, the database's error: the sink's policy applies to it."""
+
+    def __init__(self, refused: deque[tuple[Any, Exception]]) -> None:
+        super().__init__()
+        self._refused = refused
+        self._current: tuple[Any, Exception] | None = None
+        self.rows_refused = 0
+
+    def process_item(self, row: Any) -> None:
+        """Raise the error the database gave for ``row``."""
+        # The writer queued (row, error) before handing the row on, and the edge keeps
+        # order; a retried row finds its error in _current.
+        if self._refused and self._refused[0][0] is row:
+            self._current = self._refused.popleft()
+            self.rows_refused += 1
+        assert self._current is not None
+        assert self._current[0] is row
+        raise self._current[1]
+
+
+class SQLSink(_Staged):
+    """A sink inserting each item (a dict: column -> value) as a row of ``table``.
+
+    Rows are inserted in a transaction that is committed every ``batch_size``
+    rows, at each checkpoint and at the end of input; what may wait on the
+    database (BEGIN, COMMIT, every PostgreSQL call) runs in a worker thread,
+    so the node never blocks the pipeline. A run that fails or is cancelled
+    rolls back the rows of its last, uncommitted batch: a batch is written
+    whole or not at all. Rows of a slow trickle become visible when their
+    batch is committed.
+
+    With ``key``, each row is an upsert: ``INSERT ... ON CONFLICT (key) DO
+    UPDATE`` its other columns, so writing the same row twice leaves one row.
+
+    With ``create`` (default), the table is created if missing, with the first
+    row's keys as columns (types from its values; ``key`` as primary key).
+
+    A row the database refuses (a ``NOT NULL``, ``CHECK`` or unique
+    constraint, a value of a type it cannot store, a column the table lacks)
+    raises the database's own exception (``sqlite3.IntegrityError``, ...)
+    for that row alone, through the node's ``on_error`` policy: with
+    ``"skip"`` or ``"dead_letter"`` the other rows of the batch are written
+    and the dead letter carries the row and the database's message. An item
+    that is not a dict raises ``TypeError``, a row without the key columns
+    ``KeyError``, the same way. Errors of the database itself (locked, gone,
+    a missing table with ``create=False``) fail the pipeline.
+
+    Delivery: at-least-once. A restart from a checkpoint replays the items
+    after it, and rows committed after that checkpoint are written again;
+    with ``key=`` the replay overwrites them with the same values
+    (effectively-once).
+
+    Args:
+        database: a file path or ``sqlite:///path`` URL (SQLite), or a
+            ``postgresql://`` URL (needs the ``[postgres]`` extra).
+        table: the table's name.
+        key: the column (or columns) identifying a row, for upserts.
+        create: create the table from the first row if it does not exist.
+        batch_size: rows per transaction.
+        name: the node's name.
+        **engine: ``on_error``, ``retry``, ``capacity`` (see :class:`NanoNode`).
+
+    Raises:
+        ConfigError: a bad ``database`` URL, table, key or batch size.
+
+    Example::
+
+        FakeSource([{"id": 1, "name": "ada"}]) > SQLSink("users.db", "users", key="id")
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str],
+        table: str,
+        *,
+        key: str | Sequence[str] | None = None,
+        create: bool = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        label = name or "SQLSink"
+        self.dialect = open_dialect(label, database)
+        self.table = _check_name(label, "table", table)
+        keys = (key,) if isinstance(key, str) else tuple(key or ())
+        for column in keys:
+            _check_name(label, "key", column)
+        self.key = keys
+        self.batch_size = _check_size(label, "batch_size", batch_size)
+        refused: deque[tuple[Any, Exception]] = deque()
+        self.writer = _SQLWriter(self.dialect, self.table, keys, create, batch_size, refused)
+        self.refusals = _SQLRefusals(refused)
+        self._ns_set_stages([("write", self.writer), ("refused", self.refusals)], self.refusals)
+        super().__init__(name, **engine)
+
+    @property
+    def rows_written(self) -> int:
+        """Rows committed in the last run (refused rows excluded)."""
+        return self.writer.rows_written
+
+    @property
+    def rows_refused(self) -> int:
+        """Rows the database refused in the last run."""
+        return self.refusals.rows_refused
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed in the last run."""
+        return self.writer.commits
+
+
+# -- SQLQuery -----------------------------------------------------------------------------
+
+
+class SQLQuery(NanoNode):
+    """A source running ``query`` and emitting each row as a dict (column -> value).
+
+    The result is read ``fetch_size`` rows at a time from a cursor, each
+    chunk handed on as soon as it is read, so a large table streams in
+    bounded memory. The blocking calls run in a worker thread.
+
+    Once (default, ``interval=None``), the query runs and the source ends
+    after its last row. Incremental (``incremental_column`` given), the
+    source remembers the column's value in the last row emitted and asks
+    only for later rows: either ``query`` uses the parameter ``:last``
+    (``%(last)s`` for PostgreSQL) itself, e.g. ``SELECT * FROM events
+    WHERE id > :last ORDER BY id``, or it is wrapped as ``SELECT * FROM
+    (query) WHERE col > :last ORDER BY col``. With ``interval``, the
+    query is run again every ``interval`` seconds after a run ends, forever
+    (until the pipeline stops); without it the source ends after one run.
+    The column must grow with every new row (an id, an insertion time).
+
+    Checkpoints: the position is the last value seen (``snapshot()`` /
+    ``restore()``); a restart asks for the rows after it. While waiting
+    between polls the source yields an empty ``Items()`` every second, so
+    barriers pass.
+
+    Args:
+        database: a file path or ``sqlite:///path`` URL, or a
+            ``postgresql://`` URL (needs the ``[postgres]`` extra).
+        query: the SQL query.
+        params: its parameters (a mapping for named ones, a sequence for ``?``).
+        interval: seconds between the end of a run and the next (incremental mode).
+        incremental_column: the column whose last value is the position.
+        start: the value before the first row, for ``:last`` on the first run
+            (default None: the first run of a wrapped query takes every row).
+        fetch_size: rows per fetch.
+        name: the node's name.
+        **engine: ``capacity`` (see :class:`NanoNode`).
+
+    Raises:
+        ConfigError: a bad ``database`` URL, query, interval or fetch size.
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str],
+        query: str,
+        *,
+        params: Mapping[str, Any] | Sequence[Any] | None = None,
+        interval: float | None = None,
+        incremental_column: str | None = None,
+        start: Any = None,
+        fetch_size: int = DEFAULT_FETCH_SIZE,
+        name: str | None = None,
+        **engine: Unpack[EngineOptions],
+    ) -> None:
+        super().__init__(name, **engine)
+        self.dialect = open_dialect(self.name, database)
+        self.query = _check_name(self.name, "query", query)
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0
+        ):
+            msg = f"node {self.name!r} got interval={interval!r}; expected seconds > 0 or None"
+            raise ConfigError(msg, node=self.name, key="interval")
+        if interval is not None and incremental_column is None:
+            msg = (
+                f"node {self.name!r} got interval={interval!r} without incremental_column; "
+                "polling needs the column that tells new rows from rows already emitted"
+            )
+            raise ConfigError(msg, node=self.name, key="interval")
+        if incremental_column is not None:
+            _check_name(self.name, "incremental_column", incremental_column)
+            if params is not None and not isinstance(params, Mapping):
+                msg = (
+                    f"node {self.name!r}: incremental mode passes ':last' as a named "
+                    f"parameter, so params must be a mapping; got {short_repr(params)}"
+                )
+                raise ConfigError(msg, node=self.name, key="params")
+        self.params = params
+        self.interval = interval
+        self.incremental_column = incremental_column
+        self.fetch_size = _check_size(self.name, "fetch_size", fetch_size)
+        self.last: Any = start
+        #: Fetches made in the last run (``fetchmany`` calls), and rows emitted.
+        self.fetches = 0
+        self.rows_emitted = 0
+
+    def snapshot(self) -> Any:
+        """The position: the incremental column's last value emitted (None if not incremental)."""
+        if self.incremental_column is None:
+            return None
+        return {"last": self.last}
+
+    def restore(self, state: Any) -> None:
+        """Continue after the position :meth:`snapshot` returned."""
+        self.last = state["last"]
+
+    def _statement(self) -> tuple[str, Any]:
+        column = self.incremental_column
+        if column is None:
+            return self.query, self.params
+        params = dict(self.params or {})
+        mark = self.dialect.placeholder("last")
+        if mark in self.query:
+            params["last"] = self.last
+            return self.query, params
+        inner = self.query.strip().rstrip(";")
+        where = ""
+        if self.last is not None:
+            where = f" WHERE {quote(column)} > {mark}"
+            params["last"] = self.last
+        sql = f"SELECT * FROM ({inner}) AS nanostream_q{where} ORDER BY {quote(column)}"
+        return sql, params
+
+    async def generator(self) -> AsyncIterator[Any]:
+        """Emit the rows of each run of the query; wait ``interval`` between runs."""
+        connection = await run_sync_in_thread(self.dialect.connect_for_query)
+        try:
+            while True:
+                # aclosing: a stop while we are suspended in a yield closes the
+                # inner generator (and its cursor) now, not at garbage collection.
+                async with aclosing(self._run_once(connection)) as chunks:
+                    async for rows in chunks:
+                        yield rows
+                if self.interval is None:
+                    return
+                async with aclosing(self._wait(self.interval)) as pauses:
+                    async for idle in pauses:
+                        yield idle
+        finally:
+            with trio.CancelScope(shield=True):
+                await run_sync_in_thread(self.dialect.close, connection)
+
+    async def _run_once(self, connection: Any) -> AsyncGenerator[Items, None]:
+        sql, params = self._statement()
+        cursor = await run_sync_in_thread(_execute, self.dialect, connection, sql, params)
+        try:
+            columns: list[str] | None = None
+            while True:
+                chunk = await run_sync_in_thread(cursor.fetchmany, self.fetch_size)
+                self.fetches += 1
+                if not chunk:
+                    return
+                if columns is None:
+                    columns = [description[0] for description in cursor.description]
+                rows = Items(dict(zip(columns, values, strict=True)) for values in chunk)
+                if self.incremental_column is not None:
+                    self.last = self._last_value(rows[-1])
+                self.rows_emitted += len(rows)
+                yield rows  # the position covers these rows already
+        finally:
+            with trio.CancelScope(shield=True):
+                await run_sync_in_thread(_end_query, self.dialect, connection, cursor)
+
+    def _last_value(self, row: dict[str, Any]) -> Any:
+        column = self.incremental_column
+        assert column is not None
+        try:
+            return row[column]
+        except KeyError:
+            msg = (
+                f"node {self.name!r}: incremental_column {column!r} is not a column of "
+                f"the query's result; columns: {', '.join(row)}"
+            )
+            raise ConfigError(msg, node=self.name, key="incremental_column") from None
+
+    async def _wait(self, seconds: float) -> AsyncGenerator[Items, None]:
+        """Sleep ``seconds``, yielding an empty Items at least every IDLE_YIELD seconds."""
+        deadline = trio.current_time() + seconds
+        while (left := deadline - trio.current_time()) > 0:
+            await trio.sleep(min(left, IDLE_YIELD))
+            yield Items()
+
+
+def _end_query(dialect: _Dialect, connection: Any, cursor: Any) -> None:
+    cursor.close()
+    dialect.end_query(connection)
+
+
+def _execute(dialect: _Dialect, connection: Any, sql: str, params: Any) -> Any:
+    cursor = dialect.cursor(connection)
+    if params is None:  # no parameters: a literal % or ? in the SQL stays as it is
+        cursor.execute(sql)
+    else:
+        cursor.execute(sql, params)
+    return cursor
