@@ -1,0 +1,274 @@
+"""Checkpoints survive kill -9: real pipeline processes killed with SIGKILL, restarted, drained.
+
+Each scenario runs a pipeline script from ``tests/checkpoint_scripts/`` in a
+child process with ``checkpoint=`` set, kills it with SIGKILL at seeded random
+moments (also during its start-up and recovery), restarts it while its input
+keeps arriving, and at the end drains it: once the at-least-once sink has seen
+every input, SIGTERM stops the pipeline gracefully (the sources stop, what
+they emitted drains, a final checkpoint is written). Then the effectively-once
+``JSONLinesWriter`` output must hold every input exactly once; the duplicates
+the at-least-once sink saw are counted and reported, not asserted.
+
+The default run kills each scenario a few times; ``NANOSTREAM_SLOW=1`` kills
+it :data:`SLOW_KILLS` times, and ``NANOSTREAM_KILL_SEED`` picks another seed.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+SCRIPTS = Path(__file__).parent / "checkpoint_scripts"
+SLOW = os.environ.get("NANOSTREAM_SLOW") == "1"
+#: Kills per scenario in the slow suite (``NANOSTREAM_SLOW=1``) and by default.
+SLOW_KILLS = 20
+KILLS = SLOW_KILLS if SLOW else 3
+SEED = int(os.environ.get("NANOSTREAM_KILL_SEED", "20261203"))
+#: Seconds to wait for a drain or an exit before failing (generous: CI machines are slow).
+DRAIN_TIMEOUT = 60.0
+POLL = 0.02
+
+
+@dataclass
+class Tally:
+    """What a check found in an output: inputs missing, seen more than once, unexpected."""
+
+    lost: list[int]
+    duplicates: int
+    unexpected: list[int]
+
+    def __str__(self) -> str:
+        return (
+            f"lost {len(self.lost)} (first: {self.lost[:10]}), duplicates {self.duplicates}, "
+            f"unexpected {self.unexpected[:10]}"
+        )
+
+
+def tally(found: list[int], expected: Collection[int]) -> Tally:
+    """Compare the numbers ``found`` in an output with the ``expected`` ones."""
+    counts = collections.Counter(found)
+    return Tally(
+        lost=sorted(number for number in expected if number not in counts),
+        duplicates=sum(count - 1 for count in counts.values() if count > 1),
+        unexpected=sorted(number for number in counts if number not in expected),
+    )
+
+
+def json_lines(path: Path) -> Iterator[object]:
+    """The complete JSON lines of ``path`` (a last line still being written is left out)."""
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.endswith(b"\n"):
+                yield json.loads(line)
+
+
+def numbers_in(path: Path) -> list[int]:
+    """The numbers of a file holding one number per complete line."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return [int(line) for line in text.split("\n")[:-1]]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(POLL)
+
+
+class Runner:
+    """Starts a script in child processes, one at a time, and always reaps them."""
+
+    def __init__(self, script: str, args: list[Path], logs: Path) -> None:
+        self.script = SCRIPTS / script
+        self.args = [str(arg) for arg in args]
+        self.logs = logs
+        self.runs = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        assert self.process is None
+        self.runs += 1
+        # The library's events (checkpoints, restores) go to a log per run, for a failure's report.
+        env = {**os.environ, "NANOSTREAM_DEBUG": "1", "PYTHONUNBUFFERED": "1"}
+        with (self.logs / f"run{self.runs}.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(self.script), *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        return self.process
+
+    def kill(self) -> None:
+        """SIGKILL the running process and reap it."""
+        process, self.process = self.process, None
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=DRAIN_TIMEOUT)
+
+    def stop(self) -> int:
+        """SIGTERM the running process (a graceful stop) and return its exit status."""
+        process, self.process = self.process, None
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=DRAIN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"{self.script.name} did not stop within {DRAIN_TIMEOUT} s of SIGTERM")
+
+    def log(self, run: int | None = None) -> str:
+        path = self.logs / f"run{run or self.runs}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@contextmanager
+def running(runner: Runner) -> Iterator[Runner]:
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def report(request: pytest.FixtureRequest, scenario: str, at_least_once: Tally) -> None:
+    """Show the at-least-once sink's duplicates in the test report (they are allowed)."""
+    line = f"{scenario}: at-least-once sink saw {at_least_once.duplicates} duplicates over {KILLS} kills"
+    request.node.user_properties.append(("at_least_once_duplicates", at_least_once.duplicates))
+    print(line)
+
+
+class TestTailKill:
+    def test_kill9_loses_nothing_and_the_jsonl_output_has_no_duplicates(
+        self, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> None:
+        """`TailFile > JSONLinesParser > Batch > JSONLinesWriter`, killed with SIGKILL while a
+        writer appends thousands of lines a second and rotates by rename and copytruncate,
+        ends with every number exactly once in the writer's output."""
+        rng = random.Random(SEED)
+        log, out, seen, state = (tmp_path / name for name in ("app.log", "out", "seen", "db"))
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        log.touch()
+        writer = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "log_writer.py"), str(log), "3000", "1200", str(SEED)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with running(Runner("tail_pipeline.py", [log, out, seen, state], logs)) as pipeline:
+                for _ in range(KILLS):
+                    pipeline.start()
+                    time.sleep(rng.uniform(0.1, 1.6))  # the moment of the kill, not a wait
+                    pipeline.kill()
+                    time.sleep(rng.uniform(0.0, 0.5))  # down while the writer goes on
+                writer.send_signal(signal.SIGTERM)
+                written, _, rotations = writer.communicate(timeout=DRAIN_TIMEOUT)[0].partition(" ")
+                expected = range(1, int(written) + 1)
+                pipeline.start()
+                wait_for(
+                    lambda: len(set(numbers_in(seen))) >= len(expected),
+                    DRAIN_TIMEOUT,
+                    f"the pipeline to read all {len(expected)} lines\n{pipeline.log()}",
+                )
+                assert pipeline.stop() == 0, pipeline.log()
+        finally:
+            if writer.poll() is None:
+                writer.kill()
+            writer.wait()
+        output = [record["n"] for batch in json_lines(out) for record in batch]  # type: ignore[attr-defined]
+        effectively_once = tally(output, expected)
+        at_least_once = tally(numbers_in(seen), expected)
+        report(request, f"tail ({len(expected)} lines, {rotations.strip()} rotations)", at_least_once)
+        assert not at_least_once.lost, at_least_once
+        assert (effectively_once.lost, effectively_once.duplicates) == ([], 0), (
+            f"{effectively_once}\n{pipeline.log()}"
+        )
+        assert not effectively_once.unexpected
+
+
+def drop_csv(directory: Path, index: int, rows: int) -> range:
+    """Write ``file<index>.csv`` the safe way (another name, then a rename); return its ids."""
+    ids = range(index * 10_000, index * 10_000 + rows)
+    name = f"file{index}.csv"
+    part = directory / f"{name}.part"
+    part.write_text(
+        "id,file\n" + "".join(f"{row},{name}\n" for row in ids), encoding="utf-8"
+    )
+    part.rename(directory / name)
+    return ids
+
+
+class TestDirectoryKill:
+    def test_kill9_counts_every_row_once_with_files_arriving_while_down(
+        self, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> None:
+        """`LocalDirectoryWatchdog > LocalFileReader > CSVReader > TumblingWindow >
+        JSONLinesWriter`, killed with SIGKILL while CSV files arrive (also while it is down),
+        counts every row in exactly one window in the writer's output."""
+        rng = random.Random(SEED + 1)
+        inbox, out, seen, state = (tmp_path / name for name in ("inbox", "out", "seen", "db"))
+        logs = tmp_path / "logs"
+        inbox.mkdir()
+        logs.mkdir()
+        ids: list[int] = []
+        files = 0
+
+        def drop(count: int) -> None:
+            nonlocal files
+            for _ in range(count):
+                files += 1
+                ids.extend(drop_csv(inbox, files, rng.randint(1, 300)))
+
+        drop(3)  # present before the first start (initial scan)
+        with running(Runner("watch_pipeline.py", [inbox, out, seen, state], logs)) as pipeline:
+            for _ in range(KILLS):
+                pipeline.start()
+                kill_at = time.monotonic() + rng.uniform(0.1, 1.6)
+                while time.monotonic() < kill_at:  # files arriving while it runs
+                    drop(1)
+                    time.sleep(rng.uniform(0.0, 0.1))
+                pipeline.kill()
+                drop(rng.randint(0, 3))  # and while it is down
+            pipeline.start()
+            expected = set(ids)
+            wait_for(
+                lambda: expected <= set(numbers_in(seen)),
+                DRAIN_TIMEOUT,
+                f"the pipeline to read all {files} files\n{pipeline.log()}",
+            )
+            assert pipeline.stop() == 0, pipeline.log()
+        counted = [row for window in json_lines(out) for row in window["value"]]  # type: ignore[index]
+        effectively_once = tally(counted, expected)
+        at_least_once = tally(numbers_in(seen), expected)
+        report(request, f"directory ({files} files, {len(ids)} rows)", at_least_once)
+        assert (effectively_once.lost, effectively_once.duplicates) == ([], 0), (
+            f"{effectively_once}\n{pipeline.log()}"
+        )
+        assert not effectively_once.unexpected
