@@ -1,5 +1,6 @@
 """Tests of TailFile on real files: appends, partial lines, rotation by rename and create,
-copy-truncate, truncation, globs, start positions and restarts from a checkpoint.
+copy-truncate, truncation, globs and start positions (restarts from a checkpoint:
+test_nodes_tail_checkpoint.py).
 
 TailFile polls on the Trio clock and reads files without threads, so these
 tests run on the autojump fake clock: a poll happens whenever every task waits,
@@ -8,7 +9,6 @@ and "nothing more arrives" is checked by letting virtual seconds pass.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -40,17 +40,6 @@ class Collector(NanoNode):
         with trio.fail_after(60):
             while len(self.items) < count:
                 await self._changed.wait()
-
-
-class FailOn(NanoNode):
-    def __init__(self, bad: str) -> None:
-        super().__init__()
-        self.bad = bad
-
-    def process_item(self, item: Any) -> Any:
-        if item == self.bad:
-            raise ValueError(f"boom on {item}")
-        return item
 
 
 @asynccontextmanager
@@ -448,194 +437,6 @@ class TestGlob:
         assert lines.items == expected(1, 51) + expected(1, 41)
 
 
-class TestCheckpoint:
-    async def test_restart_continues_without_loss_or_duplicates(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """Lines written while stopped, and a partial line completed later, arrive exactly once."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 4) + "partial")
-        tail, first = make_tail(log, checkpoint=checkpoint)
-        async with running(tail):
-            await first.wait_for(3)
-        assert first.items == expected(1, 4)
-        append(log, " line\n" + numbered(4, 6))
-        tail, second = make_tail(log, checkpoint=checkpoint)
-        async with running(tail):
-            await second.wait_for(3)
-            await quiet_for()
-        assert second.items == ["partial line", *expected(4, 6)]
-        assert [line.lineno for line in second.items] == [4, 5, 6]
-
-    async def test_restart_after_rotation_while_stopped(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """With a glob covering rotated names, lines written before a rotation while stopped
-        are read from the rotated file, and the new file from its start."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 3))
-        tail, first = make_tail(str(tmp_path / "app.log*"), checkpoint=checkpoint)
-        async with running(tail):
-            await first.wait_for(2)
-        append(log, numbered(3, 4))
-        os.rename(log, tmp_path / "app.log.1")
-        log.write_text(numbered(4, 6))
-        tail, second = make_tail(str(tmp_path / "app.log*"), checkpoint=checkpoint)
-        async with running(tail):
-            await second.wait_for(3)
-            await quiet_for()
-        assert sorted(second.items) == expected(3, 6)
-
-    async def test_periodic_save_is_atomic_json_and_lags_behind_the_inboxes(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """While lines flow the checkpoint is rewritten whole, via a temporary file, with the
-        offsets of lines emitted at least as many lines ago as the inbox downstream can hold."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 11))
-        tail, lines = make_tail(log, checkpoint=checkpoint, checkpoint_interval=1.0)
-        lines.configure(capacity=1)  # lag: 2 * 1 + 1 = 3 lines
-        async with running(tail):
-            await lines.wait_for(10)
-            await quiet_for(2.0)
-            assert not checkpoint.exists()  # line 10 is not 3 lines behind anything yet
-            append(log, numbered(11, 14))
-            await lines.wait_for(13)
-            await quiet_for(2.0)
-            saved = json.loads(checkpoint.read_text())
-            (entry,) = saved["files"]
-            assert (entry["path"], entry["offset"], entry["lineno"]) == (
-                str(log),
-                len(numbered(1, 11)),
-                10,
-            )
-        assert not (tmp_path / "tail.checkpoint.tmp").exists()
-
-    async def test_downstream_failure_then_restart_delivers_every_line(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """A node downstream failing mid-file leaves no checkpoint past its line: a restart
-        delivers every line at least once."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 2001))
-        tail = TailFile(log, checkpoint=checkpoint, poll_interval=0.1, checkpoint_interval=0.01)
-        first = Collector()
-        tail > FailOn("line 1500") > first
-        with pytest.raises(ValueError, match="line 1500"):
-            await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert len(first.items) < 1500
-        tail, second = make_tail(log, checkpoint=checkpoint, follow=False)
-        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert set(first.items) | set(second.items) == set(expected(1, 2001))
-
-    async def test_failure_after_the_source_ended_saves_nothing_with_commit(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """With tail.commit at the end, a failure downstream after the whole file was read
-        (source ended gracefully) saves nothing, so a restart reads the lost lines again."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 51))
-        tail = TailFile(log, checkpoint=checkpoint, follow=False)
-        first = Collector()
-        tail > FailOn("line 40") > first > tail.commit
-        with pytest.raises(ValueError, match="line 40"):
-            await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert not checkpoint.exists()
-        tail = TailFile(log, checkpoint=checkpoint, follow=False)
-        second = Collector()
-        tail > second > tail.commit
-        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert second.items == expected(1, 51)
-        assert json.loads(checkpoint.read_text())["files"][0]["lineno"] == 50
-        tail = TailFile(log, checkpoint=checkpoint, follow=False)
-        third = Collector()
-        tail > third > tail.commit
-        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert third.items == []
-
-    async def test_commit_passes_items_on_and_follows_the_name(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """tail.commit is one node named <name>.commit that passes items on unchanged."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 3))
-        tail = TailFile(log, checkpoint=checkpoint, follow=False, name="logs")
-        assert tail.commit is tail.commit
-        assert tail.commit.name == "logs.commit"
-        tail.configure(name="app")
-        assert tail.commit.name == "app.commit"
-        lines = Collector()
-        tail > tail.commit > lines
-        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert lines.items == expected(1, 3)
-        assert json.loads(checkpoint.read_text())["files"][0]["lineno"] == 2
-
-    async def test_cancel_saves_no_offsets(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """pipeline.cancel() (as a second Ctrl-C) writes no checkpoint: lines in flight are
-        read again on restart."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 6))
-        tail, lines = make_tail(log, checkpoint=checkpoint)
-        pipeline = Pipeline(tail, stats_interval=None, stall_timeout=None)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(pipeline.run)
-            await lines.wait_for(5)
-            pipeline.cancel()
-        assert not checkpoint.exists()
-
-    async def test_stop_saves_exact_offsets(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """pipeline.stop() drains and saves the offsets right after the last line."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 6))
-        tail, lines = make_tail(log, checkpoint=checkpoint)
-        async with running(tail):
-            await lines.wait_for(5)
-        (entry,) = json.loads(checkpoint.read_text())["files"]
-        assert (entry["offset"], entry["lineno"]) == (log.stat().st_size, 5)
-
-    async def test_checkpoint_in_a_missing_directory_fails_at_setup(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """A checkpoint path whose directory does not exist is a ConfigError before any line,
-        naming the path."""
-        log = tmp_path / "app.log"
-        log.write_text(numbered(1, 3))
-        tail, lines = make_tail(log, checkpoint=tmp_path / "nowhere" / "tail.checkpoint")
-        with pytest.raises(ConfigError, match=r"nowhere/tail\.checkpoint.*does not exist"):
-            await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert lines.items == []
-
-    async def test_replaced_file_is_not_resumed(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """A checkpoint for other content at the same path does not skip the new file's lines."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 4))
-        tail, first = make_tail(log, checkpoint=checkpoint)
-        async with running(tail):
-            await first.wait_for(3)
-        log.unlink()
-        log.write_text("fresh 1\nfresh 2\nfresh 3\nfresh 4\n")
-        tail, second = make_tail(log, checkpoint=checkpoint)
-        async with running(tail):
-            await second.wait_for(4)
-        assert second.items == ["fresh 1", "fresh 2", "fresh 3", "fresh 4"]
-
-    async def test_corrupt_checkpoint_is_a_clear_error(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """A checkpoint that is not JSON fails at setup, naming the file and the fix."""
-        checkpoint = tmp_path / "tail.checkpoint"
-        checkpoint.write_text("{nope")
-        tail, _ = make_tail(tmp_path / "app.log", checkpoint=checkpoint)
-        with pytest.raises(ConfigError, match=r"tail\.checkpoint is not valid JSON.*delete it"):
-            await Pipeline(tail).run()
-
-
 class TestBadInput:
     async def test_binary_garbage_reaches_the_parser_with_its_line(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
@@ -681,48 +482,3 @@ class TestBadInput:
         """An unknown start position is a ConfigError listing the accepted ones."""
         with pytest.raises(ConfigError, match="'beginning', 'end'"):
             TailFile(tmp_path / "x", start_at="middle")  # type: ignore[arg-type]
-
-
-class TestFinalSaveWaitsForTheWholePipeline:
-    async def test_downstream_failure_after_tail_ended_saves_nothing(self, tmp_path: Any) -> None:
-        """Without tail.commit, a failure downstream after the tail ended leaves no checkpoint."""
-        from nanostream_trio import NanoNode, Pipeline
-        from nanostream_trio.nodes import TailFile
-
-        log = tmp_path / "app.log"
-        log.write_text("".join(f"line {i}\n" for i in range(1, 51)))
-        checkpoint = tmp_path / "ck.json"
-
-        class FailAt40(NanoNode):
-            # async: runs in its own task, so the tail ends before it gets to line 40
-            async def process_item(self, item: str) -> str:
-                if item.strip() == "line 40":
-                    raise ValueError("bad line")
-                return item
-
-        class Sink(NanoNode):
-            def process_item(self, item: str) -> None: ...
-
-        tail = TailFile(str(log), checkpoint=str(checkpoint), follow=False)
-        tail > FailAt40() > Sink()
-        with pytest.raises(ValueError, match="bad line"):
-            await Pipeline(tail).run()
-        assert not checkpoint.exists()
-
-    async def test_clean_run_saves_on_success(self, tmp_path: Any) -> None:
-        """A clean run saves the final offsets (through on_success), after the last line."""
-        from nanostream_trio import NanoNode, Pipeline
-        from nanostream_trio.nodes import TailFile
-
-        log = tmp_path / "app.log"
-        log.write_text("a\nb\n")
-        checkpoint = tmp_path / "ck.json"
-
-        class Sink(NanoNode):
-            def process_item(self, item: str) -> None: ...
-
-        tail = TailFile(str(log), checkpoint=str(checkpoint), follow=False)
-        tail > Sink()
-        await Pipeline(tail).run()
-        [entry] = json.loads(checkpoint.read_text())["files"]
-        assert entry["offset"] == 4

@@ -1,6 +1,6 @@
 """TailFile on a single path: rotated files never lost between two polls, copytruncate
-copies found in the directory, NULs of a writer's old offset skipped, and restarts that
-find the checkpointed file again under its rotated name.
+copies found in the directory, and NULs of a writer's old offset skipped (restarts that
+find a saved file again under its rotated name: test_nodes_tail_checkpoint.py).
 
 The fake-clock tests do everything between two polls in plain synchronous code (the
 autojump clock only moves while every task waits), which is exactly the race a fast
@@ -9,24 +9,18 @@ writer wins against a poller.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 from structlog.testing import capture_logs
 from test_nodes_tail import Collector, append, expected, make_tail, numbered, quiet_for, running
 
-from nanostream_trio import Pipeline
 from nanostream_trio.nodes import TailFile
 
 
@@ -128,111 +122,6 @@ class TestCopyTruncateSinglePath:
         assert lines.items == [*expected(1, before + 1), *expected(1000, 1002)]
         (event,) = [e for e in logs if e["event"] == "leading_nuls_skipped"]
         assert (event["offset"], event["skipped"]) == (0, len(numbered(1, before + 1)))
-
-
-class TestRestartFindsTheFileAgain:
-    async def test_renamed_while_stopped_is_read_to_its_end(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """A checkpointed file renamed away while stopped (and a new file under the name)
-        is found by identity, read from the saved offset to its end, then the new file."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 4))
-        tail, first = make_tail(log, checkpoint=checkpoint)
-        async with running(tail):
-            await first.wait_for(3)
-        append(log, numbered(4, 504))
-        os.rename(log, tmp_path / "app.log.1")
-        log.write_text(numbered(1000, 1003))
-        tail, second = make_tail(log, checkpoint=checkpoint, follow=False)
-        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert second.items == [*expected(4, 504), *expected(1000, 1003)]
-        assert [line.lineno for line in second.items[:2]] == [4, 5]
-
-    async def test_copy_truncated_while_stopped_is_resumed_from_the_copy(
-        self, tmp_path: Path, autojump_clock: trio.abc.Clock
-    ) -> None:
-        """A copytruncate while stopped: the copy is recognised by its first bytes and the
-        bytes before the saved offset, and read from there; the truncated file whole."""
-        log, checkpoint = tmp_path / "app.log", tmp_path / "tail.checkpoint"
-        log.write_text(numbered(1, 51))
-        tail, first = make_tail(log, checkpoint=checkpoint)
-        async with running(tail):
-            await first.wait_for(50)
-        append(log, numbered(51, 551))
-        shutil.copy(log, tmp_path / "app.log.1")
-        os.truncate(log, 0)
-        append(log, numbered(1000, 1003))
-        tail, second = make_tail(log, checkpoint=checkpoint, follow=False)
-        await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
-        assert sorted(second.items) == sorted([*expected(51, 551), *expected(1000, 1003)])
-        assert len(second.items) == 503
-
-
-_RUNNER = textwrap.dedent(
-    """
-    import sys, trio
-    from nanostream_trio import NanoNode, Pipeline
-    from nanostream_trio.nodes import TailFile
-
-    class Append(NanoNode):
-        def setup(self):
-            self.out = open(sys.argv[2], "a", encoding="utf-8")
-        def process_item(self, item):
-            self.out.write(item + "\\n")
-            self.out.flush()
-        def teardown(self):
-            self.out.close()
-
-    follow = sys.argv[4] == "follow"
-    tail = TailFile(sys.argv[1], checkpoint=sys.argv[3], follow=follow,
-                    poll_interval=0.05, checkpoint_interval=0.05)
-    tail > Append(capacity=1)
-    trio.run(Pipeline(tail, stats_interval=None, stall_timeout=None).run)
-    """
-)
-
-
-class TestSigkillThenRotation:
-    def test_rename_and_create_while_down_loses_nothing(self, tmp_path: Path) -> None:
-        """issue 14's minimal case: run, SIGKILL, append 500 lines, rename app.log to
-        app.log.1, create a new app.log, restart: every line arrives."""
-        log, checkpoint, out = tmp_path / "app.log", tmp_path / "ck.json", tmp_path / "out.txt"
-        script = tmp_path / "runner.py"
-        script.write_text(_RUNNER)
-        log.write_text("")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        args = [sys.executable, str(script), str(log), str(out), str(checkpoint)]
-        process = subprocess.Popen([*args, "follow"], env=env)
-        try:
-            written, deadline = 1, time.monotonic() + 60
-            while not _saved_past(checkpoint, 500):  # periodic saves happen while lines flow
-                assert time.monotonic() < deadline, "no checkpoint saved"
-                assert process.poll() is None
-                if written < 2001:
-                    append(log, numbered(written, written + 20))
-                    written += 20
-                time.sleep(0.01)
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-        append(log, numbered(written, 2001))
-        append(log, numbered(2001, 2501))
-        os.rename(log, tmp_path / "app.log.1")
-        log.write_text(numbered(5000, 5010))
-        subprocess.run([*args, "once"], env=env, check=True, timeout=60)
-        delivered = set(out.read_text().splitlines())
-        missing = set(expected(1, 2501)) | set(expected(5000, 5010))
-        missing -= delivered
-        assert not missing, f"{len(missing)} lines lost"
-
-
-def _saved_past(checkpoint: Path, lineno: int) -> bool:
-    try:
-        data: dict[str, Any] = json.loads(checkpoint.read_text())
-    except (OSError, ValueError):
-        return False
-    return any(entry["lineno"] >= lineno for entry in data["files"])
 
 
 _ROTATING_WRITER = textwrap.dedent(

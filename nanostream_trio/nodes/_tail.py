@@ -27,26 +27,19 @@ is new):
 At most ``max_open_files`` files are open: idle ones (read to their end) are
 closed and reopened when they grow, by name and identity.
 
-Offsets are saved to a small JSON checkpoint file (written to a temporary
-file, then renamed over the old one). A restart resumes every file whose
-identity and first bytes match the checkpoint at the saved offset; a file of
-the checkpoint no longer under the watched name is looked for by identity in
-its directory, and a copy of it (copytruncate while stopped) by its first and
-last bytes. The checkpoint must not get ahead of what the pipeline has
-delivered (lines may be read twice after a crash, never lost), as far as a
-source can tell:
+Positions live in the pipeline's checkpoint store (``Pipeline(...,
+checkpoint="state.db")``), through the engine's checkpoint hooks:
 
-* The final save happens only when the node ended gracefully (its input was
-  exhausted with ``follow=False``, or ``pipeline.stop()``) and the whole
-  pipeline then finished cleanly (``on_success``), never after a failure
-  anywhere, a cancel or an interrupt. With :attr:`TailFile.commit` linked at
-  the end of the pipeline it happens as soon as everything before that node
-  has drained (the commit node's ``finish``).
-* A source cannot see what the nodes downstream have finished, so periodic
-  saves are conservative: they record the offsets as they were when the node
-  had emitted ``lag`` fewer lines than now, where ``lag`` bounds the lines
-  that can sit in the inboxes downstream (twice the sum of the capacities of
-  every node reachable downstream, plus one per node).
+* :meth:`TailFile.snapshot`, called while the generator is suspended at a
+  ``yield`` (offsets are advanced before the ``yield`` that hands lines out),
+  returns per file its identity, offset, line number and the hashes that
+  recognise it again: exactly what has been yielded, nothing more. An idle
+  poll yields an empty ``Items()`` so a checkpoint barrier can pass.
+* :meth:`TailFile.restore`, called after ``setup`` and before ``generator``,
+  places the files opened by ``setup`` again: a file whose identity and first
+  bytes match the state resumes at its offset; a file of the state no longer
+  under the watched name is looked for by identity in its directory, and a
+  copy of it (copytruncate while stopped) by its first and last bytes.
 """
 
 from __future__ import annotations
@@ -56,7 +49,6 @@ import glob
 import os
 import resource
 import stat
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, Unpack
@@ -65,25 +57,25 @@ import trio
 
 from .._exceptions import ConfigError
 from .._items import Items
-from .._node import EngineSettings, NanoNode
+from .._node import NanoNode
 from ._stages import EngineOptions
-from ._tail_read import FINGERPRINT_BYTES, ChunkSplitter, Known, Tracked, fingerprint
+from ._tail_read import FINGERPRINT_BYTES, ChunkSplitter, Known, Tracked
 from ._tail_store import (
     candidates,
-    check_checkpoint_directory,
     end_hash,
+    entries,
+    entry,
     find_identity,
-    load_checkpoint,
     look_for,
     matches,
-    save_checkpoint,
+    saved_state,
     still_there,
 )
 
 __all__ = ["TailFile"]
 
-_Snapshot = list[dict[str, Any]]
-
+#: Arguments of earlier versions, refused with the fix (see TailFile.__init__).
+_REMOVED = frozenset({"checkpoint", "checkpoint_interval"})
 StartAt = Literal["beginning", "end"]
 #: Bytes read per system call.
 READ_CHUNK = 1 << 16
@@ -127,14 +119,13 @@ class TailFile(NanoNode):
 
     Where reading starts, for each file found at start-up:
 
-    * at the offset saved in ``checkpoint``, if the file there is the same
-      file (same inode and same first bytes), also when it was renamed away
-      within its directory or copied by copytruncate while the node was
-      stopped;
+    * on a start from a checkpoint (:meth:`restore`), at the position saved
+      for the file, if the file there is the same file (same inode and same
+      first bytes), also when it was renamed away within its directory or
+      copied by copytruncate while the pipeline was down; a file not in the
+      checkpoint appeared after it was taken and is read from its beginning;
     * otherwise at ``start_at``: ``"beginning"`` (default, as Vector's file
-      source does without a checkpoint) or ``"end"`` (only new lines); but a
-      file missing from an existing checkpoint appeared after its last save
-      and is read from its beginning.
+      source does without a checkpoint) or ``"end"`` (only new lines).
 
     Files that appear later (after a rotation, or new matches of the glob)
     are read from their beginning, except a copy of content already read
@@ -146,28 +137,17 @@ class TailFile(NanoNode):
     (emitting a last unterminated line as well) and ends; otherwise it runs
     until the pipeline stops.
 
-    Delivery is at least once (after a crash lines may be read again, never
-    lost) within these limits. The final save happens only when the node
-    ends gracefully (input exhausted without ``follow``, or
-    ``pipeline.stop()``) and the whole pipeline then finishes cleanly
-    (:meth:`on_success`), never after a failure anywhere (also downstream,
-    after the tail itself ended), cancel or interrupt. Linking :attr:`commit`
-    at the end of the pipeline (``tail > parse > write > tail.commit``) saves
-    as soon as everything before it has drained. Periodic saves (every
-    ``checkpoint_interval`` while lines flow) record the offsets of lines
-    emitted at least ``lag`` lines ago, ``lag`` bounding what the inboxes
-    downstream can hold; a node that keeps items across calls (``Batch``,
-    ``TumblingWindow``) can hold more, so with such nodes rely on the final
-    save (and :attr:`commit`).
+    Positions are kept by the pipeline's checkpoints (``Pipeline(...,
+    checkpoint="state.db")``, see :meth:`snapshot`): a restart continues
+    after the last line of the last checkpoint. The ``checkpoint=`` and
+    ``checkpoint_interval=`` arguments of earlier versions (a JSON file of
+    its own) are refused with a :class:`~nanostream_trio.ConfigError`.
 
     Args:
         path: a file path or a glob such as ``"logs/*.log"``.
-        start_at: ``"beginning"`` or ``"end"``, for files without a checkpoint entry.
-        checkpoint: path of the checkpoint file (created if missing); ``None``
-            keeps no checkpoint.
+        start_at: ``"beginning"`` or ``"end"``, on a start without a checkpoint.
         follow: keep following (default) or stop at the end of the files.
         poll_interval: seconds (Trio clock) between polls when nothing is new.
-        checkpoint_interval: seconds between checkpoint writes while lines flow.
         encoding: text encoding of the files.
         errors: decoding error handler (default ``"replace"``; with
             ``"strict"`` an undecodable line fails the node with a
@@ -185,12 +165,16 @@ class TailFile(NanoNode):
         **engine: engine settings (see :class:`NanoNode`).
 
     Raises:
+        ConfigError: a bad argument, or ``checkpoint=`` / ``checkpoint_interval=``
+            (removed: give them to the :class:`~nanostream_trio.Pipeline`).
         FileNotFoundError: at setup, with ``follow=False``, if a single
             ``path`` (not a glob) does not exist (the message names the node).
 
     Example::
 
-        TailFile("/var/log/app/*.log", checkpoint="app.checkpoint") > JSONLinesParser() > sink
+        tail = TailFile("/var/log/app/*.log", name="app_logs")
+        tail > JSONLinesParser() > sink
+        Pipeline(tail, checkpoint="state.db", checkpoint_interval=5.0).start()
     """
 
     def __init__(
@@ -198,10 +182,8 @@ class TailFile(NanoNode):
         path: str | os.PathLike[str],
         *,
         start_at: StartAt = "beginning",
-        checkpoint: str | os.PathLike[str] | None = None,
         follow: bool = True,
         poll_interval: float = 0.25,
-        checkpoint_interval: float = 5.0,
         encoding: str = "utf-8",
         errors: str = "replace",
         max_line_bytes: int = 1 << 20,
@@ -211,20 +193,27 @@ class TailFile(NanoNode):
         name: str | None = None,
         **engine: Unpack[EngineOptions],
     ) -> None:
-        super().__init__(name, **engine)
+        options: dict[str, Any] = dict(engine)
+        removed = sorted(options.keys() & _REMOVED)
+        for key in removed:
+            del options[key]
+        super().__init__(name, **options)
+        if removed:
+            given = ", ".join(f"{key}=" for key in removed)
+            msg = (
+                f"node {self.name!r}: TailFile no longer takes {given}; read positions are "
+                "kept in the pipeline's checkpoint store now: give "
+                'Pipeline(..., checkpoint="state.db", checkpoint_interval=5.0) instead '
+                "(and unlink tail.commit); an old TailFile checkpoint file is not read"
+            )
+            raise ConfigError(msg, node=self.name, key=removed[0])
         if start_at not in ("beginning", "end"):
             msg = f"node {self.name!r} got start_at={start_at!r}; accepted: 'beginning', 'end'"
             raise ConfigError(msg, node=self.name, key="start_at")
-        if (
-            not poll_interval > 0
-            or not checkpoint_interval > 0
-            or max_line_bytes < 1
-            or not rotate_wait >= 0
-        ):
+        if not poll_interval > 0 or max_line_bytes < 1 or not rotate_wait >= 0:
             msg = (
-                f"node {self.name!r} needs poll_interval > 0, checkpoint_interval > 0, "
-                f"max_line_bytes >= 1 and rotate_wait >= 0; got {poll_interval!r}, "
-                f"{checkpoint_interval!r}, {max_line_bytes!r}, {rotate_wait!r}"
+                f"node {self.name!r} needs poll_interval > 0, max_line_bytes >= 1 and "
+                f"rotate_wait >= 0; got {poll_interval!r}, {max_line_bytes!r}, {rotate_wait!r}"
             )
             raise ConfigError(msg, node=self.name, key="poll_interval")
         if max_open_files is not None and max_open_files < 1:
@@ -233,10 +222,8 @@ class TailFile(NanoNode):
         self.path = os.fspath(path)
         self.is_glob = glob.has_magic(self.path)
         self.start_at: StartAt = start_at
-        self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
         self.follow = follow
         self.poll_interval = poll_interval
-        self.checkpoint_interval = checkpoint_interval
         self.encoding = encoding
         self.errors = errors
         self.max_line_bytes = max_line_bytes
@@ -244,13 +231,8 @@ class TailFile(NanoNode):
         self.max_open_files = max_open_files
         self.locate = locate
         self._tracked: dict[tuple[int, int], Tracked] = {}
-        self._saved: list[dict[str, Any]] = []
-        self._dirty = False
-        self._emitted = 0  # lines emitted in this run
-        self._history: deque[tuple[int, _Snapshot]] = deque()  # (emitted, offsets then)
-        self._commit: _TailCommit | None = None
-        self._pending: _Snapshot | None = None  # the final offsets, awaiting the commit node
-        self._resuming = False  # a checkpoint file existed at start-up
+        self._saved: dict[tuple[int, int], dict[str, Any]] = {}  # restored entries
+        self._resuming = False  # restore() was called: start_at does not apply
         self._retired: deque[Known] = deque(maxlen=RETIRED_FINGERPRINTS)
         self._deferred: dict[str, float] = {}  # new files that may be copies being written
         self._splitter = ChunkSplitter(encoding, errors, max_line_bytes, locate, self.log_event)
@@ -265,35 +247,15 @@ class TailFile(NanoNode):
         self._unreadable: dict[str, int] = {}  # path -> errno reported by file_unreadable
         self._retry = False  # an open failed for a passing reason: look again
 
-    @property
-    def commit(self) -> NanoNode:
-        """A pass-through node to link at the end of the pipeline; it makes the final
-        checkpoint save wait until everything downstream drained without failing.
-
-        Example::
-
-            tail > JSONLinesParser() > JSONLinesWriter("out.jsonl") > tail.commit
-        """
-        if self._commit is None:
-            self._commit = _TailCommit(self)
-        return self._commit
-
-    def _ns_configured(self, changes: EngineSettings) -> None:
-        """A new name also renames :attr:`commit` to ``<name>.commit``."""
-        commit = getattr(self, "_commit", None)
-        if "name" in changes and commit is not None:
-            commit.configure(name=f"{changes['name']}.commit")
-
     # -- lifecycle -------------------------------------------------------------
 
     def setup(self) -> None:
-        """Load the checkpoint and open the files that exist now."""
+        """Open the files that exist now."""
         self._tracked = {}
+        self._saved = {}
+        self._resuming = False
         self._retired.clear()
         self._deferred = {}
-        self._emitted = 0
-        self._history.clear()
-        self._pending = None
         self._open_count = 0
         self._poll = 0
         self._name_identity = None
@@ -304,66 +266,156 @@ class TailFile(NanoNode):
         self._unreadable = {}
         self._splitter.failure = None
         self._limit = self.max_open_files or default_max_open_files()
-        check_checkpoint_directory(self.checkpoint, self.name)
         if not self.follow and not self.is_glob and not os.path.exists(self.path):
             msg = (
                 f"node {self.name!r}: file {self.path} does not exist (follow=False reads "
                 "the file as it is now; use follow=True to wait for it)"
             )
             raise FileNotFoundError(errno.ENOENT, msg, self.path)
-        self._resuming = self.checkpoint is not None and os.path.exists(self.checkpoint)
-        self._saved = load_checkpoint(self.checkpoint, self.name)
-        self._find_checkpointed_elsewhere()
         self._discover(startup=True)
         if not self.is_glob:
             self._dir_known = {info_id for _, info_id in self._rotated_files()}
 
-    async def teardown(self) -> None:
-        """Save the offsets if the node ended gracefully, and close every file."""
-        # teardown runs in the engine's ``finally``: an exception propagating
-        # there (a failure, Cancelled, KeyboardInterrupt) means the lines in
-        # flight may never be delivered, so the offsets are not saved.
-        graceful = sys.exception() is None
-        try:
-            if graceful and self._dirty:
-                # Written once the lines have been delivered: by on_success when
-                # the whole pipeline has finished cleanly, or earlier by the
-                # commit node's finish when one is linked.
-                self._pending = self._snapshot()
-        finally:
-            for tracked in self._tracked.values():
-                self._close(tracked)
-            self._tracked = {}
+    def teardown(self) -> None:
+        """Close every file."""
+        for tracked in self._tracked.values():
+            self._close(tracked, keep_hash=False)
+        self._tracked = {}
 
     async def generator(self) -> AsyncIterator[Any]:
         """Yield lines as they are written, until stopped (or at the end without ``follow``)."""
-        next_save = trio.current_time() + self.checkpoint_interval
         while True:
             emitted = False
             self._discover(startup=False)
             for tracked in list(self._tracked.values()):
                 if tracked.done or (tracked.fd is None and not self._reopen(tracked)):
                     continue
+                # The reads advance the offsets before each yield: a snapshot()
+                # taken while suspended there covers exactly the lines handed out.
                 for lines in self._read(tracked):
                     emitted = True
-                    self._emitted += len(lines)
                     yield Items(lines)
                 if not self.follow or (tracked.gone and self._quiet_long_enough(tracked)):
                     for lines in self._finish(tracked):
                         emitted = True
-                        self._emitted += len(lines)
                         yield Items(lines)
                 if self._splitter.failure is not None:
                     raise self._splitter.failure
-            if self._dirty and trio.current_time() >= next_save:
-                self._periodic_save()
-                next_save = trio.current_time() + self.checkpoint_interval
             if not self.follow and not emitted and not self._work_left():
                 return
             if emitted:
                 await trio.lowlevel.checkpoint()
             else:
+                yield Items()  # nothing new: a checkpoint barrier can pass here
                 await trio.sleep(self.poll_interval)
+
+    # -- checkpoint hooks (called by the engine) ------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The position after every line yielded so far, for the pipeline's checkpoint.
+
+        Called by the engine while :meth:`generator` is suspended at a ``yield``
+        (the lines yielded are handed on). Per file: its path, identity (device
+        and inode), offset and line number, and SHA-256 hashes of its first bytes
+        and of the bytes before the offset (to recognise it, or a copy of it,
+        on restore). A file's entry is built again only when its position
+        moved, so a snapshot of hundreds of idle files costs a list of them.
+
+        Returns:
+            Plain data (dicts, lists, str, int), for :meth:`restore`.
+        """
+        files = []
+        for tracked in self._tracked.values():
+            saved = self._entry(tracked)
+            if saved is not None:
+                files.append(saved)
+        return saved_state(self.path, files)
+
+    def restore(self, state: Any) -> None:
+        """Resume from what :meth:`snapshot` returned (after ``setup``, before ``generator``).
+
+        A file opened by ``setup`` continues at its saved position if it is the
+        same file (same identity, same first bytes); otherwise (replaced,
+        truncated or shrunk while stopped) it is read from its start, and so is
+        a file not in ``state`` (it appeared after the checkpoint, whatever
+        ``start_at``). A saved file no longer under the watched name is looked
+        for in its directory by identity (renamed while stopped) or as a copy
+        holding its first bytes and the bytes before its offset (copytruncate
+        while stopped), read from the saved offset to its end, then closed, with
+        a ``file_resumed_elsewhere`` event.
+
+        Raises:
+            ConfigError: ``state`` is not a TailFile state (another node's, or
+                another version's).
+        """
+        self._saved = entries(state, self.name)
+        self._resuming = True
+        resumed: set[tuple[int, int]] = set()
+        for tracked in list(self._tracked.values()):
+            if tracked.fd is None:
+                continue  # not opened yet: placed with the state when it is
+            self._rewind(tracked)  # setup placed it by start_at
+            tracked.skip_nuls = False
+            if self._resume(tracked, os.fstat(tracked.fd).st_size):
+                resumed.add(tracked.identity)
+        for identity, saved in list(self._saved.items()):
+            unopened = self._tracked.get(identity)
+            if identity in resumed or (
+                unopened is not None and unopened.fd is None and still_there(saved, identity)
+            ):
+                continue
+            self._find_elsewhere(saved, identity)
+
+    def _find_elsewhere(self, saved: dict[str, Any], identity: tuple[int, int]) -> None:
+        """Track a restored file found again in its directory under another name (by
+        identity), or its copy (by first and last bytes), at the saved position."""
+        found = look_for(saved, identity)
+        if found is None:
+            return
+        path, info = found
+        here = (info.st_dev, info.st_ino)
+        # The copy is resumed like the file it copies (also when opened later).
+        self._saved[here] = {**saved, "path": path, "identity": list(here)}
+        tracked = self._tracked.get(here)
+        if tracked is None:
+            fd = self._open_fd(path)
+            if fd is None:
+                return
+            tracked = Tracked(path, fd, here, size=info.st_size, gone=True)
+            # Read first: its lines were written before those of the file now under the name.
+            self._tracked = {here: tracked, **self._tracked}
+        if tracked.fd is not None:
+            self._rewind(tracked)
+            tracked.skip_nuls = False
+            if not self._resume(tracked, os.fstat(tracked.fd).st_size):
+                return
+        self.log_event(
+            "file_resumed_elsewhere", path=path, was=saved["path"], offset=saved["offset"]
+        )
+
+    def _entry(self, tracked: Tracked) -> dict[str, Any] | None:
+        """The saved position of ``tracked``, from its cache while it has not moved."""
+        if tracked.fresh:
+            return self._saved.get(tracked.identity)  # not opened yet: as restored
+        # Inside a skipped overlong line, its number is counted but its bytes are not.
+        lineno = tracked.lineno - 1 if tracked.skipping else tracked.lineno
+        key = (tracked.path, tracked.offset, lineno)
+        cached = tracked.saved
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        saved = entry(tracked, lineno)
+        tracked.saved = (key, saved)
+        return saved
+
+    def _rewind(self, tracked: Tracked) -> None:
+        """Forget what was read of ``tracked``: it is read again from its start."""
+        tracked.offset = tracked.pos = tracked.lineno = 0
+        tracked.prefix = tracked.suffix = b""
+        tracked.partial.clear()
+        tracked.mtime = None
+        tracked.skipping = False
+        tracked.nuls = 0
+        tracked.end_hash = tracked.saved = None
 
     def _work_left(self) -> bool:
         """(follow=False) Whether a file still waits to be opened or read to its end."""
@@ -454,7 +506,6 @@ class TailFile(NanoNode):
             name, None, identity, size=info.st_size, gone=gone, fresh=True, at_start=startup
         )
         self._tracked[identity] = tracked
-        self._dirty = True
         self._activate(tracked)
 
     def _report_missing(self, found: bool) -> None:
@@ -506,8 +557,10 @@ class TailFile(NanoNode):
             return fd
         return None  # pragma: no cover - the loop always returns
 
-    def _close(self, tracked: Tracked) -> None:
+    def _close(self, tracked: Tracked, *, keep_hash: bool = True) -> None:
         if tracked.fd is not None:
+            if keep_hash:
+                end_hash(tracked)  # snapshot() needs it while the file is closed
             os.close(tracked.fd)
             tracked.fd = None
             self._open_count -= 1
@@ -607,8 +660,9 @@ class TailFile(NanoNode):
                 )
                 return True
         resumed = self._resume(tracked, size)
-        # A file missing from an existing checkpoint appeared after that save
-        # (the checkpoint lags behind): read it whole, start_at is for first runs.
+        # A file missing from the restored state appeared after that checkpoint:
+        # read it whole (lines written to it since are not lost); start_at is for
+        # a start without a checkpoint.
         if startup and not resumed and self.start_at == "end" and not self._resuming:
             self._seek_to_last_line_end(tracked, size)
         return True
@@ -618,14 +672,12 @@ class TailFile(NanoNode):
     def _rotated_files(self) -> Iterator[tuple[str, tuple[int, int]]]:
         """Files in the watched file's directory under rotated names (``app.log.1``)."""
         directory, base = os.path.split(self.path)
-        checkpoint = os.path.abspath(self.checkpoint) if self.checkpoint else None
 
         def accept(entry: str) -> bool:
             return entry != base and entry.startswith(base)
 
         for path, info in candidates(directory, accept):
-            if checkpoint is None or os.path.abspath(path) not in (checkpoint, f"{checkpoint}.tmp"):
-                yield path, (info.st_dev, info.st_ino)
+            yield path, (info.st_dev, info.st_ino)
 
     def _scan_rotated(self) -> None:
         """Open files that appeared under rotated names since the last scan: files the
@@ -667,42 +719,6 @@ class TailFile(NanoNode):
                 )
             self._truncations.clear()
 
-    def _find_checkpointed_elsewhere(self) -> None:
-        """Files of the checkpoint that are no longer under the watched name, found again
-        in the same directory by identity, or a copy by their first and last bytes."""
-        if not self._saved:
-            return
-        under_name: set[tuple[int, int]] = set()
-        for name in self._names() or []:
-            try:
-                info = os.stat(name)
-            except OSError:
-                continue
-            under_name.add((info.st_dev, info.st_ino))
-        for entry in self._saved:
-            identity = (int(entry["identity"][0]), int(entry["identity"][1]))
-            if identity in self._tracked:
-                continue
-            if identity in under_name and still_there(entry, identity):
-                continue
-            found = look_for(entry, identity)
-            if found is None:
-                continue
-            path, info = found
-            tracked = Tracked(path, None, (info.st_dev, info.st_ino), size=info.st_size, gone=True)
-            fd = self._open_fd(path)
-            if fd is None:
-                continue
-            tracked.fd = fd
-            tracked.offset = tracked.pos = int(entry["offset"])
-            tracked.lineno = int(entry["lineno"])
-            tracked.prefix = os.pread(fd, int(entry["prefix_len"]), 0)
-            self._tracked[tracked.identity] = tracked
-            self._dirty = True
-            self.log_event(
-                "file_resumed_elsewhere", path=path, was=entry["path"], offset=tracked.offset
-            )
-
     # -- where reading starts --------------------------------------------------------
 
     def _known_contents(self) -> Iterator[Known]:
@@ -735,18 +751,18 @@ class TailFile(NanoNode):
         return None
 
     def _resume(self, tracked: Tracked, size: int) -> bool:
+        """Place ``tracked`` at its restored position if it holds what was read there."""
         assert tracked.fd is not None
-        for entry in self._saved:
-            if tuple(entry["identity"]) != tracked.identity:
-                continue
-            if not matches(tracked.fd, entry, size, suffix=False):
-                tracked.skip_nuls = True  # truncated while stopped: maybe a writer's old offset
-                return False  # the same inode holds other content now: not a resume
-            tracked.offset = tracked.pos = int(entry["offset"])
-            tracked.lineno = int(entry["lineno"])
-            tracked.prefix = os.pread(tracked.fd, int(entry["prefix_len"]), 0)
-            return True
-        return False
+        entry = self._saved.get(tracked.identity)
+        if entry is None:
+            return False
+        if not matches(tracked.fd, entry, size, suffix=False):
+            tracked.skip_nuls = True  # truncated while stopped: maybe a writer's old offset
+            return False  # the same inode holds other content now: not a resume
+        tracked.offset = tracked.pos = int(entry["offset"])
+        tracked.lineno = int(entry["lineno"])
+        tracked.prefix = os.pread(tracked.fd, int(entry["prefix_len"]), 0)
+        return True
 
     def _seek_to_last_line_end(self, tracked: Tracked, size: int) -> None:
         assert tracked.fd is not None
@@ -804,7 +820,6 @@ class TailFile(NanoNode):
             budget -= len(chunk)
             if len(tracked.prefix) < FINGERPRINT_BYTES and tracked.pos < FINGERPRINT_BYTES:
                 tracked.prefix += chunk[: FINGERPRINT_BYTES - tracked.pos]
-            self._dirty = True
             lines = split(tracked, chunk)
             if lines:
                 yield lines
@@ -834,12 +849,8 @@ class TailFile(NanoNode):
         lines = self._splitter.flush(tracked)
         if lines:
             yield lines
-        tracked.offset = tracked.pos = tracked.lineno = 0
-        tracked.prefix = tracked.suffix = b""
-        tracked.mtime = None
-        tracked.skipping = False
-        tracked.skip_nuls, tracked.nuls = True, 0
-        self._dirty = True
+        self._rewind(tracked)
+        tracked.skip_nuls = True
 
     def _quiet_long_enough(self, tracked: Tracked) -> bool:
         """Whether a gone file has not grown for ``rotate_wait`` seconds (it was just read)."""
@@ -860,92 +871,9 @@ class TailFile(NanoNode):
         lines = self._splitter.flush(tracked)
         if lines:
             yield lines
-        self._dirty = True
         if tracked.gone and self.follow:
-            self._close(tracked)
+            self._close(tracked, keep_hash=False)  # read to its end: no longer saved
             del self._tracked[tracked.identity]
         elif not self.follow:
             self._close(tracked)
             tracked.done = True
-
-    # -- checkpoint ----------------------------------------------------------------
-
-    def _lag(self) -> int:
-        """Lines that can sit downstream, unseen by this node: twice each inbox, plus one."""
-        seen: set[int] = set()
-        lag = 0
-        pending: list[NanoNode] = list(self.downstream)
-        while pending:
-            node = pending.pop()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            lag += 2 * node._ns_capacity + 1
-            pending.extend(node.downstream)
-        return lag
-
-    def _periodic_save(self) -> None:
-        """Save the newest offsets at least ``lag`` lines behind what was emitted."""
-        self._dirty = False
-        if self._history and self._history[-1][0] == self._emitted:
-            self._history.pop()  # nothing emitted since: these offsets replace those
-        self._history.append((self._emitted, self._snapshot()))
-        safe = self._emitted - self._lag()
-        chosen: _Snapshot | None = None
-        while self._history and self._history[0][0] <= safe:
-            chosen = self._history.popleft()[1]
-        if chosen is not None:
-            save_checkpoint(self.checkpoint, self.path, chosen)
-        if self._history:
-            self._dirty = True  # saves behind what was emitted: try again next interval
-
-    def on_success(self) -> None:
-        """The pipeline finished cleanly: every line emitted was delivered; save the offsets."""
-        self._commit_pending()
-
-    def _commit_pending(self) -> None:
-        """Write the final offsets held since a graceful end (on success, or the commit node)."""
-        if self._pending is not None:
-            save_checkpoint(self.checkpoint, self.path, self._pending)
-            self._pending = None
-
-    def _snapshot(self) -> _Snapshot:
-        files: _Snapshot = []
-        saved = {tuple(entry["identity"]): entry for entry in self._saved}
-        for tracked in self._tracked.values():
-            if tracked.fresh:
-                entry = saved.get(tracked.identity)  # not opened yet: keep what was saved
-                if entry is not None:
-                    files.append(entry)
-                continue
-            prefix = tracked.prefix[: min(len(tracked.prefix), tracked.offset)]
-            entry = {
-                "path": tracked.path,
-                "identity": list(tracked.identity),
-                "offset": tracked.offset,
-                "lineno": tracked.lineno,
-                "prefix_len": len(prefix),
-                "prefix_sha256": fingerprint(prefix),
-            }
-            end = end_hash(tracked)
-            if end is not None:
-                entry["suffix_len"], entry["suffix_sha256"] = end
-            files.append(entry)
-        return files
-
-
-class _TailCommit(NanoNode):
-    """Passes items on; its ``finish`` (run only after a clean drain) writes the final
-    offsets of its TailFile."""
-
-    def __init__(self, tail: TailFile) -> None:
-        super().__init__(f"{tail.name}.commit")
-        self._tail = tail
-
-    def process_item(self, item: Any) -> Any:
-        """Pass ``item`` on unchanged."""
-        return item
-
-    def finish(self) -> None:
-        """Save the TailFile's final offsets: everything upstream drained without failing."""
-        self._tail._commit_pending()

@@ -61,10 +61,12 @@ class Tracked:
     skip_nuls: bool = False  # after a truncation: NULs before the first line are dropped
     nuls: int = 0  # NULs skipped so far (reported when the first line starts)
     gone: bool = False  # no longer under a watched name: read until quiet, then close
-    done: bool = False  # follow=False: read to its end (or given up), kept for the checkpoint
+    done: bool = False  # follow=False: read to its end (or given up), kept for snapshot()
     fresh: bool = False  # not opened yet: where reading starts is decided at the first open
     at_start: bool = False  # found at start-up (start_at applies)
     end_hash: tuple[int, int, str] | None = None  # (offset, length, sha256) of bytes before offset
+    # snapshot()'s entry for it, and the (path, offset, lineno) it was made at
+    saved: tuple[tuple[str, int, int], dict[str, Any]] | None = None
     quiet_since: float | None = None  # (gone files) Trio time it last grew, or was seen gone
     last_size: int = -1  # (gone files) bytes read when quiet_since was set
     last_active: int = 0  # poll number it last grew (least recently active is closed first)

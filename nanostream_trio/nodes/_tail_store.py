@@ -1,15 +1,15 @@
-"""TailFile's checkpoint file, and how it finds files again in a directory.
+"""TailFile's saved positions, and how it finds files again in a directory.
 
-The checkpoint is a small JSON file: per file its path, identity (device and
-inode), offset, line number, and hashes of its first bytes and of the bytes
-just before the offset. The lookups find a checkpointed file again after a
-restart (renamed within its directory, or copied by copytruncate) and a closed
-file by its identity.
+``TailFile.snapshot()`` returns :func:`saved_state` of its files: per file an
+:func:`entry` with its path, identity (device and inode), offset, line number,
+and hashes of its first bytes and of the bytes just before the offset, plain
+data that the pipeline's checkpoint store pickles. The lookups find a saved file
+again after a restart (renamed within its directory, or copied by
+copytruncate) and a closed file by its identity.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -18,7 +18,8 @@ from typing import Any
 from .._exceptions import ConfigError
 from ._tail_read import FINGERPRINT_BYTES, Tracked, fingerprint
 
-CHECKPOINT_VERSION = 1
+#: Version of the state ``TailFile.snapshot()`` returns; ``restore`` refuses others.
+STATE_VERSION = 1
 #: Rotated names with these endings are compressed copies, never read.
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".z")
 
@@ -128,50 +129,6 @@ def matches(fd: int, entry: dict[str, Any], size: int, *, suffix: bool) -> bool:
     return bool(fingerprint(os.pread(fd, length, offset - length)) == entry["suffix_sha256"])
 
 
-def load_checkpoint(checkpoint: str | None, node: str) -> list[dict[str, Any]]:
-    """The file entries of a checkpoint file ([] if there is none)."""
-    if checkpoint is None:
-        return []
-    try:
-        with open(checkpoint, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        return []
-    except ValueError as exc:
-        msg = (
-            f"node {node!r}: checkpoint file {checkpoint} is not valid JSON "
-            f"({exc}); delete it to start over"
-        )
-        raise ConfigError(msg, node=node, key="checkpoint") from exc
-    if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
-        msg = (
-            f"node {node!r}: checkpoint file {checkpoint} is not a TailFile "
-            f"checkpoint of version {CHECKPOINT_VERSION}; delete it to start over"
-        )
-        raise ConfigError(msg, node=node, key="checkpoint")
-    files: list[dict[str, Any]] = data.get("files", [])
-    return files
-
-
-def check_checkpoint_directory(checkpoint: str | None, node: str) -> None:
-    """Fail at setup if a checkpoint file could not be written."""
-    if checkpoint is None:
-        return
-    directory = os.path.dirname(os.path.abspath(checkpoint))
-    if not os.path.isdir(directory):
-        msg = (
-            f"node {node!r}: the directory of checkpoint file {checkpoint} "
-            f"({directory}) does not exist; create it or choose another path"
-        )
-        raise ConfigError(msg, node=node, key="checkpoint")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        msg = (
-            f"node {node!r}: cannot write checkpoint file {checkpoint}: "
-            f"directory {directory} is not writable"
-        )
-        raise ConfigError(msg, node=node, key="checkpoint")
-
-
 def end_hash(tracked: Tracked) -> tuple[int, str] | None:
     """Length and hash of the bytes just before ``offset`` (to recognise a copy made
     while stopped), computed once per offset."""
@@ -186,14 +143,46 @@ def end_hash(tracked: Tracked) -> tuple[int, str] | None:
     return length, digest
 
 
-def save_checkpoint(checkpoint: str | None, source: str, files: list[dict[str, Any]]) -> None:
-    """Write ``files`` to the checkpoint: to a temporary file, synced, renamed over it."""
-    if checkpoint is None:
-        return
-    data = {"version": CHECKPOINT_VERSION, "source": source, "files": files}
-    temporary = f"{checkpoint}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, checkpoint)
+def entry(tracked: Tracked, lineno: int) -> dict[str, Any]:
+    """The saved position of ``tracked``: after line ``lineno``, at its ``offset``."""
+    prefix = tracked.prefix[: min(len(tracked.prefix), tracked.offset)]
+    saved: dict[str, Any] = {
+        "path": tracked.path,
+        "identity": list(tracked.identity),
+        "offset": tracked.offset,
+        "lineno": lineno,
+        "prefix_len": len(prefix),
+        "prefix_sha256": fingerprint(prefix),
+    }
+    end = end_hash(tracked)
+    if end is not None:
+        saved["suffix_len"], saved["suffix_sha256"] = end
+    return saved
+
+
+def saved_state(source: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``TailFile.snapshot()`` returns: the entries of its files."""
+    return {"version": STATE_VERSION, "source": source, "files": files}
+
+
+def entries(saved: Any, node: str) -> dict[tuple[int, int], dict[str, Any]]:
+    """The file entries of a :func:`saved_state`, by identity.
+
+    Raises:
+        ConfigError: ``saved`` is not a TailFile state of :data:`STATE_VERSION`.
+    """
+    if not isinstance(saved, dict) or saved.get("version") != STATE_VERSION:
+        msg = (
+            f"node {node!r}: the checkpoint holds no TailFile state of version "
+            f"{STATE_VERSION} for this node (got {type(saved).__name__}); was another node "
+            "given this name? Rename one, or start without the checkpoint"
+        )
+        raise ConfigError(msg, node=node, key="checkpoint")
+    files: list[dict[str, Any]] = saved.get("files", [])
+    return {identity(file): file for file in files}
+
+
+def identity(saved: dict[str, Any]) -> tuple[int, int]:
+    """The (device, inode) of a saved file entry."""
+    device, inode = saved["identity"]
+    return int(device), int(inode)

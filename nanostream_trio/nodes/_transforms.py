@@ -14,11 +14,21 @@ started by the first item, runs a loop that emits closed batches or windows
 when they are full, when their time comes on the Trio clock, and at the end of
 the stream. The intake waits while closed results pile up, so memory stays
 bounded and back-pressure reaches upstream.
+
+Checkpoints (see docs/nodes.md): the state of Batch and TumblingWindow lives in
+the composite and is snapshotted by the intake, the stage named ``<name>``
+(the name the user gave, so it is stable across restarts). The emitter keeps
+a result in the ready queue until it has been handed on, so a snapshot taken
+between two batches of the intake holds exactly what has not gone downstream.
+Trio-clock times mean nothing in another run, so they are stored relative to
+the time of the snapshot. Dedupe stores its remembered keys; Map, Filter,
+FlatMap and Throttle keep no state worth a checkpoint.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import inspect
 import math
@@ -152,6 +162,10 @@ class Dedupe(NanoNode):
     key is remembered refreshes it). A key forgotten to make room may pass
     again later. Dropped duplicates are counted in :attr:`duplicates`.
 
+    Checkpoints: :meth:`snapshot` stores the remembered keys (so keys must be
+    picklable), :meth:`restore` takes them back, so an item replayed after a
+    restart is still dropped if its key had been seen before the checkpoint.
+
     Args:
         key: a function of the item giving a hashable key; default the item itself.
         max_keys: how many keys to remember.
@@ -192,6 +206,19 @@ class Dedupe(NanoNode):
             seen.popitem(last=False)
         return item
 
+    def snapshot(self) -> list[Hashable]:
+        """The remembered keys, least recently seen first (checkpoint hook)."""
+        return list(self._seen)
+
+    def restore(self, state: list[Hashable]) -> None:
+        """Remember the keys of a :meth:`snapshot` (checkpoint hook).
+
+        With a smaller ``max_keys`` than when the snapshot was taken, only the
+        most recently seen ``max_keys`` of them are kept. :attr:`duplicates`
+        is not restored: it counts what this node object has dropped.
+        """
+        self._seen = collections.OrderedDict.fromkeys(state[-self.max_keys :])
+
 
 class Throttle(NanoNode):
     """Pass items on at most at ``rate`` per ``per`` seconds, delaying (never dropping) them.
@@ -199,6 +226,12 @@ class Throttle(NanoNode):
     A token bucket on the Trio clock: up to ``burst`` items pass at once after
     a quiet spell, then one every ``per / rate`` seconds. While the node waits,
     its inbox fills and back-pressure slows the nodes upstream.
+
+    Checkpoints: none. The bucket is the node's only state, and restoring it
+    would need the time the pipeline was down, which the Trio clock does not
+    know: as at any start, a restarted run begins with a full bucket (up to
+    ``burst`` items may pass at once). An item being delayed when a barrier
+    arrives is handed on before the barrier passes, so none is lost or repeated.
 
     Args:
         rate: items allowed per ``per`` seconds.
@@ -292,14 +325,39 @@ class _Timed(_Staged):
     def _flush(self) -> list[Any]:
         raise NotImplementedError
 
+    def _snapshot(self, now: float) -> Any:
+        """What is buffered or ready but not yet handed on; ``now`` is the Trio time."""
+        raise NotImplementedError
+
+    def _restore(self, state: Any, now: float) -> None:
+        """Take back what :meth:`_snapshot` returned (after ``_reset``)."""
+        raise NotImplementedError
+
 
 class _Intake(NanoNode):
+    """The stage named like the composite: takes items, and holds the checkpoint hooks."""
+
     def __init__(self, owner: _Timed) -> None:
         super().__init__()
         self.owner = owner
 
     def setup(self) -> None:
         self.owner._reset()
+
+    def snapshot(self) -> Any:
+        """The composite's buffered state: what has come in and not yet gone out.
+
+        Returns None once the input has ended: the emitter then emits
+        everything before its own end, so a final checkpoint holds nothing.
+        """
+        if self.owner._closed:
+            return None
+        return self.owner._snapshot(trio.current_time())
+
+    def restore(self, state: Any) -> None:
+        """Take back a :meth:`snapshot`; results restored are emitted from the first item on,
+        or at the end of the stream if no item comes."""
+        self.owner._restore(state, trio.current_time())
 
     async def process_item(self, item: Any) -> Any:
         owner = self.owner
@@ -312,6 +370,12 @@ class _Intake(NanoNode):
             owner._room = trio.Event()
             await owner._room.wait()
         return None
+
+    def finish(self) -> None:
+        # The input has ended: the final snapshot (taken after this) is empty,
+        # since the emitter will emit everything left.
+        self.owner._closed = True
+        self.owner._changed.set()
 
     def teardown(self) -> None:
         self.owner._closed = True
@@ -329,9 +393,11 @@ class _Emitter(NanoNode):
             changed = owner._changed = trio.Event()
             owner._due(trio.current_time())
             while owner._ready:
-                result = owner._ready.popleft()
+                # Taken off the queue only once handed on (the generator resumes
+                # after the push): a snapshot meanwhile still holds it.
+                yield owner._ready[0]
+                owner._ready.popleft()
                 owner._room.set()
-                yield result
             if owner._closed:
                 for result in owner._flush():
                     yield result
@@ -340,6 +406,15 @@ class _Emitter(NanoNode):
                 continue
             with trio.move_on_at(owner._deadline()):
                 await changed.wait()
+
+    def finish(self) -> Iterator[Any]:
+        """Emit what a restore left if no item came to start the loop."""
+        owner = self.owner
+        if owner._started:
+            return  # the loop ran and emitted everything when the input ended
+        while owner._ready:
+            yield owner._ready.popleft()
+        yield from owner._flush()
 
 
 class Batch(_Timed):
@@ -352,6 +427,13 @@ class Batch(_Timed):
 
     In statistics the node appears as ``<name>`` (items in) and ``<name>.emit``
     (batches out).
+
+    Checkpoints: the stage ``<name>`` stores the open batch's items, the time
+    left until its ``interval`` ends, and any closed batch not yet handed on
+    (so items must be picklable). After a restore the open batch fills up as
+    before: it is emitted when it holds ``size`` items, when the stored time
+    left has passed (counted from the restore: time the pipeline was down does
+    not count), or at the end of the stream.
 
     Args:
         size: items per batch.
@@ -393,6 +475,9 @@ class Batch(_Timed):
         self._batch_deadline = math.inf
 
     def _add(self, item: Any, now: float) -> None:
+        # An item arriving when the open batch is due starts the next one, also
+        # when the emitter has not closed it yet (e.g. just after a restore).
+        self._due(now)
         if not self._batch and self.interval is not None:
             self._batch_deadline = now + self.interval
         self._batch.append(item)
@@ -414,6 +499,29 @@ class Batch(_Timed):
     def _flush(self) -> list[Any]:
         batch, self._batch = self._batch, []
         return [batch] if batch else []
+
+    def _snapshot(self, now: float) -> dict[str, Any] | None:
+        if not self._batch and not self._ready:
+            return None
+        left = None if self._batch_deadline == math.inf else self._batch_deadline - now
+        return {
+            "batch": list(self._batch),
+            "time_left": left,
+            "ready": [list(batch) for batch in self._ready],
+        }
+
+    def _restore(self, state: dict[str, Any], now: float) -> None:
+        self._ready.extend(state["ready"])
+        items: list[Any] = state["batch"]
+        # The node may have been made with a smaller size since the snapshot.
+        while self.size is not None and len(items) >= self.size:
+            self._ready.append(items[: self.size])
+            items = items[self.size :]
+        self._batch = items
+        if items and self.interval is not None:
+            left = state["time_left"]
+            left = self.interval if left is None else min(max(left, 0.0), self.interval)
+            self._batch_deadline = now + left
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -455,6 +563,18 @@ class TumblingWindow(_Timed):
 
     A key function or reducer that raises fails only that item, through the
     node's error policy; the window is left as it was.
+
+    Checkpoints: the stage ``<name>`` stores every open window with its keys
+    and values (so keys and accumulators must be picklable), the watermark,
+    how far windows have been emitted, and results not yet handed on. A
+    restart then neither loses nor counts twice an item of an open window:
+    the items before the checkpoint are in the stored values, the items
+    replayed after it are added to them. With ``timestamp`` all of it is
+    event time and is restored as it was. On the Trio clock (which starts
+    afresh in each run) the windows are moved by whole windows so that the
+    window open at the checkpoint is the current one after the restore:
+    replayed items fall into it, and it closes at the end of the current
+    window of the new run.
 
     Args:
         size: window length in seconds.
@@ -571,3 +691,33 @@ class TumblingWindow(_Timed):
         flushed = list(self._ready)
         self._ready.clear()
         return flushed
+
+    def _snapshot(self, now: float) -> dict[str, Any] | None:
+        if not self._windows and not self._ready and self._emitted_until == -math.inf:
+            return None
+        return {
+            # Deep: a reducer may change an accumulator in place after this.
+            "windows": copy.deepcopy(self._windows),
+            "watermark": self._watermark,
+            "emitted_until": self._emitted_until,
+            "ready": list(self._ready),
+            "clock": now if self.timestamp is None else None,
+        }
+
+    def _restore(self, state: dict[str, Any], now: float) -> None:
+        windows: dict[float, dict[Any, Any]] = state["windows"]
+        emitted_until: float = state["emitted_until"]
+        if state["clock"] is not None and self.timestamp is None:
+            # Whole windows between the window open at the snapshot and the one open now.
+            moved = math.floor(now / self.size) - math.floor(state["clock"] / self.size)
+            windows = {self._moved(start, moved): groups for start, groups in windows.items()}
+            if emitted_until != -math.inf:
+                emitted_until = self._moved(emitted_until, moved)
+        self._windows = dict(sorted(windows.items()))
+        self._watermark = state["watermark"]
+        self._emitted_until = emitted_until
+        self._ready.extend(state["ready"])
+
+    def _moved(self, time: float, windows: int) -> float:
+        # Computed as _add computes a window's start, so equal windows get equal keys.
+        return (round(time / self.size) + windows) * self.size
