@@ -14,19 +14,24 @@ fresh pipeline restored from the checkpoint replays what came after it.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from nanostream_trio import NanoNode, Pipeline
+from nanostream_testing import capture_events
+from nanostream_trio import NanoNode, Pipeline, PipelineStateError
 from nanostream_trio.nodes import (
     Batch,
     Dedupe,
     Filter,
     FlatMap,
+    JSONLinesWriter,
     Map,
     Throttle,
     TumblingWindow,
@@ -422,3 +427,159 @@ class TestStatelessNodes:
         for node in (Map(str), Filter(bool), FlatMap(list), Throttle(1.0)):
             assert not hasattr(node, "snapshot"), node
             assert not hasattr(node, "restore"), node
+
+
+def write(writer: JSONLinesWriter, *numbers: int) -> None:
+    for number in numbers:
+        writer.process_item({"n": number})
+
+
+def numbers_in(*paths: Path) -> list[int]:
+    """The ``n`` of every line of ``paths``, in order."""
+    found: list[int] = []
+    for path in paths:
+        found += [json.loads(line)["n"] for line in path.read_text().splitlines()]
+    return found
+
+
+class TestJSONLinesWriter:
+    async def test_recover_leaves_each_line_once(self, tmp_path: Path) -> None:
+        """Lines written after prepare are cut by recover, so their replay is in the file once."""
+        path = tmp_path / "out.jsonl"
+        writer = JSONLinesWriter(path)
+        writer.setup()
+        write(writer, 1, 2)
+        prepared = await writer.prepare(1)
+        write(writer, 3, 4)  # after the barrier: the crash comes before checkpoint 2
+        writer.teardown()
+        assert numbers_in(path) == [1, 2, 3, 4]
+
+        restarted = JSONLinesWriter(path)
+        restarted.setup()
+        await restarted.recover(1, stored(prepared))
+        assert numbers_in(path) == [1, 2]
+        write(restarted, 3, 4, 5)
+        restarted.teardown()
+        assert numbers_in(path) == [1, 2, 3, 4, 5]
+
+    async def test_prepare_makes_the_lines_durable_and_returns_the_size(
+        self, tmp_path: Path
+    ) -> None:
+        """prepare flushes what was buffered and returns the file's size in bytes."""
+        path = tmp_path / "out.jsonl"
+        writer = JSONLinesWriter(path, flush_every=0)  # flushes only on rotation and close
+        writer.setup()
+        write(writer, 1, 2)
+        assert path.read_bytes() == b""
+        prepared = await writer.prepare(1)
+        assert numbers_in(path) == [1, 2]
+        assert prepared["size"] == path.stat().st_size == len(b'{"n": 1}\n{"n": 2}\n')
+        assert prepared["inode"] == path.stat().st_ino
+        assert bytes.fromhex(prepared["tail"]) == path.read_bytes()  # up to 64 bytes
+        writer.commit(1)
+        writer.teardown()
+
+    async def test_recover_runs_between_setup_and_the_first_item(self, tmp_path: Path) -> None:
+        """In a pipeline, recover after setup cuts the file before the replayed lines arrive."""
+        path = tmp_path / "out.jsonl"
+        writer = JSONLinesWriter(path)
+        writer.setup()
+        write(writer, 1)
+        prepared = await writer.prepare(1)
+        write(writer, 2)
+        writer.teardown()
+
+        writer = JSONLinesWriter(path)
+        setup = writer.setup
+
+        async def setup_then_recover() -> None:
+            setup()
+            await writer.recover(1, stored(prepared))
+
+        writer.setup = setup_then_recover  # type: ignore[method-assign]
+        source = ScriptedSource([{"n": 2}, {"n": 3}])
+        source > writer
+        with capture_events() as events:
+            await Pipeline(source).run()
+        assert numbers_in(path) == [1, 2, 3]
+        events.assert_emitted(
+            "json_lines_recovered", checkpoint=1, size=9, bytes_dropped=9, files_dropped=0
+        )
+
+    async def test_nothing_after_the_checkpoint_changes_nothing(self, tmp_path: Path) -> None:
+        """With no line written after prepare, recover leaves the file and reports nothing."""
+        path = tmp_path / "out.jsonl"
+        writer = JSONLinesWriter(path)
+        writer.setup()
+        write(writer, 1)
+        prepared = await writer.prepare(1)
+        writer.teardown()
+        restarted = JSONLinesWriter(path)
+        restarted.setup()
+        with capture_events() as events:
+            await restarted.recover(1, stored(prepared))
+        restarted.teardown()
+        assert numbers_in(path) == [1]
+        assert events.of("json_lines_recovered") == []
+
+    async def test_shorter_file_is_an_error_naming_file_and_sizes(self, tmp_path: Path) -> None:
+        """A file shorter than recorded fails recover with a message naming it and both sizes."""
+        path = tmp_path / "out.jsonl"
+        writer = JSONLinesWriter(path)
+        writer.setup()
+        write(writer, 1, 2)
+        prepared = await writer.prepare(1)
+        writer.teardown()
+        os.truncate(path, 5)
+        restarted = JSONLinesWriter(path, name="out")
+        restarted.setup()
+        with pytest.raises(PipelineStateError) as caught:
+            await restarted.recover(1, stored(prepared))
+        restarted.teardown()
+        message = str(caught.value)
+        assert "'out'" in message
+        assert str(path) in message
+        assert "has 5 bytes" in message
+        assert "fewer than the 18" in message
+        assert path.read_bytes() == b'{"n":'  # left as it was
+
+    async def test_replaced_file_is_an_error(self, tmp_path: Path) -> None:
+        """A file that is not the one the checkpoint wrote (another inode) fails recover."""
+        path = tmp_path / "out.jsonl"
+        writer = JSONLinesWriter(path)
+        writer.setup()
+        write(writer, 1)
+        prepared = await writer.prepare(1)
+        writer.teardown()
+        path.unlink()
+        path.write_text('{"n": 9}\n{"n": 9}\n')
+        restarted = JSONLinesWriter(path)
+        restarted.setup()
+        with pytest.raises(PipelineStateError, match="neither"):
+            await restarted.recover(1, stored(prepared))
+        restarted.teardown()
+        assert numbers_in(path) == [9, 9]
+
+    async def test_rotations_after_the_checkpoint_are_undone(self, tmp_path: Path) -> None:
+        """Files rotated after the checkpoint are removed and its file is put back in place."""
+        path = tmp_path / "out.jsonl"
+        backups = [tmp_path / f"out.jsonl.{k}" for k in (1, 2, 3)]
+        # 9 bytes a line, 2 lines a file.
+        writer = JSONLinesWriter(path, max_bytes=20, backups=3)
+        writer.setup()
+        write(writer, 1, 2, 3)
+        prepared = await writer.prepare(1)
+        write(writer, 4, 5, 6, 7)  # two rotations after the checkpoint
+        writer.teardown()
+        assert numbers_in(backups[2], backups[1], backups[0], path) == [1, 2, 3, 4, 5, 6, 7]
+
+        restarted = JSONLinesWriter(path, max_bytes=20, backups=3)
+        restarted.setup()
+        with capture_events() as events:
+            await restarted.recover(1, stored(prepared))
+        events.assert_emitted("json_lines_recovered", bytes_dropped=9, files_dropped=2)
+        assert numbers_in(backups[0], path) == [1, 2, 3]
+        assert not backups[1].exists()
+        write(restarted, 4, 5, 6, 7)
+        restarted.teardown()
+        assert numbers_in(backups[2], backups[1], backups[0], path) == [1, 2, 3, 4, 5, 6, 7]

@@ -1,4 +1,11 @@
-"""JSON Lines: a parser node (text line -> object) and a writer sink (object -> line in a file)."""
+"""JSON Lines: a parser node (text line -> object) and a writer sink (object -> line in a file).
+
+The writer takes part in checkpoints (issue 10) as a sink: ``prepare`` makes the
+lines written so far durable and records the file's size and inode,
+``recover`` cuts the file back to that size after a restart (first undoing
+rotations made since, found by the inode), so the lines the sources replay
+are written once.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from typing import Any, BinaryIO, Unpack
 
 import trio
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, PipelineStateError
 from .._node import NanoNode
 from .._policy import short_repr
 from ._errors import JSONLineError, describe_location
@@ -125,6 +132,16 @@ class JSONLinesWriter(NanoNode):
     An item that JSON cannot encode raises ``TypeError`` through the error
     policy, unless ``default`` turns it into something encodable (the default
     writes ``str(value)``).
+
+    Checkpoints (effectively-once output): at each checkpoint :meth:`prepare`
+    flushes and fsyncs the file and records its size and inode; after a
+    restart :meth:`recover` cuts the file back to that size, so the lines
+    written after the checkpoint, which the sources replay, are in the file
+    once. Rotations made after the checkpoint are undone first (the files
+    rotated since hold only lines from after it and are removed). A file
+    shorter than recorded, or not found at all, is an error: the lines the
+    checkpoint counts as written are gone, and going on would lose them
+    silently.
 
     Args:
         path: the file to write.
@@ -277,3 +294,160 @@ class JSONLinesWriter(NanoNode):
         error, self._flush_error = self._flush_error, None
         if error is not None:
             raise error
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    async def prepare(self, n: int) -> dict[str, Any]:
+        """Checkpoint hook: make every line written so far durable (flush, then fsync).
+
+        Args:
+            n: the checkpoint's number.
+
+        Returns:
+            ``{"size": ..., "inode": ..., "tail": ...}``: the file's size in
+            bytes once synced, its inode and its last bytes (hex), by which
+            recover finds it again, also once rotated, and tells it from a
+            file put in its place.
+
+        Raises:
+            OSError: the flush or fsync failed (also a deferred flush of the
+                last burst): the checkpoint must not count these lines.
+        """
+        error, self._flush_error = self._flush_error, None
+        if error is not None:
+            raise error
+        handle = self._file
+        if handle is None:
+            msg = f"node {self.name!r} got prepare({n}) before setup() opened {self.path}"
+            raise RuntimeError(msg)
+        handle.flush()  # on the Trio thread, like every other flush of this file
+        self._unflushed = 0
+        return await trio.to_thread.run_sync(_sync_and_describe, handle.fileno(), self.path)
+
+    def commit(self, n: int) -> None:
+        """Checkpoint hook: checkpoint ``n`` is durable; nothing to do, :meth:`prepare` synced."""
+
+    async def recover(self, n: int, prepared: dict[str, Any]) -> None:
+        """Checkpoint hook: go back to the file as :meth:`prepare` left it at checkpoint ``n``.
+
+        Runs after ``setup`` (the file is open) and before the first line.
+        Files rotated after the checkpoint are removed and the checkpoint's
+        file is put back in place; then the file is cut back to the recorded
+        size and synced. A ``json_lines_recovered`` event reports what was
+        removed, if anything.
+
+        Args:
+            n: the checkpoint's number.
+            prepared: what :meth:`prepare` returned at checkpoint ``n``.
+
+        Raises:
+            PipelineStateError: the checkpoint's file is not there, or is
+                shorter than recorded (lines the checkpoint counts are gone).
+        """
+        self._close()
+        try:
+            dropped = await trio.to_thread.run_sync(
+                self._roll_back,
+                n,
+                prepared["size"],
+                prepared["inode"],
+                bytes.fromhex(prepared["tail"]),
+            )
+        finally:
+            self._open()
+        bytes_dropped, files_dropped = dropped
+        if bytes_dropped or files_dropped:
+            self.log_event(
+                "json_lines_recovered",
+                path=self.path,
+                checkpoint=n,
+                size=prepared["size"],
+                bytes_dropped=bytes_dropped,
+                files_dropped=files_dropped,
+            )
+
+    def _roll_back(self, n: int, size: int, inode: int, tail: bytes) -> tuple[int, int]:
+        """In a worker thread: undo rotations and writes after checkpoint ``n``.
+
+        Returns the bytes cut off the checkpoint's file and the number of
+        files removed (each rotated after the checkpoint).
+        """
+        names = [self.path, *(f"{self.path}.{k}" for k in range(1, self.backups + 1))]
+        found = None
+        shorter: tuple[str, int] | None = None
+        for k, name in enumerate(names):
+            try:
+                info = os.stat(name)
+            except FileNotFoundError:
+                continue
+            if info.st_ino != inode:
+                continue
+            if info.st_size < size:
+                shorter = (name, info.st_size)
+            elif _bytes_before(name, size, len(tail)) == tail:
+                found = k
+                break
+        if found is None and shorter is not None:
+            name, actual = shorter
+            msg = (
+                f"node {self.name!r} cannot recover checkpoint {n}: {name} has {actual} "
+                f"bytes, fewer than the {size} the checkpoint counts as written; the file was "
+                "cut outside the pipeline. Restore it, or start without the checkpoint to "
+                "write afresh"
+            )
+            raise PipelineStateError(msg)
+        if found is None:
+            msg = (
+                f"node {self.name!r} cannot recover checkpoint {n}: the file it wrote "
+                f"({size} bytes) is neither {self.path} nor one of its backups (replaced or "
+                "removed outside the pipeline?). Restore it, or start without the checkpoint "
+                "to write afresh"
+            )
+            raise PipelineStateError(msg)
+        # Files newer than the checkpoint's hold only lines written after it.
+        for name in names[:found]:
+            os.remove(name)
+        if found:
+            for k in range(found, len(names)):
+                if os.path.exists(names[k]):
+                    os.replace(names[k], names[k - found])
+        actual = os.stat(self.path).st_size
+        with open(self.path, "r+b") as handle:
+            handle.truncate(size)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if found:
+            _sync_directory(self.path)
+        return actual - size, found
+
+
+#: Bytes before a checkpoint's size that recover compares, to know the file again.
+_TAIL_BYTES = 64
+
+
+def _sync_and_describe(fileno: int, path: str) -> dict[str, Any]:
+    """In a worker thread: fsync the file; what recover needs to find it and cut it back."""
+    os.fsync(fileno)
+    info = os.fstat(fileno)
+    tail = _bytes_before(path, info.st_size, _TAIL_BYTES)
+    return {"size": info.st_size, "inode": info.st_ino, "tail": tail.hex()}
+
+
+def _bytes_before(path: str, size: int, count: int) -> bytes:
+    """The ``count`` bytes of ``path`` before offset ``size`` (fewer near the start)."""
+    start = max(size - count, 0)
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        return handle.read(size - start)
+
+
+def _sync_directory(path: str) -> None:
+    """Make renames in ``path``'s directory durable (where the OS allows it)."""
+    try:
+        descriptor = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
