@@ -11,6 +11,8 @@ times on every run:
   :class:`Raise`, :class:`End` markers) at scripted virtual times;
 * :class:`CollectingSink` and :class:`AssertionSink` record and check what
   arrives;
+* :class:`Crash` (a script marker) and :func:`crash_at` (a moment of a
+  checkpoint) crash a run, to test recovery from a checkpoint store;
 * :func:`run_node` / :func:`run_node_async` drive a single node;
 * :func:`capture_events` and :class:`EventLog` assert on structlog events;
 * :func:`check_node_contract` checks that a node class behaves;
@@ -25,6 +27,9 @@ from nanostream_trio._publish import publish
 
 from ._contract import ContractProbeError as ContractProbeError
 from ._contract import check_node_contract as check_node_contract
+from ._crash import Crash as Crash
+from ._crash import SimulatedCrash as SimulatedCrash
+from ._crash import crash_at as crash_at
 from ._events import EventLog as EventLog
 from ._events import capture_events as capture_events
 from ._exceptions import ContractViolation as ContractViolation
@@ -51,6 +56,7 @@ __all__ = [
     "CollectingSink",
     "ContractProbeError",
     "ContractViolation",
+    "Crash",
     "End",
     "EventLog",
     "FakeSource",
@@ -59,10 +65,12 @@ __all__ = [
     "Pause",
     "PipelineAssertionError",
     "Raise",
+    "SimulatedCrash",
     "SinkAssertionError",
     "TimeLimitExceeded",
     "capture_events",
     "check_node_contract",
+    "crash_at",
     "run_node",
     "run_node_async",
     "run_pipeline",

@@ -9,7 +9,13 @@ and in-band markers:
 * :class:`Pause` waits a number of virtual seconds before the next item (and
   shifts every later item by as much);
 * :class:`Raise` makes the source fail with an exception;
-* :class:`End` ends the source there, ignoring the rest of the script.
+* :class:`End` ends the source there, ignoring the rest of the script;
+* :class:`~nanostream_testing.Crash` crashes it there, once (see ``_crash.py``).
+
+A FakeSource has a position for checkpoints (``snapshot``/``restore``): the
+number of script entries it has gone through. Restored, it resumes after
+them, its next item due at once and the later ones on their schedule from
+there.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import trio
 
 from nanostream_trio import NanoNode
 
+from ._crash import Crash, SimulatedCrash
 from ._exceptions import FakeUsageError
 
 __all__ = ["End", "FakeSource", "Pause", "Raise"]
@@ -84,7 +91,7 @@ class End:
         return "End()"
 
 
-_MARKERS = (Pause, Raise, End)
+_MARKERS = (Pause, Raise, End, Crash)
 
 
 class FakeSource(NanoNode):
@@ -166,6 +173,10 @@ class FakeSource(NanoNode):
         self._start = float(start)
         self.emitted: list[Any] = []
         self.emitted_at: list[float] = []
+        # Script entries gone through (the checkpoint position), and where a
+        # restored run resumes.
+        self._consumed = 0
+        self._resume_at = 0
 
     def setup(self) -> None:
         """Check the source is linked: a FakeSource feeding nothing tests nothing."""
@@ -178,16 +189,38 @@ class FakeSource(NanoNode):
             raise FakeUsageError(msg, node=self.name)
         self.emitted = []
         self.emitted_at = []
+        self._consumed = self._resume_at = 0
+
+    def snapshot(self) -> int:
+        """The checkpoint position: how many script entries have been gone through."""
+        return self._consumed
+
+    def restore(self, state: int) -> None:
+        """Resume after the first ``state`` script entries (from :meth:`snapshot`)."""
+        self._resume_at = self._consumed = state
 
     async def generator(self) -> AsyncIterator[Any]:
         """Play the script: sleep until each item's time, then yield it."""
         started = trio.current_time()
         shift = self._start
-        index = 0
-        for entry in self.script:
-            if isinstance(entry, Pause):
+        resume = self._resume_at
+        # Data items before the resume point: their times no longer apply.
+        index = sum(1 for entry in self.script[:resume] if not isinstance(entry, _MARKERS))
+        if resume and index < len(self._offsets):
+            shift -= self._offsets[index]
+        for position, entry in enumerate(self.script[resume:], resume + 1):
+            # An entry counts as gone through once done (an item: as it is
+            # yielded); End and Raise never are: a restored run meets them again.
+            if isinstance(entry, Crash):
+                self._consumed = position
+                if not entry.fired:
+                    entry.fired = True
+                    msg = f"simulated crash of FakeSource {self.name!r} at script entry {position}"
+                    raise SimulatedCrash(msg, moment="script", node=self.name)
+            elif isinstance(entry, Pause):
                 shift += entry.seconds
                 await trio.sleep(entry.seconds)
+                self._consumed = position
             elif isinstance(entry, Raise):
                 raise entry.exception()
             elif isinstance(entry, End):
@@ -197,4 +230,5 @@ class FakeSource(NanoNode):
                 index += 1
                 self.emitted.append(entry)
                 self.emitted_at.append(trio.current_time() - started)
+                self._consumed = position
                 yield entry

@@ -283,6 +283,10 @@ class Checkpointer:
         self.pending: _Pending | None = None
         self.last_completed: float | None = None
         self.completed = 0
+        #: Called with a moment ("after_prepare", "before_write", "after_write"),
+        #: the checkpoint's number and the node's name (None for the store's
+        #: moments); nanostream_testing's crash points raise there.
+        self.fault: Callable[[str, int, str | None], None] | None = None
         self._lock = trio.Lock()
         for run in runs:
             run.checkpointer = self
@@ -342,7 +346,10 @@ class Checkpointer:
             record["state"] = state
         n = barrier.n if barrier is not None else None
         if (prepare := _hook(node, "prepare")) is not None:
-            record["prepared"] = await _call(run, prepare, n if n is not None else self._final_n())
+            prepared_n = n if n is not None else self._final_n()
+            record["prepared"] = await _call(run, prepare, prepared_n)
+            if self.fault is not None:
+                self.fault("after_prepare", prepared_n, run.name)
         inbox = run.inbox
         if barrier is None:
             self.final[run.name] = record
@@ -359,7 +366,8 @@ class Checkpointer:
             pending.add(run.name, record)
 
     def _final_n(self) -> int:
-        return self.next_n
+        # A final state completes the checkpoint in flight, if any, then the last one.
+        return self.pending.n if self.pending is not None else self.next_n
 
     def source_injected(self, run: NodeRun, barrier: Barrier) -> None:
         """A source has put ``barrier`` on its outputs."""
@@ -385,8 +393,10 @@ class Checkpointer:
             for run in running:
                 if run.node._ns_kind == "source":
                     run.request_barrier(barrier)
+            # Late by more than twice the interval: something holds it up.
+            patience = 2 * (self.interval or DEFAULT_CHECKPOINT_INTERVAL)
             while not pending.done.is_set():
-                with trio.move_on_after(self.interval or DEFAULT_CHECKPOINT_INTERVAL):
+                with trio.move_on_after(patience):
                     await pending.done.wait()
                 if not pending.done.is_set():
                     self._delayed(pending)
@@ -410,7 +420,11 @@ class Checkpointer:
         )
 
     async def _complete(self, pending: _Pending, *, final: bool) -> None:
+        if self.fault is not None:
+            self.fault("before_write", pending.n, None)
         size = await self.store.write(pending.n, self.shape, pending.records, final)
+        if self.fault is not None:
+            self.fault("after_write", pending.n, None)
         self.pending = None
         self.completed += 1
         now = trio.current_time()
@@ -491,6 +505,7 @@ async def open_checkpointer(
     nodes: Iterable[NanoNode],
     runs: list[NodeRun],
     log: Any,
+    fault: Callable[[str, int, str | None], None] | None = None,
 ) -> AsyncIterator[Checkpointer | None]:
     """The run's :class:`Checkpointer` over its open store (restored from), or None without one."""
     if path is None:
@@ -500,6 +515,7 @@ async def open_checkpointer(
     await store.open()
     try:
         checkpointer = Checkpointer(store, interval, runs, node_shape(nodes), log)
+        checkpointer.fault = fault
         await checkpointer.load()
         yield checkpointer
     finally:

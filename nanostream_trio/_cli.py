@@ -47,6 +47,7 @@ import trio
 
 from ._composite import _CompositeNode
 from ._config import PipelineFile, read_pipeline
+from ._exceptions import ConfigError
 from ._node import NanoNode, registered_nodes
 from ._node_spec import class_parameters, import_module
 from ._pipeline import Pipeline
@@ -165,6 +166,17 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics",
         metavar="HOST:PORT",
         help="serve Prometheus /metrics and /health on this address while running",
+    )
+    run.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="keep checkpoints in this SQLite file and resume from it (overrides the file's)",
+    )
+    run.add_argument(
+        "--checkpoint-interval",
+        metavar="SECONDS",
+        type=float,
+        help="seconds between checkpoints (default: the file's, else 5)",
     )
     run.set_defaults(handler=_cmd_run)
 
@@ -683,6 +695,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     loaded = read_pipeline(args.file)
     if args.metrics is not None:
         loaded.pipeline.metrics = args.metrics
+    try:
+        if args.checkpoint is not None:
+            loaded.pipeline.checkpoint = args.checkpoint
+        if args.checkpoint_interval is not None:
+            if loaded.pipeline.checkpoint is None:
+                _error("--checkpoint-interval needs a checkpoint store: give --checkpoint PATH")
+                return EXIT_USAGE
+            loaded.pipeline.checkpoint_interval = args.checkpoint_interval
+    except ConfigError as exc:
+        _error(f"--{exc.key.replace('_', '-') if exc.key else 'checkpoint'}: {exc}")
+        return EXIT_USAGE
     show_table = args.table == "always" or (args.table == "auto" and _isatty(sys.stderr))
     table = (
         LiveTable(sys.stderr, loaded.pipeline, color=_isatty(sys.stderr)) if show_table else None

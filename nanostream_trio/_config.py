@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._checkpoint import DEFAULT_CHECKPOINT_INTERVAL
 from ._composite import load_composite_from
 from ._exceptions import ConfigError, NanostreamError
 from ._node import NanoNode, Port
@@ -81,7 +82,9 @@ _PIPELINE_KEYS = (
     "links",
     "stats_interval",
     "stall_timeout",
+    "checkpoint",
 )
+_CHECKPOINT_KEYS = ("path", "interval")
 _NODE_KEYS = ("name", "class", "args", "on_error", "retry", "capacity", "blocking")
 _LINK_KEYS = ("from", "to", "port")
 _PORTS = ("main", "dead_letters")
@@ -210,6 +213,7 @@ def _build_pipeline(document: Document) -> PipelineFile:
                     (key,), f"expected a positive number of seconds, or null; got {describe(value)}"
                 )
             settings[key] = value
+    checkpoint, interval = _checkpoint_settings(document, spec.get("checkpoint"))
     nodes = _build_nodes(document, spec.get("nodes"))
     _link_nodes(document, spec, nodes)
     try:
@@ -218,6 +222,8 @@ def _build_pipeline(document: Document) -> PipelineFile:
             name=name,
             stats_interval=settings.get("stats_interval", DEFAULT_STATS_INTERVAL),
             stall_timeout=settings.get("stall_timeout", DEFAULT_STALL_TIMEOUT),
+            checkpoint=checkpoint,
+            checkpoint_interval=interval,
         )
     except NanostreamError as exc:
         blamed = getattr(exc, "node", None) or getattr(exc, "downstream", None)
@@ -228,6 +234,28 @@ def _build_pipeline(document: Document) -> PipelineFile:
                 path = node_path
         document.fail(path, str(exc))
     return PipelineFile(pipeline, {name: node for name, (node, _) in nodes.items()})
+
+
+def _checkpoint_settings(document: Document, value: Any) -> tuple[str | None, float | None]:
+    """``checkpoint: state.db`` or ``checkpoint: {path: state.db, interval: 5}``."""
+    if value is None:
+        return None, DEFAULT_CHECKPOINT_INTERVAL
+    if isinstance(value, str):
+        value = {"path": value}
+    spec = document.mapping(("checkpoint",), value, "checkpoint settings (path, interval)")
+    document.check_keys(
+        ("checkpoint",), spec, _CHECKPOINT_KEYS, required=("path",), what="checkpoint"
+    )
+    path = document.string(("checkpoint", "path"), spec["path"], "the checkpoint store's path")
+    interval = spelled(spec.get("interval", DEFAULT_CHECKPOINT_INTERVAL), float)
+    if interval is not None and (
+        not isinstance(interval, int | float) or isinstance(interval, bool) or not interval > 0
+    ):
+        document.fail(
+            ("checkpoint", "interval"),
+            f"expected a positive number of seconds, or null; got {describe(interval)}",
+        )
+    return path, interval
 
 
 def _inner_name_of(node: NanoNode, name: Any) -> bool:

@@ -47,6 +47,12 @@ _NODE_FIELDS: Final = (
     ("handoff_queued", "handoff_queued", "gauge", "Items waiting in a source thread's hand-off."),
     ("blocked_seconds", "blocked_seconds_total", "counter", "Seconds spent waiting for room."),
     ("busy_seconds", "busy_seconds_total", "counter", "Seconds spent processing items."),
+    (
+        "alignment_seconds",
+        "barrier_alignment_seconds_total",
+        "counter",
+        "Seconds checkpoint barriers waited in the inbox for all inputs.",
+    ),
 )
 _STATUSES: Final = ("pending", "running", "finished", "failed", "cancelled")
 _PIPELINE_STATUSES: Final = ("pending", "running", "stopping", "finished", "failed", "cancelled")
@@ -95,8 +101,10 @@ def render_metrics(stats: PipelineStatistics, *, extra: dict[str, float] | None 
     Per node (label ``node``, plus ``pipeline`` everywhere): the counters and
     gauges of :class:`NodeStatistics` that the snapshot has, and
     ``nanostream_node_status`` (1 for the node's current status, 0 for the
-    others). Per pipeline: ``nanostream_pipeline_uptime_seconds`` and
-    ``nanostream_pipeline_status``; ``extra`` adds more pipeline gauges
+    others). Per pipeline: ``nanostream_pipeline_uptime_seconds``,
+    ``nanostream_pipeline_status`` and, once a checkpoint has been written,
+    ``nanostream_pipeline_checkpoints_total`` and
+    ``nanostream_pipeline_checkpoint_age_seconds``; ``extra`` adds more pipeline gauges
     (name without the ``nanostream_pipeline_`` prefix).
     """
     pipeline = _label(stats.name)
@@ -114,6 +122,21 @@ def render_metrics(stats: PipelineStatistics, *, extra: dict[str, float] | None 
         current = int(stats.status == status)
         lines.append(
             f'nanostream_pipeline_status{{pipeline="{pipeline}",status="{status}"}} {current}'
+        )
+    if stats.checkpoints:
+        family("nanostream_pipeline_checkpoints_total", "counter", "Checkpoints written.")
+        lines.append(
+            f'nanostream_pipeline_checkpoints_total{{pipeline="{pipeline}"}} {stats.checkpoints}'
+        )
+    if stats.checkpoint_age is not None:
+        family(
+            "nanostream_pipeline_checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the last checkpoint was written.",
+        )
+        lines.append(
+            f'nanostream_pipeline_checkpoint_age_seconds{{pipeline="{pipeline}"}} '
+            f"{_number(stats.checkpoint_age)}"
         )
     for key, value in sorted((extra or {}).items()):
         name = f"nanostream_pipeline_{key}"

@@ -152,6 +152,8 @@ class Pipeline:
             checkpoint, checkpoint_interval
         )
         self._checkpointer: Checkpointer | None = None
+        # Set by nanostream_testing.crash_at(): where a test makes a checkpoint fail.
+        self._ns_checkpoint_fault: Any = None
         self._metrics_address: tuple[str, int] | None = None
         self._runs: dict[str, NodeRun] = {}
         self._status: PipelineStatus = "pending"
@@ -318,7 +320,13 @@ class Pipeline:
                 if self._cancel_requested:
                     self._cancel_scope.cancel(reason="Pipeline.cancel() was called before run()")
                 async with open_checkpointer(
-                    self._checkpoint, self._checkpoint_interval, self.name, self._nodes, runs, log
+                    self._checkpoint,
+                    self._checkpoint_interval,
+                    self.name,
+                    self._nodes,
+                    runs,
+                    log,
+                    self._ns_checkpoint_fault,
                 ) as self._checkpointer:
                     async with trio.open_nursery() as monitor_nursery:
                         monitor_nursery.start_soon(
@@ -414,6 +422,24 @@ class Pipeline:
             msg = f"pipeline {self.name!r} cannot take a checkpoint: every node has ended"
             raise PipelineStateError(msg)
         return n
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint store's path for the next run (settable), or None."""
+        return self._checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, path: str | os.PathLike[str] | None) -> None:
+        self._checkpoint, _ = check_checkpoint_options(path, self._checkpoint_interval)
+
+    @property
+    def checkpoint_interval(self) -> float | None:
+        """Seconds between checkpoints in the next run (settable); None: on demand only."""
+        return self._checkpoint_interval
+
+    @checkpoint_interval.setter
+    def checkpoint_interval(self, interval: float | None) -> None:
+        _, self._checkpoint_interval = check_checkpoint_options(self._checkpoint or "", interval)
 
     @property
     def metrics(self) -> str | None:

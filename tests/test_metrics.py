@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 from nanostream_trio import ConfigError, NanoNode, Pipeline
 from nanostream_trio._metrics import health, parse_address, render_metrics, serve_metrics
@@ -204,6 +205,34 @@ class TestWiring:
         assert pipeline.metrics_address is None
         with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
             await trio.to_thread.run_sync(fetch, address[1], "/metrics")
+
+    async def test_checkpoint_count_and_age_are_scraped(self, tmp_path: Any) -> None:
+        """With checkpoint=, /metrics shows checkpoints written and the age of the last one."""
+        gate, arrived = trio.Event(), trio.Event()
+        source = Gate(3, gate, name="source")
+        source > Seen(3, arrived, name="sink")
+        pipeline = Pipeline(
+            source, name="ck", metrics="127.0.0.1:0", checkpoint=tmp_path / "s.db",
+            checkpoint_interval=None,
+        )  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            await arrived.wait()
+            address = pipeline.metrics_address
+            assert address is not None
+            _, _, before = await trio.to_thread.run_sync(fetch, address[1], "/metrics")
+            assert "nanostream_pipeline_checkpoints_total" not in before
+            # Gate waits without yielding: the checkpoint passes with its final state.
+            with trio.move_on_after(0.2):
+                await pipeline.checkpoint_now()
+            gate.set()
+            await trio.lowlevel.checkpoint()
+        stats = pipeline.statistics()
+        text = render_metrics(stats)
+        assert f'nanostream_pipeline_checkpoints_total{{pipeline="ck"}} {stats.checkpoints}' in text
+        assert stats.checkpoints >= 1
+        assert 'nanostream_pipeline_checkpoint_age_seconds{pipeline="ck"}' in text
+        assert "nanostream_node_barrier_alignment_seconds_total" in text
 
     def test_a_bad_address_fails_at_construction(self) -> None:
         """A metrics address without a port is refused when the pipeline is made."""

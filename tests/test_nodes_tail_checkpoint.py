@@ -126,6 +126,38 @@ class TestSnapshot:
             (entry,) = hooks.snapshot()["files"]
         assert (entry["offset"], entry["lineno"]) == (len(numbered(1, 4)), 3)
 
+    async def test_inside_an_overlong_line_the_skipped_line_is_not_counted(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """Taken while an overlong line is being skipped, the snapshot is at that line's
+        start with the lines before it: a restore skips it again and numbers on."""
+        log = tmp_path / "app.log"
+        log.write_text("short\n" + "x" * 5000)
+        async with Hooks(tail_of(log, max_line_bytes=1000)) as hooks:
+            assert await hooks.until_idle() == ["short"]
+            state = hooks.snapshot()
+        assert (state["files"][0]["offset"], state["files"][0]["lineno"]) == (6, 1)
+        append(log, "x\nafter\n")
+        async with Hooks(tail_of(log, max_line_bytes=1000, follow=False), state) as hooks:
+            rest = await hooks.to_end()
+        assert rest == ["after"]
+        assert rest[0].lineno == 3
+
+    async def test_after_teardown_it_still_holds_the_last_position(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """The last snapshot at the node's end may come after teardown closed the files:
+        it is the same as before."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 51))
+        hooks = Hooks(tail_of(log, follow=False))
+        async with hooks:
+            await hooks.to_end()
+            before = hooks.snapshot()
+        assert hooks.snapshot() == before
+        assert before["files"][0]["lineno"] == 50
+        assert "suffix_sha256" in before["files"][0]
+
     async def test_is_plain_data_that_survives_pickle_and_json(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:
@@ -365,6 +397,21 @@ class TestRestore:
             assert hooks.snapshot() == state
             rest = await hooks.lines(4)
         assert sorted(rest) == sorted(expected(3, 5) * 2)
+
+    async def test_entry_of_a_deleted_file_does_not_resume_a_later_file(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A saved file deleted while stopped, then a file created during the run that
+        starts alike (and may reuse its inode), is read whole."""
+        log = tmp_path / "app.log"
+        log.write_text("header\n" + numbered(1, 11))
+        _, state = await first_run(log, 11)
+        log.unlink()
+        async with Hooks(tail_of(log), state) as hooks:
+            assert await hooks.until_idle() == []
+            log.write_text("header\n" + numbered(1, 13))
+            rest = await hooks.lines(13)
+        assert rest == ["header", *expected(1, 13)]
 
     async def test_state_of_another_kind_is_refused(self, tmp_path: Path) -> None:
         """A state that is no TailFile snapshot is a ConfigError naming the node."""

@@ -277,10 +277,9 @@ class TailFile(NanoNode):
             self._dir_known = {info_id for _, info_id in self._rotated_files()}
 
     def teardown(self) -> None:
-        """Close every file."""
+        """Close every file (what was read of them is kept, for a last :meth:`snapshot`)."""
         for tracked in self._tracked.values():
-            self._close(tracked, keep_hash=False)
-        self._tracked = {}
+            self._close(tracked)
 
     async def generator(self) -> AsyncIterator[Any]:
         """Yield lines as they are written, until stopped (or at the end without ``follow``)."""
@@ -365,6 +364,13 @@ class TailFile(NanoNode):
             ):
                 continue
             self._find_elsewhere(saved, identity)
+        # Only files not opened yet still need their entry: a stale one must not
+        # resume a new file that reuses a deleted file's inode later in the run.
+        self._saved = {
+            identity: saved
+            for identity, saved in self._saved.items()
+            if (waiting := self._tracked.get(identity)) is not None and waiting.fresh
+        }
 
     def _find_elsewhere(self, saved: dict[str, Any], identity: tuple[int, int]) -> None:
         """Track a restored file found again in its directory under another name (by
@@ -603,6 +609,7 @@ class TailFile(NanoNode):
                 self._retry = True
                 return False
             tracked.fresh = False
+            self._saved.pop(tracked.identity, None)  # placed: its position is in tracked now
         return True
 
     def _reopen(self, tracked: Tracked) -> bool:
