@@ -163,9 +163,9 @@ def running(runner: Runner) -> Iterator[Runner]:
 
 def report(request: pytest.FixtureRequest, scenario: str, at_least_once: Tally) -> None:
     """Show the at-least-once sink's duplicates in the test report (they are allowed)."""
-    line = f"{scenario}: at-least-once sink saw {at_least_once.duplicates} duplicates over {KILLS} kills"
-    request.node.user_properties.append(("at_least_once_duplicates", at_least_once.duplicates))
-    print(line)
+    duplicates = at_least_once.duplicates
+    request.node.user_properties.append(("at_least_once_duplicates", duplicates))
+    print(f"{scenario}: the at-least-once sink saw {duplicates} duplicates over {KILLS} kills")
 
 
 class TestTailKill:
@@ -205,7 +205,9 @@ class TestTailKill:
         output = [record["n"] for batch in json_lines(out) for record in batch]  # type: ignore[attr-defined]
         effectively_once = tally(output, expected)
         at_least_once = tally(numbers_in(seen), expected)
-        report(request, f"tail ({len(expected)} lines, {rotations.strip()} rotations)", at_least_once)
+        report(
+            request, f"tail ({len(expected)} lines, {rotations.strip()} rotations)", at_least_once
+        )
         assert (effectively_once.lost, effectively_once.duplicates) == ([], 0), (
             f"{effectively_once}\n{pipeline.log()}"
         )
@@ -217,9 +219,7 @@ def drop_csv(directory: Path, index: int, rows: int) -> range:
     ids = range(index * 10_000, index * 10_000 + rows)
     name = f"file{index}.csv"
     part = directory / f"{name}.part"
-    part.write_text(
-        "id,file\n" + "".join(f"{row},{name}\n" for row in ids), encoding="utf-8"
-    )
+    part.write_text("id,file\n" + "".join(f"{row},{name}\n" for row in ids), encoding="utf-8")
     part.rename(directory / name)
     return ids
 
