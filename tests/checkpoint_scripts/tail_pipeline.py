@@ -1,6 +1,6 @@
 """The pipeline of the kill -9 tail scenario.
 
-argv: LOG OUT SEEN STATE
+argv: LOG OUT SEEN STATE [--no-follow]
 
 ``TailFile(LOG) > JSONLinesParser() > Batch(100, interval=0.2) > JSONLinesWriter(OUT)``
 with checkpoints in STATE every 0.25 s. Batch emits lists, and JSONLinesWriter
@@ -12,6 +12,9 @@ batch's numbers to SEEN, one per line, without prepare/recover): after a
 crash it sees the replayed items again, and the test counts them.
 
 SIGTERM stops gracefully (the pipeline drains and writes a final checkpoint).
+With ``--no-follow`` TailFile reads to the end of its files and the run ends by
+itself, with the same final checkpoint (``follow`` is not part of the shape a
+checkpoint must match, so the same store serves both).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from nanostream_trio import NanoNode, Pipeline
 from nanostream_trio.nodes import Batch, JSONLinesParser, JSONLinesWriter, TailFile
 
 log, out, seen, state = sys.argv[1:5]
+follow = sys.argv[5:] != ["--no-follow"]
 
 
 class AppendNumbers(NanoNode):
@@ -46,7 +50,7 @@ class AppendNumbers(NanoNode):
             self._file.close()
 
 
-tail = TailFile(log, start_at="beginning", poll_interval=0.05, name="tail")
+tail = TailFile(log, start_at="beginning", follow=follow, poll_interval=0.05, name="tail")
 batch = Batch(100, interval=0.2, name="batch")
 tail > JSONLinesParser(name="parse") > batch > JSONLinesWriter(out, name="out")
 batch > AppendNumbers(seen)
