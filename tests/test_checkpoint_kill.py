@@ -158,6 +158,12 @@ class Runner:
             process.wait()
             pytest.fail(f"{self.script.name} did not stop within {EXIT_TIMEOUT} s of SIGTERM")
 
+    def wait_for_checkpoint(self) -> None:
+        """Wait until the running process has completed a checkpoint (its log says so)."""
+        path = self.logs / f"run{self.runs}.log"
+        if not poll_until(lambda: b"checkpoint_completed" in path.read_bytes(), CATCH_UP_TIMEOUT):
+            pytest.fail(f"no checkpoint completed within {CATCH_UP_TIMEOUT} s\n{self.log()}")
+
     def log(self, run: int | None = None) -> str:
         path = self.logs / f"run{run or self.runs}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
@@ -203,8 +209,12 @@ class TestTailKill:
         )
         try:
             with running(Runner("tail_pipeline.py", [log, out, seen, state], logs)) as pipeline:
-                for _ in range(KILLS):
+                for kill in range(KILLS):
                     pipeline.start()
+                    if kill == 0:
+                        # Nothing is promised before the first checkpoint (a restart without
+                        # one starts afresh, and would not read a file rotated away meanwhile).
+                        pipeline.wait_for_checkpoint()
                     time.sleep(rng.uniform(0.2, 2.0))  # the moment of the kill, not a wait
                     pipeline.kill()
                     time.sleep(rng.uniform(0.0, 0.5))  # down while the writer goes on
@@ -264,8 +274,10 @@ class TestDirectoryKill:
 
         drop(3)  # present before the first start (initial scan)
         with running(Runner("watch_pipeline.py", [inbox, out, seen, state], logs)) as pipeline:
-            for _ in range(KILLS):
+            for kill in range(KILLS):
                 pipeline.start()
+                if kill == 0:
+                    pipeline.wait_for_checkpoint()  # nothing is promised before the first one
                 kill_at = time.monotonic() + rng.uniform(0.2, 2.0)
                 while time.monotonic() < kill_at:  # files arriving while it runs
                     drop(1)
