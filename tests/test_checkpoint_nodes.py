@@ -17,7 +17,9 @@ import dataclasses
 import json
 import os
 import pickle
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +27,18 @@ import pytest
 import trio
 
 from nanostream_testing import capture_events
-from nanostream_trio import NanoNode, Pipeline, PipelineStateError
+from nanostream_trio import Items, NanoNode, Pipeline, PipelineStateError
 from nanostream_trio.nodes import (
     Batch,
     Dedupe,
     Filter,
     FlatMap,
     JSONLinesWriter,
+    LocalDirectoryWatchdog,
     Map,
     Throttle,
     TumblingWindow,
+    _watch,
 )
 
 
@@ -118,7 +122,7 @@ def restore_after_setup(node: Any, state: Any) -> list[float]:
 class Checkpoint:
     """Takes a snapshot of a node, and notes what the sink had received by then."""
 
-    def __init__(self, node: Any, sink: Recorder) -> None:
+    def __init__(self, node: Any, sink: Any) -> None:
         self.node = node
         self.sink = sink
         self.state: Any = None
@@ -246,9 +250,10 @@ class TestBatch:
     async def test_batch_not_yet_handed_on_is_in_the_snapshot(self) -> None:
         """A closed batch the emitter is still waiting to hand on is kept by the snapshot."""
 
-        class Gated(Recorder):
+        class Gated(NanoNode):
             def __init__(self) -> None:
                 super().__init__()
+                self.items: list[Any] = []
                 self.gate = trio.Event()
 
             async def process_item(self, item: Any) -> None:
@@ -496,7 +501,7 @@ class TestJSONLinesWriter:
             setup()
             await writer.recover(1, stored(prepared))
 
-        writer.setup = setup_then_recover  # type: ignore[method-assign]
+        writer.setup = setup_then_recover  # type: ignore[method-assign,assignment]
         source = ScriptedSource([{"n": 2}, {"n": 3}])
         source > writer
         with capture_events() as events:
@@ -583,3 +588,193 @@ class TestJSONLinesWriter:
         write(restarted, 4, 5, 6, 7)
         restarted.teardown()
         assert numbers_in(backups[2], backups[1], backups[0], path) == [1, 2, 3, 4, 5, 6, 7]
+
+
+LIMIT = 10.0  # seconds; a watcher test waiting this long has failed
+
+
+@asynccontextmanager
+async def watching(
+    watchdog: LocalDirectoryWatchdog, state: Any = None
+) -> AsyncIterator[AsyncIterator[Any]]:
+    """The watcher's generator, between its setup (and restore, as the engine will) and teardown."""
+    watchdog.setup()
+    try:
+        if state is not None:
+            watchdog.restore(stored(state))
+        generator = watchdog.generator()
+        try:
+            yield generator
+        finally:
+            await generator.aclose()  # type: ignore[attr-defined]
+    finally:
+        await watchdog.teardown()
+
+
+async def take_paths(generator: AsyncIterator[Any], count: int) -> list[str]:
+    """The next ``count`` paths the watcher yields (empty Items passed over)."""
+    paths: list[str] = []
+    with trio.fail_after(LIMIT):
+        async for item in generator:
+            if item.__class__ is not Items:
+                paths.append(item)
+                if len(paths) == count:
+                    return paths
+    raise AssertionError("the watcher ended")
+
+
+async def paths_until_idle(generator: AsyncIterator[Any]) -> list[str]:
+    """The paths the watcher yields before its first empty Items (nothing left due)."""
+    paths: list[str] = []
+    with trio.fail_after(LIMIT):
+        async for item in generator:
+            if item.__class__ is Items:
+                assert item == []
+                return paths
+            paths.append(item)
+    raise AssertionError("the watcher ended")
+
+
+def ctime_ns(path: Path) -> int:
+    return path.stat().st_ctime_ns
+
+
+def append_file(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+async def wall_clock_passes(path: Path) -> None:
+    """Wait (briefly) until the wall clock is past ``path``'s ctime."""
+    with trio.fail_after(LIMIT):
+        while time.time_ns() <= ctime_ns(path):  # noqa: ASYNC110 - a clock, no event
+            await trio.sleep(0.005)
+
+
+@pytest.fixture
+def quick_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle yields every 0.2 s, so that a test on the real clock waits little for one."""
+    monkeypatch.setattr(_watch, "IDLE_YIELD", 0.2)
+
+
+class TestLocalDirectoryWatchdog:
+    async def test_idle_watcher_yields_empty_items_once_a_second(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """With nothing to emit, the generator yields an empty Items every second."""
+        watchdog = LocalDirectoryWatchdog(tmp_path)
+        async with watching(watchdog) as generator:
+            start = trio.current_time()
+            times = []
+            with trio.fail_after(LIMIT):
+                for _ in range(3):
+                    assert await generator.__anext__() == Items()
+                    times.append(trio.current_time() - start)
+        assert times == [1.0, 2.0, 3.0]
+
+    async def test_idle_yields_emit_nothing_in_a_pipeline(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """An idle watcher's empty Items reach no node downstream and count as no item."""
+        watchdog, sink = LocalDirectoryWatchdog(tmp_path, name="watch"), Recorder()
+        watchdog > sink
+        pipeline = Pipeline(watchdog, stats_interval=None, stall_timeout=None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            await trio.sleep(5.5)
+            pipeline.stop()
+        assert sink.items == []
+        assert pipeline.statistics().nodes["watch"].items_out == 0
+
+    async def test_snapshot_covers_the_path_being_yielded(self, tmp_path: Path) -> None:
+        """Taken while the generator is suspended at a path's yield, the snapshot holds it."""
+        target = tmp_path / "a.csv"
+        target.write_text("x\n")
+        watchdog = LocalDirectoryWatchdog(tmp_path, settle=0.0)
+        async with watching(watchdog) as generator:
+            assert watchdog._send is not None
+            await watchdog._send.send((str(target), "closed"))  # as the observer would
+            (path,) = await take_paths(generator, 1)
+            state = stored(watchdog.snapshot())
+        info = target.stat()
+        assert path == str(target)
+        assert state["emitted"] == {path: (info.st_ino, info.st_size, info.st_mtime_ns)}
+
+    async def test_restore_emits_what_changed_while_down_only(
+        self, tmp_path: Path, quick_idle: None
+    ) -> None:
+        """After a restore, files changed or created while down are emitted, unchanged ones not."""
+        same, changed = tmp_path / "same.csv", tmp_path / "changed.csv"
+        first = LocalDirectoryWatchdog(tmp_path, settle=0.05)
+        async with watching(first) as generator:
+            same.write_text("s\n")
+            changed.write_text("c\n")
+            assert sorted(await take_paths(generator, 2)) == [str(changed), str(same)]
+            state = first.snapshot()
+        # Down: one file grows, one appears.
+        append_file(changed, "more\n")
+        created = tmp_path / "created.csv"
+        created.write_text("n\n")
+
+        restarted = LocalDirectoryWatchdog(tmp_path, settle=0.05)
+        async with watching(restarted, state) as generator:
+            assert await paths_until_idle(generator) == [str(changed), str(created)]
+            again = restarted.snapshot()
+        assert sorted(again["emitted"]) == sorted(map(str, [same, changed, created]))
+
+    async def test_files_present_before_the_first_start_stay_ignored(
+        self, tmp_path: Path, quick_idle: None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without initial_scan, a restore does not emit files that predate the first start."""
+        monkeypatch.setattr(_watch, "_START_MARGIN_NS", 0)
+        old = tmp_path / "old.csv"
+        old.write_text("o\n")
+        await wall_clock_passes(old)
+        first = LocalDirectoryWatchdog(tmp_path, settle=0.05)
+        async with watching(first) as generator:
+            assert await paths_until_idle(generator) == []
+            state = first.snapshot()
+        created = tmp_path / "created.csv"
+        created.write_text("n\n")  # while down
+
+        restarted = LocalDirectoryWatchdog(tmp_path, settle=0.05)
+        async with watching(restarted, state) as generator:
+            assert await paths_until_idle(generator) == [str(created)]
+
+    async def test_initial_scan_after_restore_skips_emitted_unchanged(
+        self, tmp_path: Path, quick_idle: None
+    ) -> None:
+        """With initial_scan, a restore emits the files present except those emitted unchanged."""
+        first_file, second_file = tmp_path / "1.csv", tmp_path / "2.csv"
+        first_file.write_text("1\n")
+        second_file.write_text("2\n")
+        first = LocalDirectoryWatchdog(tmp_path, initial_scan=True, settle=0.05)
+        async with watching(first) as generator:
+            assert sorted(await take_paths(generator, 2)) == [str(first_file), str(second_file)]
+            state = first.snapshot()
+        created = tmp_path / "3.csv"
+        created.write_text("3\n")  # while down
+
+        restarted = LocalDirectoryWatchdog(tmp_path, initial_scan=True, settle=0.05)
+        async with watching(restarted, state) as generator:
+            assert await paths_until_idle(generator) == [str(created)]
+
+    async def test_deleted_files_are_forgotten_on_restore(
+        self, tmp_path: Path, quick_idle: None
+    ) -> None:
+        """A file emitted and deleted while down leaves the position; one made anew is emitted."""
+        gone, remade = tmp_path / "gone.csv", tmp_path / "remade.csv"
+        first = LocalDirectoryWatchdog(tmp_path, settle=0.05)
+        async with watching(first) as generator:
+            gone.write_text("g\n")
+            remade.write_text("r\n")
+            await take_paths(generator, 2)
+            state = first.snapshot()
+        gone.unlink()
+        remade.unlink()
+        remade.write_text("r\n")  # same content, a new file
+
+        restarted = LocalDirectoryWatchdog(tmp_path, settle=0.05)
+        async with watching(restarted, state) as generator:
+            assert await paths_until_idle(generator) == [str(remade)]
+            assert sorted(restarted.snapshot()["emitted"]) == [str(remade)]

@@ -24,6 +24,16 @@ How the pieces fit:
   Other back-ends have only the ``settle`` time after the latest event. A
   file is emitted only if its size, modification time or inode differ from
   when it was last emitted.
+* While nothing is due, the generator yields an empty ``Items()`` about once
+  a second (:data:`IDLE_YIELD`): it emits nothing, but a checkpoint barrier
+  can only pass a source when it yields.
+* Checkpoints: the position is the map of emitted files to their signature
+  (inode, size, modification time), updated before each path is yielded,
+  plus the wall-clock time the watch first started. ``restore`` takes them
+  back and lists the directory: files new or changed since (by that map, or
+  by their ctime for files never emitted) become pending, so what changed
+  while the pipeline was down is emitted and what was emitted and is
+  unchanged is not.
 * ``teardown`` closes the channel (so a blocked observer thread wakes up),
   stops the observer and joins its threads, also when the pipeline is
   cancelled. It stops them from a worker thread, never from the Trio thread:
@@ -39,8 +49,9 @@ import dataclasses
 import fnmatch
 import os
 import stat
+import time
 from collections.abc import AsyncIterator
-from typing import Literal, Unpack
+from typing import Any, Literal, Unpack
 
 import trio
 from watchdog.events import (
@@ -56,6 +67,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, EventEmitter
 
 from .._exceptions import ConfigError
+from .._items import Items
 from .._node import NanoNode
 from ._stages import EngineOptions
 
@@ -66,8 +78,15 @@ Overflow = Literal["block", "drop"]
 #: the watch, which inotify reports the same way), written to (maybe still open),
 #: closed after writing, moved in from another watched name, or gone.
 Change = Literal["created", "written", "closed", "moved_in", "gone"]
-#: Signatures of emitted files remembered, to tell a real change from a touch.
+#: Signatures of emitted files remembered, to tell a real change from a touch
+#: (also the bound of a checkpoint's position: the oldest emitted are forgotten).
 MAX_REMEMBERED = 100_000
+#: Seconds a watcher with nothing to emit waits before it yields an empty ``Items()``,
+#: so that checkpoint barriers pass.
+IDLE_YIELD = 1.0
+#: How far before the first start a file's ctime counts as "changed since the start"
+#: on restore: file times come from a coarser clock than ``time.time_ns()``.
+_START_MARGIN_NS = 1_000_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +181,18 @@ class LocalDirectoryWatchdog(NanoNode):
     The node runs until the pipeline is stopped or cancelled. Paths not yet
     settled at that moment are not emitted.
 
+    Checkpoints: the position (:meth:`snapshot`) is every emitted file with
+    its inode, size and modification time (the last :data:`MAX_REMEMBERED`
+    emitted; a forgotten one counts as never emitted), and the wall-clock
+    time the watch first started. After :meth:`restore`, the files present
+    are listed: one emitted before and changed since, or never emitted and
+    changed (created, written, moved in: its ctime) since the watch first
+    started, is emitted once settled, like a new file; one emitted and
+    unchanged is not. With ``initial_scan`` every file present is a
+    candidate, as at any start, except those emitted and unchanged. While
+    idle the node yields an empty ``Items()`` about once a second so that
+    checkpoint barriers pass.
+
     Args:
         directory: the directory to watch; it must exist.
         pattern: a glob (``fnmatch``) matched against file names, e.g. ``"*.csv"``.
@@ -238,6 +269,7 @@ class LocalDirectoryWatchdog(NanoNode):
         self._dropped = 0
         self._reported_dropped = 0
         self._files_emitted = 0
+        self._first_started_ns = 0  # wall clock, at the first start (restored)
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` is a file name this node watches for."""
@@ -259,6 +291,7 @@ class LocalDirectoryWatchdog(NanoNode):
             raise NotADirectoryError(msg)
         self._pending = {}
         self._held = None
+        self._first_started_ns = time.time_ns()
         send, self._receive = trio.open_memory_channel[tuple[str, Change]](self.buffer)
         self._send = send  # kept for tests that feed changes on the fake clock
         bridge = _Bridge(self, trio.lowlevel.current_trio_token(), send)
@@ -280,7 +313,11 @@ class LocalDirectoryWatchdog(NanoNode):
                 self._pending[path] = deadline
 
     def _existing_files(self) -> list[str]:
-        found: list[tuple[int, str]] = []
+        return [path for path, _ in self._existing_files_with_stat()]
+
+    def _existing_files_with_stat(self) -> list[tuple[str, os.stat_result]]:
+        """The matching files present, oldest (by modification time) first."""
+        found: list[tuple[int, str, os.stat_result]] = []
         for root, dirs, files in os.walk(self.directory):
             if not self.recursive:
                 dirs.clear()
@@ -288,16 +325,58 @@ class LocalDirectoryWatchdog(NanoNode):
                 path = os.path.join(root, file_name)
                 if self.matches(path):
                     try:
-                        found.append((os.stat(path).st_mtime_ns, path))
+                        info = os.stat(path)
                     except FileNotFoundError:
                         continue
-        return [path for _, path in sorted(found)]
+                    found.append((info.st_mtime_ns, path, info))
+        found.sort(key=lambda entry: entry[:2])
+        return [(path, info) for _, path, info in found]
 
-    async def generator(self) -> AsyncIterator[str]:
-        """Yield each settled, changed file's path, until stopped."""
+    def snapshot(self) -> dict[str, Any]:
+        """Checkpoint hook: the position, covering every path yielded so far.
+
+        Returns:
+            ``{"emitted": {path: (inode, size, mtime_ns)}, "first_started_ns": ...}``:
+            the emitted files (at most :data:`MAX_REMEMBERED`, oldest first)
+            and the wall-clock time of the watch's first start.
+        """
+        return {"emitted": dict(self._emitted), "first_started_ns": self._first_started_ns}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Checkpoint hook: take back a :meth:`snapshot` and find what changed meanwhile.
+
+        Called after ``setup`` (the observer already watches) and before the
+        generator starts. Each matching file present that was emitted and has
+        changed since, or was never emitted and has a ctime after the watch's
+        first start (or any, with ``initial_scan``), becomes pending for
+        ``settle`` seconds. Emitted files no longer present are forgotten.
+        """
+        emitted: dict[str, tuple[int, int, int]] = dict(state["emitted"])
+        if len(emitted) > MAX_REMEMBERED:
+            emitted = dict(list(emitted.items())[-MAX_REMEMBERED:])
+        self._first_started_ns = state["first_started_ns"]
+        since = self._first_started_ns - _START_MARGIN_NS
+        deadline = trio.current_time() + self.settle
+        present: set[str] = set()
+        for path, info in self._existing_files_with_stat():
+            present.add(path)
+            if path in self._pending:  # initial_scan: checked against emitted when due
+                continue
+            if path in emitted or self.initial_scan or info.st_ctime_ns >= since:
+                self._pending[path] = deadline
+        self._emitted = {path: sign for path, sign in emitted.items() if path in present}
+
+    async def generator(self) -> AsyncIterator[str | Items]:
+        """Yield each settled, changed file's path, until stopped.
+
+        With nothing to emit for :data:`IDLE_YIELD` seconds it yields an empty
+        :class:`~nanostream_trio.Items` (nothing is emitted; a checkpoint
+        barrier can pass).
+        """
         receive = self._receive
         assert receive is not None, "setup() runs first"
         pending = self._pending
+        last_yield = trio.current_time()
         while True:
             self._take_changes(receive)
             now = trio.current_time()
@@ -305,16 +384,24 @@ class LocalDirectoryWatchdog(NanoNode):
             due = sorted((item for item in pending.items() if item[1] <= now), key=_deadline_of)
             for path, _ in due:
                 del pending[path]
+                # Notes the path as emitted before it is yielded: a snapshot
+                # while suspended at the yield covers it.
                 if self._changed_since_emitted(path):
                     self._files_emitted += 1
                     yield path
+                    last_yield = trio.current_time()
             if due:
                 continue
-            deadline = min(pending.values(), default=float("inf"))
-            if self._held is not None:
-                await trio.sleep_until(deadline)  # leave events in the channel: back-pressure
+            idle_until = last_yield + IDLE_YIELD  # one sum, compared and waited for alike
+            if now >= idle_until:
+                yield Items()
+                last_yield = trio.current_time()
                 continue
-            with trio.move_on_at(deadline):
+            wake = min(min(pending.values(), default=float("inf")), idle_until)
+            if self._held is not None:
+                await trio.sleep_until(wake)  # leave events in the channel: back-pressure
+                continue
+            with trio.move_on_at(wake):
                 self._admit(await receive.receive())
 
     def _take_changes(self, receive: trio.MemoryReceiveChannel[tuple[str, Change]]) -> None:
