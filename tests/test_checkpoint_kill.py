@@ -202,22 +202,25 @@ class TestTailKill:
         logs = tmp_path / "logs"
         logs.mkdir()
         log.touch()
-        writer = subprocess.Popen(
-            [sys.executable, str(SCRIPTS / "log_writer.py"), str(log), "3000", "2400", str(SEED)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        writer: subprocess.Popen[str] | None = None
         try:
             with running(Runner("tail_pipeline.py", [log, out, seen, state], logs)) as pipeline:
-                for kill in range(KILLS):
+                for _ in range(KILLS):
                     pipeline.start()
-                    if kill == 0:
-                        # Nothing is promised before the first checkpoint (a restart without
-                        # one starts afresh, and would not read a file rotated away meanwhile).
+                    if writer is None:
+                        # Nothing is promised before the first checkpoint: a restart without
+                        # one starts afresh, and a fresh TailFile does not read rotated files.
                         pipeline.wait_for_checkpoint()
+                        script = str(SCRIPTS / "log_writer.py")
+                        writer = subprocess.Popen(
+                            [sys.executable, script, str(log), "3000", "2400", str(SEED)],
+                            stdout=subprocess.PIPE,
+                            text=True,
+                        )
                     time.sleep(rng.uniform(0.2, 2.0))  # the moment of the kill, not a wait
                     pipeline.kill()
                     time.sleep(rng.uniform(0.0, 0.5))  # down while the writer goes on
+                assert writer is not None
                 writer.send_signal(signal.SIGTERM)
                 written, _, rotations = writer.communicate(timeout=EXIT_TIMEOUT)[0].partition(" ")
                 expected = range(1, int(written) + 1)
@@ -226,9 +229,10 @@ class TestTailKill:
                 pipeline.start("--no-follow")
                 assert pipeline.wait() == 0, pipeline.log()
         finally:
-            if writer.poll() is None:
-                writer.kill()
-            writer.wait()
+            if writer is not None:
+                if writer.poll() is None:
+                    writer.kill()
+                writer.wait()
         output = [record["n"] for batch in json_lines(out) for record in batch]  # type: ignore[attr-defined]
         effectively_once = tally(output, expected)
         at_least_once = tally(numbers_in(seen), expected)
