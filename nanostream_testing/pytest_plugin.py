@@ -16,6 +16,13 @@ pytest-trio. Fixtures:
     An :class:`~nanostream_testing.EventLog` capturing every structlog
     event emitted during the test (via ``structlog.testing.capture_logs``).
 
+Trio mode: an ``async def`` test that requests one of these fixtures runs
+under pytest-trio without any configuration (the plugin marks it
+``@pytest.mark.trio``). Other async tests need pytest-trio's own switch,
+``trio_mode = true`` in the pytest configuration, or the marker. pytest-trio
+comes with ``pip install 'nanostream-trio[test]'``; without it such a test
+fails with a message saying so.
+
 Time limit: ``nanostream_time_limit`` in the pytest ini options sets the
 default virtual-time limit of runs made through ``nanostream_runner``
 (default one day); ``@pytest.mark.nanostream_time_limit(seconds)`` sets it
@@ -24,6 +31,7 @@ for one test.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -43,10 +51,17 @@ __all__ = [
     "nanostream_events",
     "nanostream_runner",
     "pytest_addoption",
+    "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_runtest_setup",
 ]
 
 _MARKER = "nanostream_time_limit"
+
+#: The fixtures whose async tests the plugin hands to pytest-trio.
+_FIXTURES = ("nanostream_clock", "nanostream_runner", "nanostream_events")
+
+_NEEDS_PYTEST_TRIO = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,6 +83,36 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{_MARKER}(seconds): virtual-time limit of runs made through the nanostream_runner "
         "fixture in this test",
     )
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-trio's own trio_mode marking
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark async tests that request the plugin's fixtures ``trio`` (pytest-trio runs them)."""
+    has_pytest_trio = config.pluginmanager.has_plugin("trio")
+    for item in items:
+        if not isinstance(item, pytest.Function) or item.get_closest_marker("trio"):
+            continue
+        if not set(_FIXTURES) & set(item.fixturenames):
+            continue
+        hypothesis = getattr(item.obj, "hypothesis", None)
+        test = getattr(hypothesis, "inner_test", item.obj)
+        if not inspect.iscoroutinefunction(test):
+            continue
+        if has_pytest_trio:
+            item.add_marker(pytest.mark.trio)
+        else:
+            item.stash[_NEEDS_PYTEST_TRIO] = True
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail an async test using the fixtures, when pytest-trio is missing, with the fix."""
+    if item.stash.get(_NEEDS_PYTEST_TRIO, False):
+        msg = (
+            f"{item.nodeid} is an async test using nanostream_testing's fixtures, which runs "
+            "under pytest-trio, and pytest-trio is not installed (or disabled with "
+            "-p no:trio): pip install 'nanostream-trio[test]' (or pytest-trio)"
+        )
+        pytest.fail(msg, pytrace=False)
 
 
 class PipelineRunner:

@@ -5,7 +5,8 @@ Sub-commands:
 * ``run FILE``: run a pipeline file until it ends; the first Ctrl-C (SIGINT
   or SIGTERM) stops it gracefully, a second cancels it, and if the run has not
   ended ``CANCEL_GRACE`` seconds later, or on a third, the process exits at once.
-* ``check FILE``: load and check a pipeline file without running it.
+* ``check FILE``: load and check a pipeline file without running it, and
+  check the paths its nodes will read and write (``_setup_check``).
 * ``graph FILE``: print the pipeline's graph as Mermaid or Graphviz DOT.
 * ``nodes``: list the registered node types.
 * ``demo``: watch a temporary directory, drop CSV files into it, print rows.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -51,6 +53,7 @@ from ._exceptions import ConfigError
 from ._node import NanoNode, registered_nodes
 from ._node_spec import class_parameters, import_module
 from ._pipeline import Pipeline
+from ._setup_check import check_setup
 from ._signals import AfterRun
 from ._stats import NodeStatistics, PipelineStatistics
 from ._yaml_document import ConfigFileError
@@ -341,26 +344,49 @@ def _isatty(stream: TextIO) -> bool:
 _HEADERS = ("node", "status", "received", "sent", "queued", "rate/s", "errors")
 
 
-def _bottleneck(stats: PipelineStatistics) -> str | None:
-    """The node whose inbox is fullest (relative to capacity): what the rest waits for."""
+#: Seconds of statistics the live table compares to find the bottleneck.
+BOTTLENECK_WINDOW = 2.0
+
+
+def _bottleneck(
+    stats: PipelineStatistics, previous: PipelineStatistics | None = None
+) -> str | None:
+    """The slow node: its inbox is full(est) while its own outputs have room.
+
+    A node whose inbox fills because it waits for room downstream is a
+    victim, not the cause: over the window since ``previous`` it spent at
+    least half of the time blocked (``blocked_seconds``, the wait going on
+    included), so it is passed over, and the node it waits for is named.
+    """
+    window = stats.elapsed - previous.elapsed if previous is not None else 0.0
     best: tuple[float, int, str] | None = None
     for name, node in stats.items():
-        if node.inbox_capacity and node.inbox_queued and node.status == "running":
-            key = (node.inbox_queued / node.inbox_capacity, node.inbox_queued, name)
-            if best is None or key[:2] > best[:2]:
-                best = key
+        if not (node.inbox_capacity and node.inbox_queued and node.status == "running"):
+            continue
+        before = previous.nodes.get(name) if previous is not None else None
+        if window > 0 and before is not None:
+            if node.blocked_seconds - before.blocked_seconds >= window / 2:
+                continue
+        key = (node.inbox_queued / node.inbox_capacity, node.inbox_queued, name)
+        if best is None or key[:2] > best[:2]:
+            best = key
     return best[2] if best is not None else None
 
 
-def render_table(stats: PipelineStatistics, *, color: bool = False) -> list[str]:
+def render_table(
+    stats: PipelineStatistics,
+    *,
+    color: bool = False,
+    previous: PipelineStatistics | None = None,
+) -> list[str]:
     """The per-node table ``nanostream run`` shows on a terminal, as lines.
 
     Columns: received (``items_in``), sent (``items_out``), queued (inbox
     items / capacity), rate (items per second), status, and errors (items
-    skipped or dead-lettered). The bottleneck, the running node with the
-    fullest inbox, is marked (and shown in reverse video with ``color``).
+    skipped or dead-lettered). The bottleneck (see :func:`_bottleneck`; over
+    the window since ``previous``) is marked, in reverse video with ``color``.
     """
-    bottleneck = _bottleneck(stats)
+    bottleneck = _bottleneck(stats, previous)
     rows: list[tuple[str, ...]] = [_HEADERS]
     for name, node in stats.items():
         rows.append(_row(name, node))
@@ -411,6 +437,9 @@ class LiveTable:
         self._drawn = 0
         self._lines: list[str] = []
         self._lock = threading.Lock()
+        # Snapshots of the last BOTTLENECK_WINDOW seconds: the oldest is the
+        # window's start when the bottleneck is judged.
+        self._history: collections.deque[PipelineStatistics] = collections.deque(maxlen=64)
 
     def write_above(self, text: str, stream: TextIO | None = None) -> None:
         """Write ``text`` (whole lines, without the last newline) above the table."""
@@ -423,7 +452,13 @@ class LiveTable:
 
     def refresh(self) -> None:
         """Draw the table again with the pipeline's current statistics."""
-        lines = render_table(self._pipeline.statistics(), color=self._color)
+        stats = self._pipeline.statistics()
+        history = self._history
+        while len(history) > 1 and stats.elapsed - history[1].elapsed >= BOTTLENECK_WINDOW:
+            history.popleft()
+        previous = history[0] if history else None
+        history.append(stats)
+        lines = render_table(stats, color=self._color, previous=previous)
         with self._lock:
             self._lines = lines
             self._erase()
@@ -692,7 +727,7 @@ def _finish_table(output: _Output) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     output = _Output(sys.stderr)
     _configure_logging(output, args.log_format, args.log_level)
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
     if args.metrics is not None:
         loaded.pipeline.metrics = args.metrics
     try:
@@ -705,6 +740,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             loaded.pipeline.checkpoint_interval = args.checkpoint_interval
     except ConfigError as exc:
         _error(f"--{exc.key.replace('_', '-') if exc.key else 'checkpoint'}: {exc}")
+        return EXIT_USAGE
+    # The same setup checks as `nanostream check`: a missing input directory
+    # is reported at its line in the file before anything starts.
+    problems = [finding for finding in check_setup(loaded) if not finding.warning]
+    for finding in problems:
+        print(f"nanostream: error: {finding.error}", file=sys.stderr)
+    if problems:
         return EXIT_USAGE
     show_table = args.table == "always" or (args.table == "auto" and _isatty(sys.stderr))
     table = (
@@ -725,12 +767,22 @@ def _links(pipeline: Pipeline) -> list[tuple[NanoNode, NanoNode, str]]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
+    findings = check_setup(loaded)
+    for finding in findings:
+        kind = "warning" if finding.warning else "error"
+        print(f"nanostream: {kind}: {finding.error}", file=sys.stderr)
+    errors = sum(not finding.warning for finding in findings)
+    if errors:
+        _error(f"{args.file}: {errors} setup problem{'s' if errors > 1 else ''} (see above)")
+        return EXIT_USAGE
     pipeline = loaded.pipeline
     sources = [node.name for node in pipeline.nodes if node.is_source]
+    warnings = len(findings)
+    noted = f" ({warnings} warning{'s' if warnings > 1 else ''})" if warnings else ""
     print(
         f"{args.file}: ok: pipeline {pipeline.name!r} with {len(pipeline.nodes)} nodes, "
-        f"{len(_links(pipeline))} links, sources: {', '.join(sources) or 'none'}"
+        f"{len(_links(pipeline))} links, sources: {', '.join(sources) or 'none'}{noted}"
     )
     return EXIT_OK
 
@@ -840,7 +892,7 @@ def render_dot(loaded: PipelineFile) -> str:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    loaded = read_pipeline(args.file)
+    loaded = read_pipeline(args.file, modules=args.module)
     render = render_mermaid if args.format == "mermaid" else render_dot
     sys.stdout.write(render(loaded))
     return EXIT_OK
@@ -882,7 +934,7 @@ def describe_node_types() -> list[str]:
                 if p.name != "name" and p.name not in ("on_error", "retry", "capacity", "blocking")
             ]
             if open_ended:
-                shown.append("**kwargs")
+                shown.append("**kwargs (any further argument is passed to the class unchecked)")
             lines.append(f"    arguments: {', '.join(shown) if shown else 'none'}")
     return lines
 

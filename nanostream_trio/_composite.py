@@ -46,6 +46,7 @@ from ._node_spec import (
     import_modules,
     parse_links,
     resolve_class,
+    resolve_functions,
 )
 from ._policy import ErrorPolicy, Retry
 from ._yaml_document import (
@@ -445,6 +446,7 @@ def _read_inner(document: Document, path: KeyPath, entry: Any) -> _Inner:
             )
     check_arguments(cls, frozen, document, (*path, "frozen_arguments"), name, check_required=False)
     frozen = check_argument_types(cls, frozen, document, (*path, "frozen_arguments"), name)
+    frozen = resolve_functions(cls, frozen, document, (*path, "frozen_arguments"), name)
     check_arguments(cls, mapping, document, (*path, "arg_mapping"), name, check_required=False)
     params, _ = class_parameters(cls)
     for param in params:

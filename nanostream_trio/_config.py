@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,19 @@ from ._composite import load_composite_from
 from ._exceptions import ConfigError, NanostreamError
 from ._node import NanoNode, Port
 from ._node_spec import (
+    ENGINE_OPTIONS,
     accepts_name,
+    add_module,
     check_argument_types,
     check_arguments,
+    class_parameters,
     engine_options,
     exception_text,
     import_module,
     import_modules,
     parse_links,
     resolve_class,
+    resolve_functions,
     spelled,
 )
 from ._pipeline import DEFAULT_STALL_TIMEOUT, DEFAULT_STATS_INTERVAL, Pipeline
@@ -57,6 +62,7 @@ from ._yaml_document import (
     Document,
     KeyPath,
     describe,
+    did_you_mean,
     format_key_path,
     parse_yaml,
     read_text,
@@ -64,6 +70,7 @@ from ._yaml_document import (
 
 __all__ = [
     "ConfigFileError",  # defined in _yaml_document; the package imports it from here too
+    "NodeEntry",
     "PipelineFile",
     "load_pipeline",
     "load_pipeline_text",
@@ -146,11 +153,37 @@ def load_pipeline_text(
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeEntry:
+    """One entry of a file's ``nodes:``, as its node was built from it.
+
+    Attributes:
+        name: the node's name.
+        cls: the node's class.
+        args: the arguments the class was called with (functions resolved).
+        path: the entry's key path in the document, such as ``("nodes", 2)``.
+    """
+
+    name: str
+    cls: type[NanoNode]
+    args: Mapping[str, Any]
+    path: KeyPath
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineFile:
-    """A loaded pipeline file: the pipeline and its top-level nodes by name."""
+    """A loaded pipeline file: the pipeline and its top-level nodes by name.
+
+    Attributes:
+        pipeline: the pipeline, not yet running.
+        nodes: the file's own nodes by name.
+        document: the located document (for messages that point into the file).
+        entries: how each node was built, in file order.
+    """
 
     pipeline: Pipeline
     nodes: dict[str, NanoNode]
+    document: Document | None = None
+    entries: tuple[NodeEntry, ...] = ()
 
 
 def read_pipeline(
@@ -187,7 +220,7 @@ def read_pipeline_text(
         except Exception as exc:
             msg = f"cannot import module {name!r}: {exception_text(exc)}"
             raise ConfigFileError(msg, file=source) from exc
-        document.modules.append(module.__name__)
+        add_module(document, name, module)
     return _build_pipeline(document)
 
 
@@ -214,7 +247,8 @@ def _build_pipeline(document: Document) -> PipelineFile:
                 )
             settings[key] = value
     checkpoint, interval = _checkpoint_settings(document, spec.get("checkpoint"))
-    nodes = _build_nodes(document, spec.get("nodes"))
+    entries: list[NodeEntry] = []
+    nodes = _build_nodes(document, spec.get("nodes"), entries)
     _link_nodes(document, spec, nodes)
     try:
         pipeline = Pipeline(
@@ -233,7 +267,12 @@ def _build_pipeline(document: Document) -> PipelineFile:
             if blamed in (node.name, repr(node.name)) or _inner_name_of(node, blamed):
                 path = node_path
         document.fail(path, str(exc))
-    return PipelineFile(pipeline, {name: node for name, (node, _) in nodes.items()})
+    return PipelineFile(
+        pipeline,
+        {name: node for name, (node, _) in nodes.items()},
+        document=document,
+        entries=tuple(entries),
+    )
 
 
 def _checkpoint_settings(document: Document, value: Any) -> tuple[str | None, float | None]:
@@ -265,7 +304,9 @@ def _inner_name_of(node: NanoNode, name: Any) -> bool:
     return any(name in (n.name, repr(n.name)) or _inner_name_of(n, name) for n in inner.values())
 
 
-def _build_nodes(document: Document, value: Any) -> dict[str, tuple[NanoNode, KeyPath]]:
+def _build_nodes(
+    document: Document, value: Any, built: list[NodeEntry]
+) -> dict[str, tuple[NanoNode, KeyPath]]:
     entries = document.sequence(("nodes",), value, "the pipeline's nodes")
     if not entries:
         document.fail(("nodes",), "the pipeline needs at least one node")
@@ -287,6 +328,7 @@ def _build_nodes(document: Document, value: Any) -> dict[str, tuple[NanoNode, Ke
         args = document.mapping((*path, "args"), spec.get("args"), f"the arguments of {name!r}")
         check_arguments(cls, args, document, (*path, "args"), name)
         args = check_argument_types(cls, args, document, (*path, "args"), name)
+        args = resolve_functions(cls, args, document, (*path, "args"), name)
         options = engine_options(document, path, spec, name)
         node = _instantiate(cls, args, document, path, name)
         try:
@@ -294,6 +336,7 @@ def _build_nodes(document: Document, value: Any) -> dict[str, tuple[NanoNode, Ke
         except ConfigError as exc:
             document.fail(path, str(exc), node=name)
         nodes[name] = (node, path)
+        built.append(NodeEntry(name, cls, args, path))
     return nodes
 
 
@@ -317,11 +360,41 @@ def _instantiate(
             where = (*where, exc.key)
         raise document.error(where, message, node=name) from exc
     except Exception as exc:
+        refused = _refused_keyword(exc, args)
+        if refused is not None:
+            params, open_ended = class_parameters(cls)
+            names = [p.name for p in params if p.name not in ENGINE_OPTIONS]
+            # A class taking **options cannot list what they accept: its own words say.
+            accepted = "" if open_ended else f"; accepted: {', '.join(names) or 'none'}"
+            raise document.error(
+                (*path, "args", refused),
+                f"node {name!r} ({cls.__name__}) got unexpected argument {refused!r}"
+                f"{accepted}{did_you_mean(refused, names)} "
+                f"(the class refused it: {exception_text(exc)})",
+                at_key=True,
+                node=name,
+            ) from exc
         raise document.error(
             (*path, "args") if args else path,
             f"node {name!r} ({cls.__name__}) rejected its arguments: {exception_text(exc)}",
             node=name,
         ) from exc
+
+
+_UNEXPECTED_KEYWORD = re.compile(
+    r"(?:unexpected keyword argument|'(\w+)' is an invalid keyword argument)(?: '(\w+)')?"
+)
+
+
+def _refused_keyword(exc: Exception, args: Mapping[str, Any]) -> str | None:
+    """The argument of ``args`` a ``TypeError`` says was not expected (``**options`` passed on)."""
+    if not isinstance(exc, TypeError):
+        return None
+    match = _UNEXPECTED_KEYWORD.search(str(exc))
+    if match is None:
+        return None
+    key = match[1] or match[2]
+    return key if key in args else None
 
 
 def _link_nodes(

@@ -289,7 +289,7 @@ class Outbox:
     awaiting :meth:`wait_room` when it says no. ``edges`` is empty for a sink.
     """
 
-    __slots__ = ("blocked_seconds", "edges", "paused", "sent", "waiting")
+    __slots__ = ("blocked_seconds", "edges", "paused", "sent", "waiting", "waiting_since")
 
     def __init__(self, edges: list[Edge]) -> None:
         self.edges = edges
@@ -301,8 +301,10 @@ class Outbox:
         self.waiting = False
         #: Items pushed through this outbox (counted once, however many edges).
         self.sent = 0
-        #: Seconds, on the Trio clock, spent waiting for room downstream.
+        #: Seconds, on the Trio clock, spent waiting for room downstream (waits that ended).
         self.blocked_seconds = 0.0
+        #: When the wait going on now began (meaningful while :attr:`waiting`).
+        self.waiting_since = 0.0
 
     def _still_paused(self) -> bool:
         """Drop the pauses whose barrier has been released; return whether any is left."""
@@ -320,7 +322,7 @@ class Outbox:
 
     async def wait_room(self) -> None:
         """Park until every downstream edge has room, counting the time spent."""
-        started = trio.current_time()
+        started = self.waiting_since = trio.current_time()
         self.waiting = True
         try:
             # Re-check: with fan-in, another producer may refill an edge we

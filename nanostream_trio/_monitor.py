@@ -15,11 +15,15 @@ import trio
 from ._stats import NodeStatistics
 
 if TYPE_CHECKING:
+    from ._edges import Outbox
     from ._node import NanoNode
     from ._pipeline import Pipeline
     from ._runtime import NodeRun
 
-__all__ = ["monitor", "node_statistics"]
+__all__ = ["DRAIN_REPORT_INTERVAL", "monitor", "node_statistics", "report_draining"]
+
+#: Seconds (Trio clock) between ``pipeline_draining`` events during a graceful stop.
+DRAIN_REPORT_INTERVAL = 1.0
 
 
 def node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStatistics:
@@ -50,13 +54,45 @@ def node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStat
         inbox_queued=inbox.queued if inbox is not None else 0,
         inbox_capacity=inbox.capacity if inbox is not None else 0,
         inbox_peak=inbox.peak if inbox is not None else 0,
-        blocked_seconds=run.outbox.blocked_seconds + run.dead_letter_outbox.blocked_seconds,
+        blocked_seconds=_blocked(run.outbox, end) + _blocked(run.dead_letter_outbox, end),
         rate=counted / running if running > 0 else 0.0,
         last_progress=run.last_progress,
         filtered=run.filtered,
         handoff_queued=run.thread_source.queued if run.thread_source is not None else 0,
         alignment_seconds=run.alignment_seconds,
     )
+
+
+def _relative(node: NodeStatistics, started: float) -> dict[str, Any]:
+    """``node.as_dict()`` for an event: ``last_progress`` in seconds since the pipeline's start."""
+    fields = node.as_dict()
+    fields["last_progress"] = max(node.last_progress - started, 0.0)
+    return fields
+
+
+async def report_draining(pipeline: Pipeline, log: Any, stopping: trio.Event) -> None:
+    """Once a graceful stop begins, emit ``pipeline_draining`` until the run ends.
+
+    Each event gives the items still in edges and source hand-offs, in total
+    and per node, so a long drain shows its progress.
+    """
+    await stopping.wait()
+    while True:
+        stats = pipeline.statistics()
+        left = {
+            name: node.inbox_queued + node.handoff_queued
+            for name, node in stats.items()
+            if node.inbox_queued + node.handoff_queued
+        }
+        running = [name for name, node in stats.items() if node.status == "running"]
+        log.info("pipeline_draining", queued=sum(left.values()), nodes=left, running=running)
+        await trio.sleep(DRAIN_REPORT_INTERVAL)
+
+
+def _blocked(outbox: Outbox, now: float) -> float:
+    """Seconds ``outbox`` has waited for room, the wait going on now included."""
+    ongoing = now - outbox.waiting_since if outbox.waiting else 0.0
+    return outbox.blocked_seconds + ongoing
 
 
 async def monitor(
@@ -78,7 +114,7 @@ async def monitor(
             log.info(
                 "pipeline_stats",
                 elapsed=stats.elapsed,
-                nodes={name: node.as_dict() for name, node in stats.nodes.items()},
+                nodes={name: _relative(node, now - stats.elapsed) for name, node in stats.items()},
             )
             next_stats = now + stats_every  # type: ignore[operator]
         wake = next_stats

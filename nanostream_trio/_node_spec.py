@@ -12,13 +12,20 @@ checks they share live here, on top of the located document of
   arguments against its class's signature before the class is called;
   :func:`engine_options` checks ``on_error``, ``retry``, ``capacity`` and
   ``blocking``.
+* :func:`resolve_functions` turns ``module:name`` strings given for
+  parameters annotated ``Callable`` (``Map``'s ``func``, ``Filter``'s
+  ``predicate``, ``Dedupe``'s ``key``, ...) into the functions they name,
+  taken only from modules the document lists under ``modules:`` (or that
+  ``--module`` gave): the document never imports anything for them.
 * :func:`import_modules` imports what ``modules:`` names (the only code a
   document runs); :func:`parse_links` reads ``links:`` and ``edges:``.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -26,9 +33,10 @@ import itertools
 import os
 import re
 import sys
+import textwrap
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +54,12 @@ __all__ = [
     "class_parameters",
     "engine_options",
     "exception_text",
+    "function_parameters",
     "import_module",
     "import_modules",
     "parse_links",
     "resolve_class",
+    "resolve_functions",
     "simple_parameter_types",
     "spelled",
 ]
@@ -101,11 +111,24 @@ def resolve_class(name: Any, document: Document, path: KeyPath) -> type[NanoNode
                 )
             hint = f"; known: {', '.join(known)}" if known else ""
             document.fail(path, f"unknown node type {name!r}{hint}")
-        hint = did_you_mean(name, [n for n in registry if not n.startswith("_")])
-        if not hint:
+        known = [n for n in registry if not n.startswith("_")]
+        near = did_you_mean(name, known)
+        typo = bool(difflib.get_close_matches(name, known, n=1, cutoff=0.8))
+        if not document.modules and not typo:
+            # No module imported and no near spelling: a custom class whose module the
+            # file does not list is the likelier mistake than a typo.
+            hint = (
+                "; is its module listed under 'modules:'? The file lists none, so only the "
+                "built-in node types and classes imported already are known (or pass --module)"
+            )
+            if near:
+                hint += f"; or{near.removeprefix(';')}"
+        elif near:
+            hint = near
+        else:
             hint = (
                 "; node types are registered NanoNode subclasses: import the module that "
-                "defines it with 'modules:' (or --module)"
+                f"defines it with 'modules:' (or --module); imported: {', '.join(document.modules)}"
             )
         document.fail(path, f"unknown node type {name!r}{hint}")
     # A name the document's own modules define means theirs.
@@ -131,7 +154,22 @@ class Parameter:
 
 
 def class_parameters(cls: type[NanoNode]) -> tuple[list[Parameter], bool]:
-    """The arguments ``cls(...)`` takes besides the engine's, and whether it takes ``**kwargs``."""
+    """The arguments ``cls(...)`` takes besides the engine's, and whether it takes any others.
+
+    A ``**options`` parameter is followed to what consumes it, so that a
+    misspelt argument is still caught before the class is called:
+
+    * ``**engine: Unpack[EngineOptions]`` passes on the engine options only;
+    * a class attribute ``accepted_options`` (names) lists what ``**options``
+      takes (``CSVReader``'s ``csv`` format parameters);
+    * ``**options`` whose only use is ``super().__init__(..., **options)``
+      takes what the base class's ``__init__`` takes (for a direct
+      ``NanoNode`` subclass: the engine options);
+    * anything else (options read as a dict, passed elsewhere, or a class
+      whose source cannot be read) accepts any argument: the second value
+      returned is then ``True``.
+    """
+    owner = next((c for c in cls.__mro__ if "__init__" in vars(c)), cls)
     try:
         signature = inspect.signature(cls.__init__)
     except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
@@ -142,12 +180,26 @@ def class_parameters(cls: type[NanoNode]) -> tuple[list[Parameter], bool]:
         if index == 0 and param.name == "self":
             continue
         if param.kind is inspect.Parameter.VAR_KEYWORD:
-            # ``**engine: Unpack[EngineOptions]`` passes on the engine options
-            # only; a bare ``**kwargs`` accepts anything.
             annotation = param.annotation
             text = annotation if isinstance(annotation, str) else repr(annotation)
-            if "Unpack[" not in text:
+            if "Unpack[" in text:
+                continue
+            declared = vars(owner).get("accepted_options")
+            if declared is not None:
+                params.extend(Parameter(str(name), False, None) for name in declared)
+                continue
+            base = _super_init_consumer(owner, param.name)
+            if base is None:
                 open_ended = True
+                continue
+            inherited, base_open = class_parameters(base)
+            known = {p.name for p in params}
+            params.extend(
+                dataclasses.replace(p, required=False) if p.required else p
+                for p in inherited
+                if p.name not in known
+            )
+            open_ended = open_ended or base_open
             continue
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
@@ -157,6 +209,50 @@ def class_parameters(cls: type[NanoNode]) -> tuple[list[Parameter], bool]:
         default = None if required else param.default
         params.append(Parameter(param.name, required, default))
     return params, open_ended
+
+
+def _super_init_consumer(owner: type, options: str) -> type[NanoNode] | None:
+    """The base class whose ``__init__`` receives ``**options``, if that is their only use.
+
+    Read from the source of ``owner.__init__`` (never run); ``None`` when the
+    source is not available or ``options`` is used in any other way.
+    """
+    init = vars(owner).get("__init__")
+    try:
+        source = textwrap.dedent(inspect.getsource(init))  # type: ignore[arg-type]
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    function = tree.body[0] if tree.body else None
+    if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+        return None
+    uses = [n for n in ast.walk(function) if isinstance(n, ast.Name) and n.id == options]
+    forwarded: set[int] = set()
+    for call in ast.walk(function):
+        if not isinstance(call, ast.Call) or not _is_super_init(call.func):
+            continue
+        for keyword in call.keywords:
+            if keyword.arg is None and isinstance(keyword.value, ast.Name):
+                if keyword.value.id == options:
+                    forwarded.add(id(keyword.value))
+    if not uses or any(id(use) not in forwarded for use in uses):
+        return None
+    bases = owner.__mro__[1:]
+    base = next((c for c in bases if "__init__" in vars(c)), None)
+    if base is None or not (isinstance(base, type) and issubclass(base, NanoNode)):
+        return None
+    return base
+
+
+def _is_super_init(func: ast.expr) -> bool:
+    """``super().__init__`` (or ``super(Cls, self).__init__``)."""
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == "__init__"
+        and isinstance(func.value, ast.Call)
+        and isinstance(func.value.func, ast.Name)
+        and func.value.func.id == "super"
+    )
 
 
 #: What each simple annotation expects, for messages.
@@ -465,7 +561,164 @@ def import_modules(document: Document, path: KeyPath, value: Any) -> None:
             module = import_module(name, document.base_dir)
         except Exception as exc:
             document.fail((*path, index), f"cannot import module {name!r}: {exception_text(exc)}")
-        document.modules.append(module.__name__)
+        add_module(document, name, module)
+
+
+def add_module(document: Document, spec: str, module: types.ModuleType) -> None:
+    """Record an imported module as the document's own (``modules:`` or ``--module``)."""
+    document.modules.append(module.__name__)
+    # A .py file is listed by its path and imported under its stem, or under a longer
+    # name when another module has that stem already: its path and its stem mean it.
+    spec = spec.strip()
+    document.module_aliases[spec] = module.__name__
+    document.module_aliases[module.__name__] = module.__name__
+    if spec.endswith(".py"):
+        document.module_aliases[Path(spec).stem] = module.__name__
+
+
+# -- functions ------------------------------------------------------------------------
+
+_FUNCTION_REFERENCE = re.compile(r"\s*([\w./-]+)\s*:\s*([\w.]+)\s*")
+
+
+def _is_callable_annotation(annotation: Any) -> bool:
+    """Whether an annotation says "a function" (``Callable[...]``, maybe ``| None``).
+
+    String annotations (``from __future__ import annotations``) are read as
+    text, never evaluated.
+    """
+    if isinstance(annotation, str):
+        parts = [part.strip() for part in _top_level_union(annotation)]
+        parts = [part for part in parts if part not in ("None", "")]
+        return bool(parts) and all(
+            re.match(r"(?:typing\.|collections\.abc\.|abc\.)?Callable\b", part) for part in parts
+        )
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return bool(args) and all(_is_callable_annotation(arg) for arg in args)
+    callables = (Callable, typing.Callable)
+    return annotation in callables or typing.get_origin(annotation) in callables
+
+
+def _top_level_union(text: str) -> list[str]:
+    """``"Callable[[int], int] | None"`` -> its ``|`` parts outside brackets."""
+    optional = re.fullmatch(r"\s*(?:typing\.)?Optional\[(.*)\]\s*", text, flags=re.DOTALL)
+    if optional:
+        return [*_top_level_union(optional[1]), "None"]
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+def function_parameters(cls: type[NanoNode]) -> list[str]:
+    """The parameters of ``cls(...)`` annotated ``Callable[...]`` (or ``Callable[...] | None``)."""
+    try:
+        signature = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return []
+    return [
+        param.name
+        for param in signature.parameters.values()
+        if param.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        and _is_callable_annotation(param.annotation)
+    ]
+
+
+def resolve_functions(
+    cls: type[NanoNode], args: Mapping[str, Any], document: Document, path: KeyPath, node: str
+) -> dict[str, Any]:
+    """Replace each ``module:name`` given for a function parameter of ``cls`` by that function.
+
+    ``module`` must be one of the document's own modules (``modules:``, or
+    ``--module``), by its import name or as listed; nothing is imported here.
+    ``null`` stays ``None`` (the class's default behaviour).
+
+    Returns:
+        The arguments to call ``cls`` with.
+
+    Raises:
+        ConfigFileError: at the argument's value: not a ``module:name``
+            string, a module not listed, no such name in it, a name that
+            reaches into another module, or something that is not callable.
+    """
+    resolved = dict(args)
+    for key in function_parameters(cls):
+        if key in args and args[key] is not None:
+            resolved[key] = _resolve_function(args[key], document, (*path, key), node, key)
+    return resolved
+
+
+def _listed_modules(document: Document) -> list[str]:
+    """The document's modules as ``module:name`` references may spell them (shortest each)."""
+    spellings: dict[str, str] = {}
+    for alias, module in document.module_aliases.items():
+        if alias.endswith(".py") or "/" in alias or os.sep in alias:
+            continue
+        if module not in spellings or len(alias) < len(spellings[module]):
+            spellings[module] = alias
+    return sorted(spellings.values())
+
+
+def _resolve_function(value: Any, document: Document, path: KeyPath, node: str, key: str) -> Any:
+    where = f"node {node!r} argument {key!r}"
+    listed = _listed_modules(document)
+    example = f"'{listed[0]}:my_function'" if listed else "'my_rules:is_error'"
+    match = _FUNCTION_REFERENCE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        hint = ""
+        if isinstance(value, str) and ("lambda" in value or "(" in value):
+            hint = "; YAML holds data, not code: define the function in a module and name it"
+        document.fail(
+            path,
+            f"{where}: expected a function as 'module:name' from a module listed under "
+            f"'modules:' (such as {example}); got {describe(value)}{hint}",
+            node=node,
+        )
+    module_name, attribute = match[1], match[2]
+    if module_name not in document.module_aliases:
+        known = f"listed: {', '.join(listed)}" if listed else "the file lists no modules"
+        document.fail(
+            path,
+            f"{where}: module {module_name!r} is not listed under 'modules:' ({known}); "
+            f"functions come only from the file's own modules: define {attribute!r} in one "
+            "and list it under 'modules:' (or pass --module)",
+            node=node,
+        )
+    target: Any = sys.modules[document.module_aliases[module_name]]
+    reached = f"module {module_name!r}"
+    for index, part in enumerate(attribute.split(".")):
+        if not hasattr(target, part):
+            names = [n for n in dir(target) if not n.startswith("_")]
+            names = [n for n in names if callable(getattr(target, n, None))]
+            document.fail(
+                path,
+                f"{where}: {reached} has no attribute {part!r}{did_you_mean(part, names)}",
+                node=node,
+            )
+        target = getattr(target, part)
+        reached = repr(f"{module_name}:{'.'.join(attribute.split('.')[: index + 1])}")
+        if isinstance(target, types.ModuleType):
+            document.fail(
+                path,
+                f"{where}: {value.strip()!r} reaches into module {target.__name__!r}, "
+                "which is not listed under 'modules:'; name a function defined in a listed module",
+                node=node,
+            )
+    if not callable(target):
+        document.fail(
+            path,
+            f"{where}: {value.strip()!r} is {describe(target)}, not a function",
+            node=node,
+        )
+    return target
 
 
 def exception_text(exc: BaseException) -> str:

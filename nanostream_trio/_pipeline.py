@@ -28,7 +28,7 @@ from ._edges import Edge
 from ._exceptions import ConfigError, GraphError, PipelineStateError
 from ._logging import library_logger
 from ._metrics import parse_address, serve_metrics
-from ._monitor import monitor, node_statistics
+from ._monitor import monitor, node_statistics, report_draining
 from ._node import NanoNode, Port
 from ._runtime import NodeRun, maybe_await
 from ._stats import NodeStatistics, PipelineStatistics, PipelineStatus
@@ -162,6 +162,7 @@ class Pipeline:
         self._stop_requested = False
         self._cancel_requested = False
         self._cancel_scope: trio.CancelScope | None = None
+        self._stopping = trio.Event()
 
     def _check(self) -> None:
         names: dict[str, NanoNode] = {}
@@ -250,6 +251,7 @@ class Pipeline:
         if self._status == "running":
             self._status = "stopping"
             self._log().info("pipeline_stopping")
+            self._stopping.set()
         for run in self._runs.values():
             if run.node._ns_kind == "source":
                 run.request_stop()
@@ -304,6 +306,7 @@ class Pipeline:
             raise PipelineStateError(msg)
         runs = self._prepare()
         self._runs = {run.name: run for run in runs}
+        self._stopping = trio.Event()
         self._status = "running"
         self._started_at = trio.current_time()
         self._ended_at = None
@@ -332,6 +335,7 @@ class Pipeline:
                         monitor_nursery.start_soon(
                             monitor, self, log, self._stats_interval, self._stall_timeout
                         )
+                        monitor_nursery.start_soon(report_draining, self, log, self._stopping)
                         if self._metrics is not None:
                             await self._serve_metrics(monitor_nursery, log)
                         await self._run_nodes(runs, task_status, monitor_nursery)

@@ -115,7 +115,10 @@ class Document:
         keys: key path -> (line, column) of each mapping key, 1-based.
         base_dir: the directory relative paths in the document start from.
         modules: names of the modules the document imported (``modules:``);
-            a bare class name several modules define resolves to theirs.
+            a bare class name several modules define resolves to theirs, and
+            ``module:name`` functions come only from them.
+        module_aliases: each module as the document spelled it (a ``.py``
+            path, say) -> its import name.
     """
 
     data: Any
@@ -124,6 +127,7 @@ class Document:
     keys: dict[KeyPath, tuple[int, int]] = dataclasses.field(default_factory=dict)
     base_dir: Path | None = None
     modules: list[str] = dataclasses.field(default_factory=list)
+    module_aliases: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def position(self, path: KeyPath, *, at_key: bool = False) -> tuple[int, int] | None:
         """The position of ``path`` or of its nearest known ancestor."""
@@ -497,6 +501,9 @@ def _syntax_error(
         mark = exc.context_mark
     if path is None:
         path = _path_at(text, mark)
+    plain = None if missing_colon else _plain_syntax_problem(exc)
+    if plain is not None and plain[1]:
+        mark = exc.context_mark  # the problem is where the construct opened
     if missing_colon and mark is not None:
         line_text = _line_at(mark)
         word, _, rest = line_text.partition(" ")
@@ -507,6 +514,10 @@ def _syntax_error(
         )
     elif "'\\t'" in problem:
         problem = "not valid YAML: a tab cannot indent YAML; indent with spaces"
+    elif plain is not None:
+        # PyYAML's own words stay, on a line of their own, for those who know them.
+        raw = f"{exc.context}: {problem}" if exc.context else problem
+        problem = f"not valid YAML: {plain[0]}\n    (PyYAML: {raw})"
     elif exc.context:
         problem = f"not valid YAML: {exc.context}: {problem}"
     else:
@@ -515,6 +526,60 @@ def _syntax_error(
     return ConfigFileError(
         problem, file=file, line=line, column=column, key=format_key_path(path) or None
     )
+
+
+def _plain_syntax_problem(exc: yaml.MarkedYAMLError) -> tuple[str, bool] | None:
+    """A plain sentence for a common PyYAML syntax error, and whether it is located where
+    the construct opened (``exc.context_mark``) rather than where PyYAML noticed it.
+
+    ``None`` for an error without a plainer wording here.
+    """
+    context, problem = exc.context or "", exc.problem or ""
+    opened = exc.context_mark
+    where = f"line {opened.line + 1}, column {opened.column + 1}" if opened else "above"
+    if problem == "mapping values are not allowed here":
+        return (
+            "unexpected ':' here: this line is indented more than the key above it, or a "
+            "value holds ': ' and needs quotes",
+            False,
+        )
+    if context.startswith("while parsing a block") and problem.startswith("expected <block end>"):
+        return (
+            "this line's indentation does not match the lines above it: the keys of one "
+            "mapping, and the '-' items of one list, start in the same column",
+            False,
+        )
+    if context == "while scanning a quoted scalar" and "end of stream" in problem:
+        return ("a quoted value is never closed: add the closing quote", opened is not None)
+    if context == "while scanning a double-quoted scalar" and "escape" in problem:
+        return (
+            "unknown backslash escape in a double-quoted value (a Windows path?): use single "
+            "quotes, or double each backslash",
+            False,
+        )
+    flow = re.fullmatch(r"while parsing a flow (mapping|sequence)", context)
+    if flow and problem.startswith("expected ','"):
+        opening, closing = ("{", "}") if flow[1] == "mapping" else ("[", "]")
+        return (
+            f"the '{opening}' opened at {where} is not closed by '{closing}', or two of its "
+            "entries lack a ',' between them",
+            False,
+        )
+    token = re.fullmatch(r"found character '(.)' that cannot start any token", problem)
+    if token:
+        return (
+            f"{token[1]!r} cannot start an unquoted value (YAML reserves it); put the value "
+            "in quotes",
+            False,
+        )
+    alias = re.fullmatch(r"found undefined alias '(.*)'", problem)
+    if alias:
+        return (
+            f"'*{alias[1]}' refers to an anchor '&{alias[1]}' not defined before it; define it "
+            "first, or quote the value if '*' is meant literally",
+            False,
+        )
+    return None
 
 
 def _line_at(mark: yaml.Mark) -> str:

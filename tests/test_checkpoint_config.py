@@ -132,6 +132,17 @@ class TestCommandLine:
         assert db.execute("SELECT count(*) FROM checkpoints WHERE final = 1").fetchone()[0] >= 1
         assert "checkpoint_restored" in second.stderr
 
+    @pytest.mark.parametrize("command", ["check", "run"])
+    def test_store_in_a_missing_directory_is_located(self, tmp_path: Path, command: str) -> None:
+        """check and run both name the checkpoint line when its directory does not exist."""
+        path = pipeline_file(tmp_path, "checkpoint: {path: nowhere/state.db}\n")
+        result = nanostream(command, str(path), cwd=tmp_path)
+        assert result.returncode == 2
+        assert f"{path}:2:" in result.stderr
+        assert "the checkpoint store" in result.stderr
+        assert "of file 'nowhere/state.db' does not exist" in result.stderr
+        assert not (tmp_path / "out.txt").exists()
+
     def test_interval_without_a_store_is_refused(self, tmp_path: Path) -> None:
         """--checkpoint-interval alone says that it needs --checkpoint."""
         result = nanostream("run", str(pipeline_file(tmp_path, "")), "--checkpoint-interval", "1",

@@ -435,6 +435,41 @@ class TestNeverStuck:
         assert events.of("checkpoint_completed")[-1]["final"] is True
         assert pipeline.status == "finished"
 
+    async def test_source_blocked_in_its_thread(self, tmp_path: Path) -> None:
+        """A threaded source stuck in a blocking call delays checkpoints, named, until it ends."""
+        release = threading.Event()
+
+        class Stuck(NanoNode):
+            def __init__(self, **options: Any) -> None:
+                super().__init__(**options)
+                self.position = 0
+
+            def snapshot(self) -> int:
+                return self.position
+
+            def generator(self) -> Any:
+                for self.position in range(1, 4):
+                    yield self.position
+                release.wait(30)  # a blocking call that does not return for a while
+
+        sink = Recorder(name="sink")
+        pipeline = Pipeline(
+            Stuck(name="stuck") > sink, checkpoint=tmp_path / "s.db", checkpoint_interval=0.05
+        )
+        with capture_events() as events:
+            pipeline._logger = events.logger()
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(pipeline.run)
+                    while not events.of("checkpoint_delayed"):  # noqa: ASYNC110 - a log, no event
+                        await trio.sleep(0.01)
+                    assert events.of("checkpoint_delayed")[0]["sources_not_yielding"] == ["stuck"]
+                    pipeline.stop()
+                    release.set()
+        assert pipeline.status == "finished"
+        assert sink.items == [1, 2, 3]
+        assert events.of("checkpoint_completed")[-1]["final"] is True
+
 
 class TestStoreAndErrors:
     """The store file, a pipeline of another shape, and bad options."""

@@ -14,15 +14,11 @@ import signal
 import subprocess
 import sys
 import threading
-from inspect import signature
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 import trio
-
-from nanostream_trio import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV_WATCH = ROOT / "examples" / "csv_watch"
@@ -125,11 +121,6 @@ class TestLogIngestion:
         assert errors.getvalue().startswith(f"bad log line: {sample}, line 101: invalid JSON")
         assert shown.getvalue().splitlines()[0] == "2024-05-17 09:00  warning     9"
 
-    # The pipeline's checkpoint store (issue 10) lands with the engine's part of it.
-    @pytest.mark.skipif(
-        "checkpoint" not in signature(Pipeline).parameters,
-        reason="Pipeline(checkpoint=...) is not in this engine yet",
-    )
     async def test_follow_with_checkpoint_continues_after_restart(self, tmp_path: Path) -> None:
         """Following a live log, stopping and restarting counts each record exactly once."""
         example = load(LOG_INGESTION / "run.py")

@@ -61,10 +61,11 @@ class Hooks:
     async def lines(self, count: int) -> list[Any]:
         """The next ``count`` lines (at least; whole yields)."""
         lines: list[Any] = []
-        while len(lines) < count:
-            items = await self.step()
-            assert items is not None, f"ended after {len(lines)} of {count} lines"
-            lines += items
+        with trio.fail_after(60):  # virtual seconds: lines that never come fail the test
+            while len(lines) < count:
+                items = await self.step()
+                assert items is not None, f"ended after {len(lines)} of {count} lines"
+                lines += items
         return lines
 
     async def until_idle(self) -> list[Any]:
@@ -333,6 +334,52 @@ class TestRestore:
             rest = await hooks.to_end()
         assert delivered == expected(1, 51)
         assert sorted(rest) == sorted([*expected(51, 61), *expected(1000, 1003)])
+
+    async def test_copytruncate_seen_but_copy_not_found_yet_at_the_snapshot(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """A snapshot taken after a poll saw the truncation but before the next poll found
+        the copy keeps what is needed to find it: a restart reads the lines only the copy
+        holds, once."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 51))
+        async with Hooks(tail_of(log)) as hooks:
+            delivered = await hooks.until_idle()
+            append(log, numbered(51, 54))  # after the last poll, before the copy
+            shutil.copy(log, tmp_path / "app.log.1")
+            os.truncate(log, 0)
+            append(log, numbered(100, 102))
+            delivered += await hooks.lines(2)  # the truncated file, read again from its start
+            state = hooks.snapshot()
+        assert delivered == [*expected(1, 51), *expected(100, 102)]
+        async with Hooks(tail_of(log), state) as hooks:
+            rest = await hooks.lines(3)
+            assert await hooks.until_idle() == []
+        assert rest == expected(51, 54)
+        assert [line.lineno for line in rest] == [51, 52, 53]
+
+    async def test_truncated_with_no_copy_at_restore_reports_a_possible_loss(
+        self, tmp_path: Path, autojump_clock: trio.abc.Clock
+    ) -> None:
+        """If the copy the snapshot was still looking for is not there at restore, a
+        data_possibly_lost event gives the path and the offset from which."""
+        log = tmp_path / "app.log"
+        log.write_text(numbered(1, 51))
+        async with Hooks(tail_of(log)) as hooks:
+            await hooks.until_idle()
+            os.truncate(log, 0)
+            append(log, numbered(100, 102))
+            await hooks.lines(2)
+            state = hooks.snapshot()
+        with capture_logs() as logs:
+            async with Hooks(tail_of(log), state) as hooks:
+                assert await hooks.until_idle() == []
+        (event,) = [e for e in logs if e["event"] == "data_possibly_lost"]
+        assert (event["path"], event["start"], event["end"]) == (
+            str(log),
+            len(numbered(1, 51)),
+            None,
+        )
 
     async def test_replaced_file_is_read_whole(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock

@@ -133,12 +133,35 @@ class TestTypicalMistakes:
         )
 
     def test_unknown_type_without_near_name(self) -> None:
-        """An unknown type with nothing close says how node types become known."""
+        """An unknown type in a file without modules: asks whether its module is listed."""
         message = error_of("nodes: [{class: Zzzqqq}]\n")
         assert message == (
-            "pipe.yaml:1:17: nodes[0].class: unknown node type 'Zzzqqq'; node types are "
-            "registered NanoNode subclasses: import the module that defines it with "
-            "'modules:' (or --module)"
+            "pipe.yaml:1:17: nodes[0].class: unknown node type 'Zzzqqq'; is its module listed "
+            "under 'modules:'? The file lists none, so only the built-in node types and classes "
+            "imported already are known (or pass --module)"
+        )
+
+    def test_unknown_type_with_modules_listed(self, tmp_path: Any) -> None:
+        """With modules listed, the message names them and how node types become known."""
+        (tmp_path / "ye_listed.py").write_text("")
+        with pytest.raises(ConfigFileError) as info:
+            load_pipeline_text(
+                "modules: [ye_listed.py]\nnodes: [{class: Zzzqqq}]\n",
+                source="pipe.yaml",
+                base_dir=tmp_path,
+            )
+        assert str(info.value).endswith(
+            "unknown node type 'Zzzqqq'; node types are registered NanoNode subclasses: import "
+            "the module that defines it with 'modules:' (or --module); imported: ye_listed"
+        )
+
+    def test_custom_class_near_a_builtin_without_modules(self) -> None:
+        """'LevelFilter' in a file without modules: asks about modules first, then Filter."""
+        message = error_of("nodes: [{class: LevelFilter}]\n")
+        assert message.endswith(
+            "unknown node type 'LevelFilter'; is its module listed under 'modules:'? The file "
+            "lists none, so only the built-in node types and classes imported already are "
+            "known (or pass --module); or did you mean 'Filter'?"
         )
 
     def test_misspelt_key(self) -> None:
@@ -251,7 +274,9 @@ class TestTypicalMistakes:
             """
         )
         assert message == (
-            "pipe.yaml:4:11: nodes[0]: not valid YAML: mapping values are not allowed here"
+            "pipe.yaml:4:11: nodes[0]: not valid YAML: unexpected ':' here: this line is "
+            "indented more than the key above it, or a value holds ': ' and needs quotes\n"
+            "    (PyYAML: mapping values are not allowed here)"
         )
 
     def test_orphan_processor(self) -> None:
@@ -720,3 +745,167 @@ class TestArbitraryTags:
         text = "".join(tokens)
         only_config_errors(lambda t: load_pipeline_text(t, env={}), text)
         only_config_errors(load_composite_text, text)
+
+
+class YeMinLevel(NanoNode):
+    """Takes ``**options`` only to pass them on to NanoNode (the engine options)."""
+
+    def __init__(self, min_level: str = "info", **options: Any) -> None:
+        super().__init__(**options)
+        self.min_level = min_level
+
+    def process_item(self, item: Any) -> Any:
+        return item
+
+
+class YeLenient(NanoNode):
+    """Keeps whatever ``**options`` it gets: it accepts any argument."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.options = options
+
+    def generator(self) -> Iterator[Any]:
+        yield self.options
+
+
+class YePassesOn(NanoNode):
+    """Passes ``**options`` to a function that refuses unknown ones."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.settings = self._settings(**options)
+
+    @staticmethod
+    def _settings(*, width: int = 1) -> dict[str, int]:
+        return {"width": width}
+
+    def generator(self) -> Iterator[Any]:
+        yield self.settings
+
+
+class TestOpenEndedNodes:
+    def test_options_passed_to_nanonode_are_checked(self) -> None:
+        """**options that only reach NanoNode.__init__ keep the located unknown-argument error."""
+        message = error_of(
+            """\
+            nodes:
+              - {name: source, class: YeSource}
+              - name: levels
+                class: YeMinLevel
+                args: {min_levle: warning}
+            """
+        )
+        assert message == (
+            "pipe.yaml:5:12: nodes[1].args.min_levle: node 'levels' (YeMinLevel) got "
+            "unexpected argument 'min_levle'; accepted: min_level; did you mean 'min_level'?"
+        )
+
+    def test_engine_option_under_args_of_such_a_node(self) -> None:
+        """An engine option given under args of such a node says where it belongs."""
+        message = error_of(
+            """\
+            nodes:
+              - {name: source, class: YeSource}
+              - {name: levels, class: YeMinLevel, args: {on_error: skip}}
+            """
+        )
+        assert "'on_error' is an engine option, not an argument of YeMinLevel" in message
+
+    def test_declared_options_are_checked(self) -> None:
+        """CSVReader's **options take the csv format parameters it declares, and no others."""
+        message = error_of(
+            """\
+            nodes:
+              - {name: source, class: YeSource}
+              - {name: parse, class: CSVReader, args: {delimeter: ";"}}
+            """
+        )
+        assert message.startswith(
+            "pipe.yaml:3:44: nodes[1].args.delimeter: node 'parse' (CSVReader) got unexpected "
+            "argument 'delimeter'; accepted: fieldnames, dialect, strict_fields, restkey, "
+            "restval, max_row_lines, delimiter,"
+        )
+        assert message.endswith("did you mean 'delimiter'?")
+
+    def test_declared_options_pass(self) -> None:
+        """A declared option reaches the class."""
+        pipeline = load_pipeline_text(
+            "nodes:\n  - {name: s, class: YeSource}\n"
+            "  - {name: parse, class: CSVReader, args: {delimiter: ';'}}\n",
+            env={},
+        )
+        assert {node.name for node in pipeline.nodes} >= {"s", "parse"}
+
+    def test_options_kept_by_the_node_accept_anything(self) -> None:
+        """A node that keeps its **options gets any argument, unchecked."""
+        pipeline = load_pipeline_text(
+            "nodes:\n  - {name: any, class: YeLenient, args: {colour: red}}\n", env={}
+        )
+        [node] = pipeline.nodes
+        assert isinstance(node, YeLenient)
+        assert node.options == {"colour": "red"}
+
+    def test_refused_by_what_the_options_reach(self) -> None:
+        """A TypeError for an unexpected keyword is reported at that argument, with a hint."""
+        message = error_of("nodes:\n  - {name: p, class: YePassesOn, args: {widht: 2}}\n")
+        assert message.startswith(
+            "pipe.yaml:2:41: nodes[0].args.widht: node 'p' (YePassesOn) got unexpected "
+            "argument 'widht' (the class refused it: TypeError: YePassesOn._settings() got an "
+            "unexpected keyword argument 'widht')"
+        )
+
+
+class TestSyntaxInPlainWords:
+    @pytest.mark.parametrize(
+        ("text", "first_line"),
+        [
+            (
+                "nodes:\n  - name: source\n    class: YeSource\n   args: {limit: 1}\n",
+                "pipe.yaml:4:4: nodes[0]: not valid YAML: this line's indentation does not match "
+                "the lines above it: the keys of one mapping, and the '-' items of one list, "
+                "start in the same column",
+            ),
+            (
+                "nodes:\n  - name: a\n    class: YeSource\n - name: b\n",
+                "pipe.yaml:4:2: nodes[0]: not valid YAML: this line's indentation does not match",
+            ),
+            (
+                'nodes:\n  - name: "source\n    class: YeSource\n',
+                "pipe.yaml:2:11: nodes[0].name: not valid YAML: a quoted value is never closed: "
+                "add the closing quote",
+            ),
+            (
+                "nodes:\n  - {name: keep, class: YeSink\n",
+                "pipe.yaml:3:1: nodes[0]: not valid YAML: the '{' opened at line 2, column 5 is "
+                "not closed by '}', or two of its entries lack a ',' between them",
+            ),
+            (
+                "nodes:\n  - name: @x\n",
+                "pipe.yaml:2:11: nodes[0].name: not valid YAML: '@' cannot start an unquoted "
+                "value (YAML reserves it); put the value in quotes",
+            ),
+            (
+                'nodes:\n  - name: "C:\\data"\n',
+                "pipe.yaml:2:15: nodes[0].name: not valid YAML: unknown backslash escape in a "
+                "double-quoted value (a Windows path?): use single quotes, or double each "
+                "backslash",
+            ),
+            (
+                "nodes:\n  - name: *x\n",
+                "pipe.yaml:2:11: nodes[0].name: not valid YAML: '*x' refers to an anchor '&x' "
+                "not defined before it",
+            ),
+        ],
+    )
+    def test_plain_sentence_then_pyyaml(self, text: str, first_line: str) -> None:
+        """A common syntax error reads as a located sentence, PyYAML's words on a second line."""
+        first, second = error_of(text).split("\n")
+        assert first.startswith(first_line)
+        assert second.startswith("    (PyYAML: ")
+
+    def test_unclosed_quote_points_at_its_opening(self) -> None:
+        """An unclosed quote is reported where it opens, not at the end of the file."""
+        with pytest.raises(ConfigFileError) as info:
+            load_pipeline_text("nodes:\n  - name: 'source\n\n\n", source="pipe.yaml", env={})
+        assert (info.value.line, info.value.column) == (2, 11)

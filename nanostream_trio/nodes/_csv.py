@@ -33,7 +33,7 @@ import csv
 import dataclasses
 import io
 from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from .._exceptions import ConfigError
 from .._node import NanoNode
@@ -371,6 +371,23 @@ class CSVReader(_Staged):
 
         LocalFileReader() > CSVReader(delimiter=";", on_error="skip") > PrinterOfThings()
     """
+
+    #: What ``**options`` takes: the ``csv`` format parameters and the engine settings
+    #: (so a pipeline file's misspelt ``delimeter`` is caught before the class is called).
+    accepted_options: ClassVar[tuple[str, ...]] = (
+        "delimiter",
+        "doublequote",
+        "escapechar",
+        "lineterminator",
+        "quotechar",
+        "quoting",
+        "skipinitialspace",
+        "strict",
+        "on_error",
+        "retry",
+        "capacity",
+        "blocking",
+    )
 
     def __init__(
         self,

@@ -61,6 +61,7 @@ from .._node import NanoNode
 from ._stages import EngineOptions
 from ._tail_read import FINGERPRINT_BYTES, ChunkSplitter, Known, Tracked
 from ._tail_store import (
+    NO_FILE,
     candidates,
     end_hash,
     entries,
@@ -70,6 +71,7 @@ from ._tail_store import (
     matches,
     saved_state,
     still_there,
+    truncated_entry,
 )
 
 __all__ = ["TailFile"]
@@ -317,8 +319,11 @@ class TailFile(NanoNode):
         (the lines yielded are handed on). Per file: its path, identity (device
         and inode), offset and line number, and SHA-256 hashes of its first bytes
         and of the bytes before the offset (to recognise it, or a copy of it,
-        on restore). A file's entry is built again only when its position
-        moved, so a snapshot of hundreds of idle files costs a list of them.
+        on restore); with a single path, also such an entry for content truncated
+        since the last poll whose copy is still looked for (copytruncate), so a
+        restart finds that copy. A file's entry is built again only when its
+        position moved, so a snapshot of hundreds of idle files costs a list of
+        them (about 0.04 ms for 300 files).
 
         Returns:
             Plain data (dicts, lists, str, int), for :meth:`restore`.
@@ -328,7 +333,9 @@ class TailFile(NanoNode):
             saved = self._entry(tracked)
             if saved is not None:
                 files.append(saved)
-        return saved_state(self.path, files)
+        # (single path) Truncated, and its copy not found yet: a restart looks for it.
+        truncated = [e for known in self._truncations if (e := truncated_entry(known))]
+        return saved_state(self.path, files, truncated)
 
     def restore(self, state: Any) -> None:
         """Resume from what :meth:`snapshot` returned (after ``setup``, before ``generator``).
@@ -364,6 +371,16 @@ class TailFile(NanoNode):
             ):
                 continue
             self._find_elsewhere(saved, identity)
+        for saved in state.get("truncated", []):
+            if not self._find_elsewhere(saved, NO_FILE):
+                self.log_event(
+                    "data_possibly_lost",
+                    "warning",
+                    path=saved["path"],
+                    start=saved["offset"],
+                    end=None,
+                    reason="truncated; no copy of it found in its directory",
+                )
         # Only files not opened yet still need their entry: a stale one must not
         # resume a new file that reuses a deleted file's inode later in the run.
         self._saved = {
@@ -372,12 +389,13 @@ class TailFile(NanoNode):
             if (waiting := self._tracked.get(identity)) is not None and waiting.fresh
         }
 
-    def _find_elsewhere(self, saved: dict[str, Any], identity: tuple[int, int]) -> None:
+    def _find_elsewhere(self, saved: dict[str, Any], identity: tuple[int, int]) -> bool:
         """Track a restored file found again in its directory under another name (by
-        identity), or its copy (by first and last bytes), at the saved position."""
+        identity), or its copy (by first and last bytes), at the saved position; whether
+        it was found."""
         found = look_for(saved, identity)
         if found is None:
-            return
+            return False
         path, info = found
         here = (info.st_dev, info.st_ino)
         # The copy is resumed like the file it copies (also when opened later).
@@ -386,7 +404,7 @@ class TailFile(NanoNode):
         if tracked is None:
             fd = self._open_fd(path)
             if fd is None:
-                return
+                return False
             tracked = Tracked(path, fd, here, size=info.st_size, gone=True)
             # Read first: its lines were written before those of the file now under the name.
             self._tracked = {here: tracked, **self._tracked}
@@ -394,10 +412,11 @@ class TailFile(NanoNode):
             self._rewind(tracked)
             tracked.skip_nuls = False
             if not self._resume(tracked, os.fstat(tracked.fd).st_size):
-                return
+                return False
         self.log_event(
             "file_resumed_elsewhere", path=path, was=saved["path"], offset=saved["offset"]
         )
+        return True
 
     def _entry(self, tracked: Tracked) -> dict[str, Any] | None:
         """The saved position of ``tracked``, from its cache while it has not moved."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._exceptions import ConfigError
-from ._tail_read import FINGERPRINT_BYTES, Tracked, fingerprint
+from ._tail_read import FINGERPRINT_BYTES, Known, Tracked, fingerprint
 
 #: Version of the state ``TailFile.snapshot()`` returns; ``restore`` refuses others.
 STATE_VERSION = 1
@@ -160,13 +160,40 @@ def entry(tracked: Tracked, lineno: int) -> dict[str, Any]:
     return saved
 
 
-def saved_state(source: str, files: list[dict[str, Any]]) -> dict[str, Any]:
-    """What ``TailFile.snapshot()`` returns: the entries of its files."""
-    return {"version": STATE_VERSION, "source": source, "files": files}
+#: The identity of a :func:`truncated_entry`: no file has it, only copies match.
+NO_FILE = (-1, -1)
+
+
+def truncated_entry(known: Known) -> dict[str, Any] | None:
+    """An entry for content read from a file since truncated whose copy (copytruncate) has
+    not been found yet; None if too little is known of the bytes before its offset."""
+    held = known.pos - known.offset  # the partial line after the offset
+    end = known.suffix[: len(known.suffix) - held] if held < len(known.suffix) else b""
+    if not end:
+        return None
+    prefix = known.prefix[: min(len(known.prefix), known.offset)]
+    return {
+        "path": known.path,
+        "identity": list(NO_FILE),
+        "offset": known.offset,
+        "lineno": known.lineno,
+        "prefix_len": len(prefix),
+        "prefix_sha256": fingerprint(prefix),
+        "suffix_len": len(end),
+        "suffix_sha256": fingerprint(end),
+    }
+
+
+def saved_state(
+    source: str, files: list[dict[str, Any]], truncated: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What ``TailFile.snapshot()`` returns: the entries of its files, and of truncated
+    content whose copy is still looked for."""
+    return {"version": STATE_VERSION, "source": source, "files": files, "truncated": truncated}
 
 
 def entries(saved: Any, node: str) -> dict[tuple[int, int], dict[str, Any]]:
-    """The file entries of a :func:`saved_state`, by identity.
+    """The file entries of a :func:`saved_state`, by identity (also checks it is one).
 
     Raises:
         ConfigError: ``saved`` is not a TailFile state of :data:`STATE_VERSION`.

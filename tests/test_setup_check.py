@@ -1,0 +1,322 @@
+"""``nanostream check`` checks the paths nodes read and write, with file:line, changing nothing."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from nanostream_trio import NanoNode
+from nanostream_trio._cli import main
+from nanostream_trio._config import read_pipeline
+from nanostream_trio._setup_check import SetupFinding, check_setup, path_arguments_of
+from nanostream_trio.nodes import TailFile
+
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_permissions = pytest.mark.skipif(
+    AS_ROOT,
+    reason="root reads and writes whatever the permission bits say, so chmod denies nothing",
+)
+
+
+class ScArchive(NanoNode):
+    """A custom node declaring its paths: reads ``source``, writes into ``target``."""
+
+    path_arguments: ClassVar[Mapping[str, str]] = {"source": "read_file", "target": "write_dir"}
+
+    def __init__(self, source: str, target: str = "out") -> None:
+        super().__init__()
+        self.source, self.target = source, target
+
+    def generator(self) -> Iterator[Any]:
+        yield self.source
+
+
+class ScSink(NanoNode):
+    def process_item(self, item: Any) -> None:
+        return None
+
+
+def findings_of(tmp_path: Path, pipeline: str) -> tuple[Path, list[SetupFinding]]:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(textwrap.dedent(pipeline))
+    return path, check_setup(read_pipeline(path))
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in ``tmp_path``: nodes open relative paths from the current directory."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+class TestMissingPaths:
+    def test_watched_directory_missing(self, in_tmp: Path) -> None:
+        """A watched directory that does not exist is an error at its value's line."""
+        path, findings = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - name: watch
+                class: LocalDirectoryWatchdog
+                args: {directory: incoming}
+              - {name: read, class: LocalFileReader}
+              - {name: out, class: ScSink}
+            """,
+        )
+        [finding] = findings
+        assert not finding.warning
+        assert str(finding.error) == (
+            f"{path}:4:23: nodes[0].args.directory: node 'watch' (LocalDirectoryWatchdog) "
+            f"argument 'directory': directory 'incoming' (relative to the current directory "
+            f"{in_tmp}) does not exist; create it or fix the path"
+        )
+        (in_tmp / "incoming").mkdir()
+        assert check_setup(read_pipeline(path)) == []
+
+    def test_watched_path_is_a_file(self, in_tmp: Path) -> None:
+        """A file given where a directory is watched is an error."""
+        (in_tmp / "incoming").write_text("")
+        _, [finding] = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - {name: watch, class: LocalDirectoryWatchdog, args: {directory: incoming}}
+              - {name: out, class: ScSink}
+            """,
+        )
+        assert finding.error.problem.endswith(
+            f"'incoming' (relative to the current directory {in_tmp}) is not a directory"
+        )
+
+    def test_checkpoint_directory_missing(self, in_tmp: Path) -> None:
+        """A checkpoint store in a missing directory is an error; a missing log only a warning."""
+        path, findings = findings_of(
+            in_tmp,
+            """\
+            checkpoint:
+              path: state/app.db
+            nodes:
+              - name: tail
+                class: TailFile
+                args:
+                  path: app.log
+              - {name: out, class: ScSink}
+            """,
+        )
+        warning, error = findings
+        assert warning.warning
+        assert not error.warning
+        assert str(warning.error).startswith(f"{path}:7:13: nodes[0].args.path: node 'tail'")
+        assert "does not exist yet; the node will wait for it" in str(warning.error)
+        assert str(error.error) == (
+            f"{path}:2:9: checkpoint.path: the checkpoint store: the directory "
+            f"'{in_tmp / 'state'}' of file 'state/app.db' does not exist; create it or fix the path"
+        )
+
+    def test_missing_file_without_follow_is_an_error(self, in_tmp: Path) -> None:
+        """With follow: false TailFile fails on a missing file, so check does too."""
+        _, [finding] = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - {name: tail, class: TailFile, args: {path: app.log, follow: false}}
+              - {name: out, class: ScSink}
+            """,
+        )
+        assert not finding.warning
+        assert "file 'app.log' (relative to the current directory" in finding.error.problem
+        assert finding.error.problem.endswith("does not exist; create it or fix the path")
+
+    def test_glob_without_matches_is_a_warning(self, in_tmp: Path) -> None:
+        """A glob that matches nothing yet is a warning, not an error."""
+        _, [finding] = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - {name: tail, class: TailFile, args: {path: "logs/*.log"}}
+              - {name: out, class: ScSink}
+            """,
+        )
+        assert finding.warning
+        assert "no file matches 'logs/*.log'" in finding.error.problem
+
+    def test_output_directory_missing(self, in_tmp: Path) -> None:
+        """JSONLinesWriter into a directory that does not exist is an error."""
+        _, [warning, finding] = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - {name: tail, class: TailFile, args: {path: app.log}}
+              - {name: write, class: JSONLinesWriter, args: {path: out/records.jsonl}}
+            """,
+        )
+        assert (warning.warning, finding.warning) == (True, False)
+        assert finding.error.line == 3
+        assert finding.error.key == "nodes[1].args.path"
+        assert f"the directory '{in_tmp / 'out'}' of file 'out/records.jsonl'" in str(finding.error)
+
+    def test_all_is_well(self, in_tmp: Path) -> None:
+        """Existing paths give no findings, and checking creates nothing."""
+        (in_tmp / "incoming").mkdir()
+        (in_tmp / "app.log").write_text("x\n")
+        before = tree(in_tmp)
+        _, findings = findings_of(
+            in_tmp,
+            """\
+            checkpoint: state.db
+            nodes:
+              - {name: watch, class: LocalDirectoryWatchdog, args: {directory: incoming}}
+              - {name: read, class: LocalFileReader}
+              - {name: write, class: JSONLinesWriter, args: {path: records.jsonl}}
+              - name: tail
+                class: TailFile
+                args: {path: app.log}
+              - {name: out, class: ScSink}
+            links: [[watch, read, write], [tail, out]]
+            """,
+        )
+        assert findings == []
+        assert tree(in_tmp) == [*before, "pipeline.yaml"]
+
+
+class TestDeclarations:
+    def test_custom_node_declares_its_paths(self, in_tmp: Path) -> None:
+        """A class's path_arguments are checked like the built-ins' declarations."""
+        _, findings = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - {name: archive, class: ScArchive, args: {source: data.bin}}
+              - {name: out, class: ScSink}
+            """,
+        )
+        assert [f.error.key for f in findings] == ["nodes[0].args.source", "nodes[0]"]
+        assert "file 'data.bin'" in findings[0].error.problem
+        assert "argument 'target': directory 'out'" in findings[1].error.problem
+
+    def test_builtin_declaration_depends_on_arguments(self) -> None:
+        """TailFile's path is read (follow: false) or waited for."""
+        assert path_arguments_of(TailFile, {"follow": False}) == {"path": "read_file"}
+        assert path_arguments_of(TailFile, {})["path"] == "wait_file"
+
+    def test_unknown_use_is_refused(self) -> None:
+        """A declaration naming an unknown use is a TypeError naming the class."""
+
+        class ScBad(NanoNode):
+            path_arguments: ClassVar[Mapping[str, str]] = {"source": "reed"}
+
+            def generator(self) -> Iterator[Any]:
+                yield 1
+
+        with pytest.raises(TypeError, match=r"ScBad.path_arguments\['source'\] is 'reed'"):
+            path_arguments_of(ScBad, {})
+
+
+class TestPermissions:
+    @needs_permissions
+    def test_unreadable_file(self, in_tmp: Path) -> None:
+        """A file TailFile reads but may not is an error with its mode."""
+        log = in_tmp / "app.log"
+        log.write_text("x\n")
+        log.chmod(0o200)
+        _, [finding] = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - {name: tail, class: TailFile, args: {path: app.log, follow: false}}
+              - {name: out, class: ScSink}
+            """,
+        )
+        assert "is not readable by this user (mode --w-------)" in finding.error.problem
+
+    @needs_permissions
+    def test_unlistable_directory(self, in_tmp: Path) -> None:
+        """A watched directory without read permission is an error."""
+        (in_tmp / "incoming").mkdir(mode=0o300)
+        _, [finding] = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - {name: watch, class: LocalDirectoryWatchdog, args: {directory: incoming}}
+              - {name: out, class: ScSink}
+            """,
+        )
+        assert "cannot be listed by this user (mode d-wx------)" in finding.error.problem
+
+    @needs_permissions
+    def test_read_only_checkpoint_directory(self, in_tmp: Path) -> None:
+        """A checkpoint in a read-only directory cannot be replaced: an error."""
+        state = in_tmp / "state"
+        state.mkdir(mode=0o500)
+        _, findings = findings_of(
+            in_tmp,
+            """\
+            checkpoint: state/ck.db
+            nodes:
+              - {name: tail, class: TailFile, args: {path: app.log}}
+              - {name: out, class: ScSink}
+            """,
+        )
+        [error] = [f for f in findings if not f.warning]
+        assert "is not writable by this user (mode dr-x------)" in error.error.problem
+
+    @needs_permissions
+    def test_read_only_output_file(self, in_tmp: Path) -> None:
+        """An existing output file without write permission is an error."""
+        (in_tmp / "records.jsonl").write_text("")
+        (in_tmp / "records.jsonl").chmod(0o400)
+        _, [finding] = findings_of(
+            in_tmp,
+            """\
+            nodes:
+              - {name: tail, class: TailFile, args: {path: "*.jsonl"}}
+              - {name: write, class: JSONLinesWriter, args: {path: records.jsonl}}
+            """,
+        )
+        assert "file 'records.jsonl'" in finding.error.problem
+        assert "is not writable by this user (mode -r--------)" in finding.error.problem
+
+
+class TestCommand:
+    def test_problems_exit_2_with_every_finding(
+        self, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """check prints each finding on stderr, located, and exits 2 on any error."""
+        path = in_tmp / "pipeline.yaml"
+        path.write_text(
+            textwrap.dedent(
+                """\
+                checkpoint: s/ck
+                nodes:
+                  - {name: tail, class: TailFile, args: {path: app.log}}
+                  - {name: write, class: JSONLinesWriter, args: {path: out/r.jsonl}}
+                """
+            )
+        )
+        assert main(["check", str(path)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[0].startswith(f"nanostream: warning: {path}:3:48: nodes[0].args.path:")
+        assert err[1].startswith(f"nanostream: error: {path}:4:56: nodes[1].args.path:")
+        assert err[2].startswith(f"nanostream: error: {path}:1:13: checkpoint: the checkpoint")
+        assert err[3] == f"nanostream: error: {path}: 2 setup problems (see above)"
+
+    def test_warnings_only_exit_0(self, in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A file the node will wait for is a warning: check still says ok."""
+        path = in_tmp / "pipeline.yaml"
+        path.write_text(
+            "nodes:\n  - {name: tail, class: TailFile, args: {path: app.log}}\n"
+            "  - {name: out, class: ScSink}\n"
+        )
+        assert main(["check", str(path)]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.endswith("sources: tail (1 warning)\n")
+        assert captured.err.startswith("nanostream: warning: ")

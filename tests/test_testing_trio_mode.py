@@ -1,0 +1,116 @@
+"""Async tests in a fresh project: the plugin hands those using its fixtures to pytest-trio."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A user's first async tests, as docs/testing.md shows them: no conftest.py, no pytest settings.
+USING_FIXTURES = """\
+import trio
+
+from nanostream_testing import CollectingSink, FakeSource, run_pipeline_async
+
+
+async def test_sleeps_an_hour_in_no_time(nanostream_clock):
+    await trio.sleep(3600)
+    assert trio.current_time() == 3600
+
+
+async def test_pipeline_on_the_fake_clock(nanostream_clock):
+    sink = CollectingSink()
+    await run_pipeline_async(FakeSource([1, 2], interval=60) > sink)
+    assert sink.arrivals == [0.0, 60.0]
+
+
+async def test_runner_fixture(nanostream_clock, nanostream_runner):
+    sink = CollectingSink()
+    await nanostream_runner.run_async(FakeSource([1], start=30) > sink)
+    assert sink.arrivals == [30.0]
+
+
+def test_sync_tests_still_plain(nanostream_runner):
+    sink = CollectingSink()
+    nanostream_runner.run(FakeSource([1]) > sink)
+    assert sink.items == [1]
+"""
+
+PLAIN_ASYNC = """\
+import trio
+
+
+async def test_without_the_fixtures():
+    await trio.sleep(0)
+"""
+
+
+def pytest_in(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m pytest`` in ``project`` with this interpreter, as a user would run it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command += ["-p", "no:randomly", *args]
+    return subprocess.run(
+        command, cwd=project, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+class TestFreshProject:
+    def test_async_tests_using_the_fixtures_need_no_configuration(self, tmp_path: Path) -> None:
+        """A conftest-less project's async tests that request the fixtures run and pass."""
+        (tmp_path / "test_readings.py").write_text(USING_FIXTURES)
+        result = pytest_in(tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "4 passed" in result.stdout
+
+    def test_other_async_tests_need_the_documented_line(self, tmp_path: Path) -> None:
+        """An async test without the fixtures fails as pytest says, until trio_mode is on."""
+        (tmp_path / "test_plain.py").write_text(PLAIN_ASYNC)
+        before = pytest_in(tmp_path)
+        assert before.returncode != 0
+        assert "async def functions are not natively supported" in before.stdout + before.stderr
+        # The one line docs/testing.md gives, as written there:
+        (tmp_path / "pyproject.toml").write_text(
+            textwrap.dedent(
+                """\
+                [tool.pytest.ini_options]
+                trio_mode = true
+                """
+            )
+        )
+        after = pytest_in(tmp_path)
+        assert after.returncode == 0, after.stdout + after.stderr
+        assert "1 passed" in after.stdout
+
+    def test_without_pytest_trio_the_failure_says_what_to_install(self, tmp_path: Path) -> None:
+        """With pytest-trio disabled, an async test using the fixtures fails naming the fix."""
+        (tmp_path / "test_readings.py").write_text(USING_FIXTURES)
+        result = pytest_in(tmp_path, "-p", "no:trio")
+        assert result.returncode == 1
+        assert "1 passed, 3 errors" in result.stdout
+        assert (
+            "test_readings.py::test_sleeps_an_hour_in_no_time is an async test using "
+            "nanostream_testing's fixtures, which runs under pytest-trio, and pytest-trio is "
+            "not installed (or disabled with -p no:trio): pip install 'nanostream-trio[test]'"
+        ) in result.stdout
+
+
+class TestPackaging:
+    def test_test_extra_installs_pytest_trio(self) -> None:
+        """pip install 'nanostream-trio[test]' brings pytest and pytest-trio."""
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        extra = project["optional-dependencies"]["test"]
+        names = {requirement.split(">")[0].split("=")[0].strip() for requirement in extra}
+        assert {"pytest", "pytest-trio"} <= names
+
+    def test_docs_no_longer_claim_nothing_to_configure(self) -> None:
+        """docs/testing.md gives the install line and the trio_mode line for other async tests."""
+        page = (ROOT / "docs" / "testing.md").read_text()
+        assert "Nothing to configure" not in page
+        assert "pip install 'nanostream-trio[test]'" in page
+        assert "trio_mode = true" in page
