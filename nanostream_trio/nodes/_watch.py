@@ -351,7 +351,7 @@ class LocalDirectoryWatchdog(NanoNode):
         first start (or any, with ``initial_scan``), becomes pending for
         ``settle`` seconds. Emitted files no longer present are forgotten.
         """
-        emitted: dict[str, tuple[int, int, int]] = dict(state["emitted"])
+        emitted: dict[str, Any] = dict(state["emitted"])
         if len(emitted) > MAX_REMEMBERED:
             emitted = dict(list(emitted.items())[-MAX_REMEMBERED:])
         self._first_started_ns = state["first_started_ns"]
@@ -364,7 +364,10 @@ class LocalDirectoryWatchdog(NanoNode):
                 continue
             if path in emitted or self.initial_scan or info.st_ctime_ns >= since:
                 self._pending[path] = deadline
-        self._emitted = {path: sign for path, sign in emitted.items() if path in present}
+        # Tuples again (a store using JSON would give lists): signatures are compared with ==.
+        self._emitted = {
+            path: (sign[0], sign[1], sign[2]) for path, sign in emitted.items() if path in present
+        }
 
     async def generator(self) -> AsyncIterator[str | Items]:
         """Yield each settled, changed file's path, until stopped.
