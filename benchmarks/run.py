@@ -266,6 +266,13 @@ def _child_real_memory(name: str, role: str, files: dict[str, str]) -> dict[str,
     return {"rss_peak_mib": rss, "heap_peak_mib": heap / 2**20}
 
 
+def _child_checkpoints(name: str, files: dict[str, str]) -> dict[str, Any]:
+    """A workload without checkpoints, with them every second, and without again."""
+    import checkpoints
+
+    return checkpoints.measure(name, files, lambda run: _timed(lambda _: run(), 0))
+
+
 def _child_ticker(shape: str, n: int, files: dict[str, str], seconds: float) -> dict[str, Any]:
     import load
 
@@ -286,6 +293,8 @@ def _child(spec: dict[str, Any]) -> Any:
         return _child_real(spec["workload"], spec["files"])
     if kind == "real_memory":
         return _child_real_memory(spec["workload"], spec["role"], spec["files"])
+    if kind == "checkpoints":
+        return _child_checkpoints(spec["workload"], spec["files"])
     if kind == "ticker":
         return _child_ticker(spec["shape"], spec["n"], spec["files"], spec["seconds"])
     if kind == "stalled_big":
@@ -483,6 +492,62 @@ def _real_section(out: Callable[[str], None], quick: bool, runs: int, data: dict
             f"(goal: below the file's size, {met})."
         )
         out("")
+
+
+def _checkpoint_section(
+    out: Callable[[str], None], quick: bool, runs: int, data: dict[str, Any]
+) -> None:
+    import checkpoints
+
+    files = checkpoints.prepare(data["files"], Path(data["files"]["scratch"]))
+    out(f"## Checkpoints every {checkpoints.INTERVAL:g} s, and off (issue 10)")
+    out("")
+    out(
+        "Each child runs the workload alternately without checkpoints and with "
+        f"`Pipeline(checkpoint=..., checkpoint_interval={checkpoints.INTERVAL:g})` (a new "
+        "store each time), three runs off and two on; slowdown = mean seconds on / mean "
+        "seconds off. "
+        "Checkpoints: periodic + the final one; duration from `checkpoint_started` to "
+        "`checkpoint_completed` (event fields), median and max over the run's checkpoints "
+        "(max of the periodic ones in brackets); size: the largest checkpoint's state."
+    )
+    out("")
+    out(
+        "| workload | seconds off | seconds on | slowdown | checkpoints | duration median "
+        "| duration max | state size | goal |"
+    )
+    out("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    specs = [
+        {"kind": "checkpoints", "workload": name, "files": files} for name in checkpoints.WORKLOADS
+    ]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in checkpoints.WORKLOADS}
+    for _ in range(runs):
+        for spec, result in zip(specs, _spawn_all(specs, together=quick), strict=True):
+            results[spec["workload"]].append(result)
+    for name, (label, _) in checkpoints.WORKLOADS.items():
+        rows = results[name]
+
+        def median(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            return statistics.median(float(row[key]) for row in rows)
+
+        slowdown = median("slowdown")
+        goal = checkpoints.GOAL
+        _goal(
+            f"checkpoints every {checkpoints.INTERVAL:g} s: {name} workload, time with / without",
+            f"{slowdown:.3f}",
+            f"<= {goal}",
+            slowdown <= goal,
+        )
+        out(
+            f"| {label} | {median('seconds_off'):.2f} | {median('seconds_on'):.2f} "
+            f"| {slowdown:.3f} | {median('periodic'):.1f} + 1 "
+            f"| {median('duration_median') * 1e3:.1f} ms "
+            f"| {median('duration_max') * 1e3:.1f} ms "
+            f"({median('periodic_duration_max') * 1e3:.1f} ms) "
+            f"| {median('bytes'):,.0f} B | <= {goal} {_status(slowdown, goal, False)} |"
+        )
+        print(f"  checkpoints {name}: slowdown {slowdown:.3f}", file=sys.stderr)
+    out("")
 
 
 def _seed_section(out: Callable[[str], None], quick: bool, runs: int, n: int) -> None:
@@ -710,6 +775,8 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
         _progress("generated the input files", started)
         _real_section(out, quick, runs, data)
         _progress("real workloads", started)
+        _checkpoint_section(out, quick, runs, data)
+        _progress("checkpoints", started)
         _seed_section(out, quick, runs, n)
         _progress("seed-style shapes", started)
         _ticker_section(out, quick, runs, 20_000 if quick else TICKER_N, data["files"])
@@ -721,7 +788,7 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
         out("")
     out(f"All count/sum checks passed. Suite time: {time.perf_counter() - started:.0f} s.")
     summary = [
-        "## Issue 9's goals in this run",
+        "## Goals of issues 9 and 10 in this run",
         "",
         "| goal | figure | target | status |",
         "|---|---:|---|---|",
@@ -734,6 +801,21 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_checkpoints_only(quick: bool, runs: int | None) -> str:
+    """``--only checkpoints``: the generated files and the checkpoint section alone."""
+    started = time.perf_counter()
+    lines: list[str] = [f"Machine: {_machine()}  ", ""]
+    with tempfile.TemporaryDirectory(prefix="nanostream-bench-") as directory:
+        data = _generate_files(Path(directory), quick)
+        _progress("generated the input files", started)
+        _checkpoint_section(lines.append, quick, runs or (1 if quick else 3), data)
+    GOALS.clear()
+    lines.append(
+        f"All count/sum checks passed. Section time: {time.perf_counter() - started:.0f} s."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, one run each")
@@ -741,10 +823,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, help="records per throughput run")
     parser.add_argument("--output", type=Path, help="write the Markdown table here")
     parser.add_argument("--note", help="a paragraph to put under the title of the written file")
+    parser.add_argument(
+        "--only",
+        choices=["checkpoints"],
+        help="run one section alone (prints its table; writes a file only with --output)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
+        return 0
+    if args.only:
+        report = run_checkpoints_only(args.quick, args.runs)
+        if args.output is not None:
+            args.output.write_text(report)
+        print(report)
         return 0
     report = run_suite(args.quick, args.runs, args.n)
     output = args.output or (None if args.quick else HERE / "RESULTS.md")

@@ -47,6 +47,9 @@ class TestQuickBenchmark:
             "peer: Bytewax, the same job",
             "peer: Bytewax, `CSVSource",
             "Peak traced heap of the CSV job",
+            "## Checkpoints every 1 s, and off (issue 10)",
+            "`TailFile(path, follow=False)` > counting sink, text log x3",
+            "paths > `LocalFileReader > CSVReader > Filter > JSONLinesWriter`, orders CSV in",
             "(a) async generator source",
             "floor of (a): bare Trio",
             "(b) the same behind a sync `generator()` source",
@@ -60,6 +63,31 @@ class TestQuickBenchmark:
         ):
             assert row in table, row
         assert "stand-ins were used" not in table
+
+    def test_checkpoint_section_runs_alone(self, tmp_path: Path) -> None:
+        """`run.py --quick --only checkpoints` runs the checkpoint rows with their durations."""
+        output = tmp_path / "checkpoints.md"
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(BENCHMARKS / "run.py"),
+                "--quick",
+                "--only",
+                "checkpoints",
+                "--output",
+                str(output),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        table = output.read_text()
+        rows = [line for line in table.splitlines() if line.startswith("| ") and " ms" in line]
+        assert len(rows) == 2, table
+        assert all("+ 1 |" in row for row in rows), table  # the final checkpoint is counted
+        assert "All count/sum checks passed." in table
 
     def test_checks_catch_a_wrong_result(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The expected count/sum match a brute-force pass, and a wrong total raises."""
