@@ -390,6 +390,27 @@ class TestHttpRequestConcurrency:
         assert [r.time for r in server.requests] == [0, 0, 1, 5]
         assert [r.body for r in sink.items] == [5, 1, 1, 1]
 
+    async def test_checkpoints_pass_the_window_with_the_order_kept(
+        self, nanostream_clock: trio.testing.MockClock, tmp_path: Any
+    ) -> None:
+        """Barriers every 3 s pass a concurrent HttpRequest; every output arrives once, in order."""
+        delays = [2, 1, 0, 3, 1, 2, 0, 1] * 3
+        async with serving(_delayed) as server:
+            sink = CollectingSink()
+            pipeline = Pipeline(
+                FakeSource(delays, interval=0.5)
+                > HttpRequest(server.url + "/d/{item}", concurrency=3)
+                > sink,
+                checkpoint=str(tmp_path / "state.db"),
+                checkpoint_interval=3.0,
+            )
+            with capture_events() as events:
+                await run_pipeline_async(pipeline)
+        assert [r.body for r in sink.items] == delays
+        completed = [e for e in events if e["event"] == "checkpoint_completed" and not e["final"]]
+        assert len(completed) >= 3
+        assert not [e for e in events if e["event"] == "checkpoint_delayed"]
+
     async def test_unordered_output_comes_as_answers_arrive(
         self, nanostream_clock: trio.testing.MockClock
     ) -> None:

@@ -26,7 +26,9 @@ nursery, inside one long
 ``process_item`` call that yields nothing (so no nursery is ever held across
 a ``yield``); ``emit`` hands the items on in input order (or as they
 complete) and the policy stage raises an item's error there, so ``on_error``
-sees the original item, and frees its window slot.
+sees the original item, and frees its window slot. The fetch and emit loops
+end at each checkpoint barrier and start again after it (see :class:`_Burst`),
+so barriers pass with every request before them answered and handed on.
 """
 
 from __future__ import annotations
@@ -65,7 +67,6 @@ __all__ = [
 Decode = Literal["auto", "json", "text", "bytes"]
 _DECODES: Final = ("auto", "json", "text", "bytes")
 _POST_FORMATS: Final = ("json", "array", "ndjson")
-_START: Final = object()  # what the intake sends once to start the fetch and emit loops
 _IDLE_YIELD: Final = 1.0  # seconds between empty Items() while HttpPoll waits (checkpoints)
 
 
@@ -602,16 +603,9 @@ class HttpRequest(_Staged):
         """Fresh window state for a run (called by the intake's setup)."""
         self._window = trio.Semaphore(self.window)
         self._in_flight = trio.Semaphore(self.concurrency)
-        self._queue_send, self._queue_receive = trio.open_memory_channel[tuple[int, Any]](
-            self.window
-        )
         self._next_in = 0  # sequence number of the next item taken
-        self._next_out = 0  # sequence number of the next item to emit (ordered)
-        self._done: dict[int, tuple[Any, Any, BaseException | None]] = {}
-        self._arrivals: deque[int] = deque()  # completion order (unordered)
+        # What the policy stage reports, in the order the emit stage handed the items on.
         self._outcomes: deque[tuple[Any, Exception | None]] = deque()
-        self._fetched_all = False
-        self._changed = trio.Event()
 
     async def _fetch(self, item: Any) -> HttpResponse:
         """Send the request for ``item`` (with retries) and decode the answer."""
@@ -673,33 +667,65 @@ class _Call(NanoNode):
         return self.on_error == "retry" and self._calls < self._ns_retry.attempts
 
 
+class _Burst:
+    """The items of one run of the fetch and emit loops: from a first item to a barrier or the end.
+
+    A checkpoint barrier can only pass a node between two ``process_item``
+    calls, so the fetch and emit loops (each one long call) end at every
+    barrier: the intake closes the burst's queue when it takes the barrier
+    (its ``snapshot()``), the loops finish the burst's requests, hand its
+    items on and return, and the barrier passes them with everything before
+    it done. The next item starts a new burst, after the barrier.
+    """
+
+    def __init__(self, window: int) -> None:
+        self.queue_send, self.queue_receive = trio.open_memory_channel[tuple[int, Any]](window)
+        self.next_out: int | None = None  # sequence number of the next item to emit (ordered)
+        self.done: dict[int, tuple[Any, Any, Exception | None]] = {}
+        self.arrivals: deque[int] = deque()  # completion order (unordered)
+        self.fetched_all = False
+        self.changed = trio.Event()
+
+
 class _Intake(NanoNode):
     """Takes a window slot per item and queues the item for the fetch stage."""
 
     def __init__(self, owner: HttpRequest) -> None:
         super().__init__(on_error="raise")
         self.owner = owner
-        self._started = False
+        self._burst: _Burst | None = None
 
     def setup(self) -> None:
         self.owner._reset()
-        self._started = False
+        self._burst = None
 
-    async def process_item(self, item: Any) -> Any:
+    async def process_item(self, item: Any) -> _Burst | None:
         owner = self.owner
         await owner._window.acquire()
-        await owner._queue_send.send((owner._next_in, item))
+        burst = self._burst
+        new = burst is None
+        if burst is None:
+            burst = self._burst = _Burst(owner.window)
+            burst.next_out = owner._next_in
+        # Never waits: the window bounds what is queued.
+        burst.queue_send.send_nowait((owner._next_in, item))
         owner._next_in += 1
-        if not self._started:
-            self._started = True
-            return _START
-        return None
+        return burst if new else None  # a new burst starts the fetch and emit loops
+
+    def snapshot(self) -> None:
+        """At a barrier: end the burst, so the barrier passes the loops once it is done."""
+        self._end_burst()
 
     def finish(self) -> None:
-        self.owner._queue_send.close()
+        self._end_burst()
 
     def teardown(self) -> None:
-        self.owner._queue_send.close()
+        self._end_burst()
+
+    def _end_burst(self) -> None:
+        if self._burst is not None:
+            self._burst.queue_send.close()
+            self._burst = None
 
 
 class _Fetch(NanoNode):
@@ -715,58 +741,57 @@ class _Fetch(NanoNode):
     async def teardown(self) -> None:
         await self.owner._sender.close()
 
-    async def process_item(self, start: Any) -> None:
-        owner = self.owner
-        with owner._queue_receive:
+    async def process_item(self, burst: _Burst) -> None:
+        in_flight = self.owner._in_flight
+        with burst.queue_receive:
             async with trio.open_nursery() as nursery:
-                async for seq, item in owner._queue_receive:
-                    await owner._in_flight.acquire()
-                    nursery.start_soon(self._one, seq, item)
-        owner._fetched_all = True
-        owner._changed.set()
+                async for seq, item in burst.queue_receive:
+                    await in_flight.acquire()
+                    nursery.start_soon(self._one, burst, seq, item)
+        burst.fetched_all = True
+        burst.changed.set()
 
-    async def _one(self, seq: int, item: Any) -> None:
+    async def _one(self, burst: _Burst, seq: int, item: Any) -> None:
         owner = self.owner
         try:
-            result: tuple[Any, Any, BaseException | None] = (item, await owner._fetch(item), None)
+            result: tuple[Any, Any, Exception | None] = (item, await owner._fetch(item), None)
         except Exception as exc:  # reported by the policy stage, with the item
             result = (item, None, exc)
         finally:
             owner._in_flight.release()
-        owner._done[seq] = result
-        owner._arrivals.append(seq)
-        owner._changed.set()
+        burst.done[seq] = result
+        burst.arrivals.append(seq)
+        burst.changed.set()
 
 
 class _Emit(NanoNode):
-    """Hands the window's items on in input order (or completion order), outcomes aside."""
+    """Hands a burst's items on in input order (or completion order), outcomes aside."""
 
     def __init__(self, owner: HttpRequest) -> None:
         super().__init__(on_error="raise")
         self.owner = owner
 
-    async def process_item(self, start: Any) -> AsyncIterator[Any]:
-        owner = self.owner
+    async def process_item(self, burst: _Burst) -> AsyncIterator[Any]:
+        outcomes = self.owner._outcomes
         while True:
-            changed = owner._changed = trio.Event()
-            for item, value, error in self._ready():
-                owner._outcomes.append((value, error))  # type: ignore[arg-type]
+            changed = burst.changed = trio.Event()
+            for item, value, error in self._ready(burst):
+                outcomes.append((value, error))
                 yield item
-            if owner._fetched_all and not owner._done:
+            if burst.fetched_all and not burst.done:
                 return
             if not changed.is_set():
                 await changed.wait()
 
-    def _ready(self) -> list[tuple[Any, Any, BaseException | None]]:
-        owner = self.owner
+    def _ready(self, burst: _Burst) -> list[tuple[Any, Any, Exception | None]]:
         ready = []
-        if owner.ordered:
-            while owner._next_out in owner._done:
-                ready.append(owner._done.pop(owner._next_out))
-                owner._next_out += 1
+        if self.owner.ordered:
+            while burst.next_out in burst.done:
+                ready.append(burst.done.pop(burst.next_out))
+                burst.next_out += 1
         else:
-            while owner._arrivals:
-                ready.append(owner._done.pop(owner._arrivals.popleft()))
+            while burst.arrivals:
+                ready.append(burst.done.pop(burst.arrivals.popleft()))
         return ready
 
 
