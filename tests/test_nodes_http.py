@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from nanostream_testing import CollectingSink, FakeSource, capture_events, run_pipeline_async
-from nanostream_trio import ConfigError, DeadLetter, Pipeline
+from nanostream_trio import ConfigError, ConfigFileError, DeadLetter, Pipeline, load_pipeline_text
 from nanostream_trio.nodes import (
     HttpPoll,
     HttpPost,
@@ -665,3 +665,54 @@ class TestHttpPoll:
             with pytest.raises(HttpStatusError, match="forbidden") as caught:
                 await run_pipeline_async(HttpPoll(server.url + "/p", polls=1) > CollectingSink())
         assert caught.value.status == 403
+
+
+# -- pipeline files -----------------------------------------------------------------------
+
+_PIPELINE = """\
+name: api-to-api
+nodes:
+  - name: pages
+    class: HttpPoll
+    args: {url: "${BASE}/p1", next_field: next, polls: 1}
+  - name: user
+    class: HttpRequest
+    args: {url: "${BASE}/users/{id}", output: body, concurrency: 2}
+  - name: post
+    class: HttpPost
+    args: {url: "${BASE}/in", batch_size: 2}
+links:
+  - [pages, user, post]
+"""
+
+
+class TestPipelineFiles:
+    async def test_the_three_nodes_run_from_a_pipeline_file(
+        self, nanostream_clock: trio.testing.MockClock
+    ) -> None:
+        """Poll two pages, fetch the user each names, post the users in one batch."""
+
+        async def api(request: Request) -> Reply:
+            if request.path == "/p1":
+                return Reply(body={"id": 1, "next": "/p2"})
+            if request.path == "/p2":
+                return Reply(body={"id": 2})
+            if request.path.startswith("/users/"):
+                return Reply(body={"user": int(request.path.rsplit("/", 1)[1])})
+            return Reply(204, b"")
+
+        async with serving(api) as server:
+            pipeline = load_pipeline_text(_PIPELINE, env={"BASE": server.url})
+            await run_pipeline_async(pipeline)
+        posted = [r.json() for r in server.requests if r.path == "/in"]
+        assert posted == [[{"user": 1}, {"user": 2}]]
+
+    def test_a_bad_template_is_located_in_the_file(self) -> None:
+        """A template that does not parse is reported with file, line and key path."""
+        text = _PIPELINE.replace("/users/{id}", "/users/{id")
+        with pytest.raises(ConfigFileError) as caught:
+            load_pipeline_text(text, source="api.yaml", env={"BASE": "http://127.0.0.1:1"})
+        message = str(caught.value)
+        assert message.startswith("api.yaml:8:")
+        assert "nodes[1].args.url" in message
+        assert "not a valid template" in message

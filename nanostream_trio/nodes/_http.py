@@ -500,6 +500,8 @@ class HttpRequest(_Staged):
         jitter: the random spread of each backoff, as a fraction of it.
         decode: ``"auto"`` (JSON for a JSON content type, else text or bytes),
             ``"json"``, ``"text"`` or ``"bytes"``.
+        output: ``"response"`` to emit an :class:`HttpResponse`, ``"body"`` to
+            emit only the decoded body (handy in pipeline files).
         name: the node's name.
         **engine: ``on_error``, ``retry``, ``capacity`` (see :class:`NanoNode`).
 
@@ -531,6 +533,7 @@ class HttpRequest(_Staged):
         max_backoff: float = 30.0,
         jitter: float = 0.1,
         decode: Decode = "auto",
+        output: Literal["response", "body"] = "response",
         name: str | None = None,
         **engine: Unpack[EngineOptions],
     ) -> None:
@@ -551,6 +554,9 @@ class HttpRequest(_Staged):
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             msg = f"node {label!r} got concurrency={concurrency!r}; expected a whole number >= 1"
             raise ConfigError(msg, node=label, key="concurrency")
+        if output not in ("response", "body"):
+            msg = f"node {label!r} got output={output!r}; accepted: 'response', 'body'"
+            raise ConfigError(msg, node=label, key="output")
         if window is None:
             window = 4 * concurrency
         if not isinstance(window, int) or isinstance(window, bool) or window < concurrency:
@@ -570,6 +576,7 @@ class HttpRequest(_Staged):
         self.window = window
         self.timeout = timeout
         self.decode: Decode = decode
+        self.output = output
         self._sender = _Sender(
             self,
             retries=retries,
@@ -607,7 +614,7 @@ class HttpRequest(_Staged):
         # What the policy stage reports, in the order the emit stage handed the items on.
         self._outcomes: deque[tuple[Any, Exception | None]] = deque()
 
-    async def _fetch(self, item: Any) -> HttpResponse:
+    async def _fetch(self, item: Any) -> Any:
         """Send the request for ``item`` (with retries) and decode the answer."""
         node = self.name
         url = _fill(node, self.url, item)
@@ -621,8 +628,11 @@ class HttpRequest(_Staged):
         if self.json is not None:
             request["json"] = _fill_value(node, self.json, item)
         response = await self._sender.send(self.method, url, **request)
+        body = _decode_body(response, self.decode)
+        if self.output == "body":
+            return body
         return HttpResponse(
-            body=_decode_body(response, self.decode),
+            body=body,
             status=response.status_code,
             headers=_headers_dict(response.headers),
             url=str(response.url),
@@ -647,7 +657,7 @@ class _Call(NanoNode):
     async def teardown(self) -> None:
         await self.owner._sender.close()
 
-    async def process_item(self, item: Any) -> HttpResponse:
+    async def process_item(self, item: Any) -> Any:
         owner = self.owner
         if owner.concurrency == 1:
             return await owner._fetch(item)
@@ -660,7 +670,7 @@ class _Call(NanoNode):
             self._failed, self._calls = item, 1
             raise error
         self._failed = None
-        return value  # type: ignore[no-any-return]
+        return value
 
     def _is_policy_retry(self) -> bool:
         # The engine calls again with the same item only under "retry", while attempts remain.
