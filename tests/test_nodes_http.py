@@ -253,6 +253,17 @@ class TestHttpRequestRetries:
         assert [r.time for r in server.requests] == [0.0, 7.0]
         assert [r.body for r in sink.items] == [{"ok": True}]
 
+    async def test_retry_after_as_a_past_http_date_retries_at_once(
+        self, nanostream_clock: trio.testing.MockClock
+    ) -> None:
+        """Retry-After as an HTTP date already past means no wait (not the 5 s backoff)."""
+        past = "Wed, 21 Oct 2015 07:28:00 GMT"
+        replies = [Reply(503, "busy", {"retry-after": past}), Reply(body=1)]
+        async with serving(route({"/a": replies})) as server:
+            node = HttpRequest(server.url + "/a", backoff=5.0, jitter=0)
+            await run_pipeline_async(FakeSource([1]) > node > CollectingSink())
+        assert [r.time for r in server.requests] == [0.0, 0.0]
+
     async def test_a_burst_of_503_backs_off_exponentially(
         self, nanostream_clock: trio.testing.MockClock
     ) -> None:
@@ -595,6 +606,32 @@ class TestHttpPoll:
         assert [page["items"] for page in sink.items] == [[1, 2], [3], [4]]
         assert [r.path for r in server.requests] == ["/p1", "/p2", "/p3"]
         assert server.requests[2].query == {"x": "1"}
+
+    async def test_cursor_parameter_pagination(
+        self, nanostream_clock: trio.testing.MockClock
+    ) -> None:
+        """The body's cursor goes back as a query parameter until it is null."""
+
+        async def feed(request: Request) -> Reply:
+            after = int(request.query.get("after", "0"))
+            return Reply(body={"items": [after + 1], "cursor": after + 1 if after < 2 else None})
+
+        async with serving(feed) as server:
+            node = HttpPoll(
+                server.url + "/feed",
+                cursor_param="after",
+                cursor_field="cursor",
+                params={"limit": 1},
+                polls=1,
+            )
+            sink = CollectingSink()
+            await run_pipeline_async(node > sink)
+        assert [page["items"] for page in sink.items] == [[1], [2], [3]]
+        assert [r.query for r in server.requests] == [
+            {"limit": "1"},
+            {"limit": "1", "after": "1"},
+            {"limit": "1", "after": "2"},
+        ]
 
     async def test_link_header_pagination(self, nanostream_clock: trio.testing.MockClock) -> None:
         """Without next_field, a Link rel="next" header leads to the next page."""

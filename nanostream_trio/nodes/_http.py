@@ -967,7 +967,9 @@ class HttpPoll(NanoNode):
     One *poll* fetches ``url`` and follows pagination to the last page:
     the next page's URL (absolute, or relative to the page) is the body's
     field ``next_field`` (a dotted path like ``"links.next"`` reaches into
-    nested objects), or else the ``Link: <...>; rel="next"`` header. Every
+    nested objects); or, with ``cursor_param``, ``url`` with that query
+    parameter set to the body's field ``cursor_field`` (an opaque cursor);
+    or else the ``Link: <...>; rel="next"`` header. Every
     page's decoded body is emitted, the first included. A poll stops at a
     page without a next URL, at a URL it has already fetched in this poll,
     or after ``max_pages``.
@@ -985,6 +987,8 @@ class HttpPoll(NanoNode):
         url: the first page's URL.
         interval: seconds from the start of one poll to the start of the next.
         next_field: the body's field holding the next page's URL.
+        cursor_param: the query parameter that takes the next page's cursor.
+        cursor_field: the body's field holding that cursor (with ``cursor_param``).
         polls: how many polls before the source ends (None: until stopped).
         max_pages: the most pages one poll fetches (None: no limit).
         conditional: use ETag / If-None-Match on the first page.
@@ -1006,6 +1010,8 @@ class HttpPoll(NanoNode):
         interval: float = 60.0,
         *,
         next_field: str | None = None,
+        cursor_param: str | None = None,
+        cursor_field: str | None = None,
         polls: int | None = None,
         max_pages: int | None = None,
         conditional: bool = True,
@@ -1048,11 +1054,20 @@ class HttpPoll(NanoNode):
             problems.append(f"max_pages={max_pages!r} (a whole number >= 1, or None)")
         if next_field is not None and (not isinstance(next_field, str) or not next_field):
             problems.append(f"next_field={next_field!r} (a field name, or None)")
+        if (cursor_param is None) != (cursor_field is None):
+            problems.append(
+                f"cursor_param={cursor_param!r} with cursor_field={cursor_field!r} "
+                "(give both, or neither)"
+            )
+        elif next_field is not None and cursor_param is not None:
+            problems.append(f"cursor_param={cursor_param!r} (not together with next_field)")
         if problems:
             msg = f"node {self.name!r} got " + "; ".join(problems)
             raise ConfigError(msg, node=self.name, key=problems[0].split("=", 1)[0])
         self.interval = interval
         self.next_field = next_field
+        self.cursor_param = cursor_param
+        self.cursor_field = cursor_field
         self.polls = polls
         self.max_pages = max_pages
         self.conditional = conditional
@@ -1146,11 +1161,27 @@ class HttpPoll(NanoNode):
     def _next_url(self, response: httpx.Response, body: Any) -> str | None:
         target: Any = None
         if self.next_field is not None:
-            target = body
-            for part in self.next_field.split("."):
-                target = target.get(part) if isinstance(target, Mapping) else None
+            target = _field(body, self.next_field)
+        elif self.cursor_param is not None and self.cursor_field is not None:
+            cursor = _field(body, self.cursor_field)
+            if cursor is None or cursor == "":
+                return None
+            import httpx
+
+            first = httpx.URL(self.url)
+            if self.params:
+                first = first.copy_merge_params(self.params)
+            return str(first.copy_set_param(self.cursor_param, str(cursor)))
         if target is None:
             target = response.links.get("next", {}).get("url")
         if not target:
             return None
         return str(response.url.join(str(target)))
+
+
+def _field(body: Any, path: str) -> Any:
+    """``body["a"]["b"]`` for the dotted ``path`` ``"a.b"``; None where a step is missing."""
+    target = body
+    for part in path.split("."):
+        target = target.get(part) if isinstance(target, Mapping) else None
+    return target
