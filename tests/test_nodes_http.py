@@ -317,7 +317,7 @@ class TestHttpRequestRetries:
         assert isinstance(letter, DeadLetter)
         assert letter.item == {"id": 2}
         assert letter.exc_type == "HttpStatusError"
-        assert "HTTP 404" in letter.message
+        assert "HTTP 404 Not Found" in letter.message
         assert "no such page" in letter.message
         assert [r.path for r in server.requests] == ["/users/1", "/users/2"]
 
@@ -455,6 +455,24 @@ class TestHttpRequestConcurrency:
             node = HttpRequest(server.url + "/d/{item}", concurrency=4)
             with pytest.raises(HttpStatusError, match="HTTP 400"):
                 await run_pipeline_async(FakeSource([1, -2, 3]) > node > CollectingSink())
+
+    async def test_on_error_retry_in_the_window_keeps_items_and_outcomes_paired(
+        self, nanostream_clock: trio.testing.MockClock
+    ) -> None:
+        """A 4xx retried by the policy succeeds; the same item object next gets its own answer."""
+        calls = {"n": 0}
+
+        async def flaky_once(request: Request) -> Reply:
+            calls["n"] += 1
+            return Reply(409, "conflict") if calls["n"] == 1 else Reply(body=calls["n"])
+
+        async with serving(flaky_once) as server:
+            item = {"id": 1}
+            node = HttpRequest(server.url + "/{id}", concurrency=2, window=2, on_error="retry")
+            sink = CollectingSink()
+            await run_pipeline_async(FakeSource([item, item, item]) > node > sink)
+        assert len(server.requests) == 4
+        assert sorted(r.body for r in sink.items) == [2, 3, 4]
 
     async def test_rate_spaces_the_requests_on_the_trio_clock(
         self, nanostream_clock: trio.testing.MockClock

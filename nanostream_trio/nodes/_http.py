@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import http
 import json
 import math
 import random
@@ -407,9 +408,13 @@ class _Sender:
     ) -> HttpStatusError:
         body = response.text
         tries = f" after {attempts} attempts" if attempts > 1 else ""
+        status = f"HTTP {response.status_code}"
+        phrase = response.reason_phrase or _standard_phrase(response.status_code)
+        if phrase:
+            status = f"{status} {phrase}"
         msg = (
-            f"node {self.node.name!r}: {method} {url} answered HTTP {response.status_code} "
-            f"{response.reason_phrase}{tries}; body: {short_repr(body)}"
+            f"node {self.node.name!r}: {method} {url} answered {status}{tries}; "
+            f"body: {short_repr(body)}"
         )
         return HttpStatusError(
             msg,
@@ -420,6 +425,13 @@ class _Sender:
             headers=_headers_dict(response.headers),
             attempts=attempts,
         )
+
+
+def _standard_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _check_common(
@@ -663,7 +675,9 @@ class _Call(NanoNode):
             return await owner._fetch(item)
         if self._failed is item and self._is_policy_retry():
             self._calls += 1
-            return await owner._fetch(item)
+            value = await owner._fetch(item)
+            self._failed = None  # the next item, even the same object, is a new one
+            return value
         value, error = owner._outcomes.popleft()
         owner._window.release()
         if error is not None:
