@@ -13,6 +13,9 @@ Processors and sinks:
 * :class:`JSONLinesParser` and :class:`JSONLinesWriter` read and write JSON Lines.
 * :class:`PrinterOfThings` prints items.
 * :class:`SQLSink` inserts or upserts dicts as rows of a table.
+* :class:`HttpRequest` calls an HTTP API per item, :class:`HttpPost` sends
+  items to one, :class:`HttpPoll` polls one (a source); they need the
+  ``[http]`` extra (httpx).
 * :class:`Map`, :class:`Filter`, :class:`FlatMap`, :class:`Batch`,
   :class:`TumblingWindow`, :class:`Throttle` and :class:`Dedupe` apply plain
   functions.
@@ -43,6 +46,12 @@ from ._errors import MalformedInputError as MalformedInputError
 from ._files import FileText as FileText
 from ._files import Line as Line
 from ._files import LocalFileReader as LocalFileReader
+from ._http import HttpPoll as HttpPoll
+from ._http import HttpPost as HttpPost
+from ._http import HttpRequest as HttpRequest
+from ._http import HttpResponse as HttpResponse
+from ._http import HttpStatusError as HttpStatusError
+from ._http import HttpTemplateError as HttpTemplateError
 from ._jsonl import JSONLinesParser as JSONLinesParser
 from ._jsonl import JSONLinesWriter as JSONLinesWriter
 from ._printer import PrinterOfThings as PrinterOfThings
@@ -70,6 +79,12 @@ __all__ = [
     "FileText",
     "Filter",
     "FlatMap",
+    "HttpPoll",
+    "HttpPost",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpStatusError",
+    "HttpTemplateError",
     "JSONLineError",
     "JSONLinesParser",
     "JSONLinesWriter",
