@@ -212,7 +212,23 @@ async def pass_barrier(runs: list[NodeRun], barrier: Barrier, outbox: Outbox) ->
             await checkpointer.capture(run, barrier)
     for run in runs:
         run.dead_letter_outbox.push_barrier(barrier)
-    outbox.push_barrier(barrier)
+    # A node whose state covers the node it feeds (a timed composite's intake
+    # and its emitter, whose process_item never returns) forwards the barrier
+    # on that node's behalf: what the emitter has not handed on is in the
+    # intake's snapshot, so the cut is exact at this moment.
+    passes_over = getattr(runs[-1].node, "_ns_barrier_passes_over", None)
+    if passes_over is None:
+        outbox.push_barrier(barrier)
+        return
+    for edge in outbox.edges:
+        target = edge.owner
+        if target is None or target.node is not passes_over:
+            outbox.push_barrier(barrier, edges=[edge])
+            continue
+        if checkpointer is not None:
+            await checkpointer.capture(target, barrier)
+        target.dead_letter_outbox.push_barrier(barrier)
+        target.outbox.push_barrier(barrier)
 
 
 def _barrier_handler(runs: list[NodeRun], outbox: Outbox) -> Callable[[Marker], Awaitable[None]]:

@@ -395,13 +395,14 @@ class Outbox:
         for edge in self.edges:
             edge.push_marker(marker)
 
-    def push_barrier(self, barrier: Barrier) -> None:
-        """Deliver ``barrier`` to every downstream edge, after every item pushed so far.
+    def push_barrier(self, barrier: Barrier, edges: list[Edge] | None = None) -> None:
+        """Deliver ``barrier`` to every downstream edge (or to ``edges`` of them).
 
-        On an edge with other producers this producer then gets no room until
-        they have all delivered it (see :meth:`Edge.arrive`).
+        It goes after every item pushed so far. On an edge with other
+        producers this producer then gets no room until they have all
+        delivered it (see :meth:`Edge.arrive`).
         """
-        for edge in self.edges:
+        for edge in self.edges if edges is None else edges:
             if not edge.arrive(barrier):
                 self.paused.append((edge, barrier.n))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import trio
 
 from nanostream_testing import CollectingSink, FakeSource
@@ -49,10 +48,6 @@ class TestCheckpointsPassStatefulNodes:
         number, _ = await checkpoint_while_running(tmp_path, Map(lambda item: item))
         assert number == 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="Batch's emit stage runs one endless process_item, so a barrier never passes it",
-    )
     async def test_a_checkpoint_passes_a_batch(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:
@@ -60,11 +55,6 @@ class TestCheckpointsPassStatefulNodes:
         number, _ = await checkpoint_while_running(tmp_path, Batch(10, interval=0.5))
         assert number == 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="TumblingWindow's emit stage runs one endless process_item, so a barrier "
-        "never passes it",
-    )
     async def test_a_checkpoint_passes_a_tumbling_window(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:

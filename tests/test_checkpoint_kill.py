@@ -320,17 +320,9 @@ def rotate(log: Path, how: str, number: int) -> None:
             handle.truncate(0)
 
 
-#: TailFile.restore reads a rotated file only if it is in the restored state (by identity) or a
-#: copy of a file that is: a file created under the watched name after the checkpoint and rotated
-#: away before the restart is never read.
-UNSEEN_ROTATED_FILE = pytest.mark.xfail(
-    strict=True, reason="TailFile.restore does not read a rotated file it never saw"
-)
-
-
 class TestTailRotatedWhileStopped:
     @pytest.mark.parametrize("how", ["rename", "copytruncate"])
-    @pytest.mark.parametrize("rotations", [1, pytest.param(2, marks=UNSEEN_ROTATED_FILE)])
+    @pytest.mark.parametrize("rotations", [1, 2])
     def test_lines_written_and_rotated_while_stopped_are_read_once(
         self, tmp_path: Path, how: str, rotations: int
     ) -> None:

@@ -371,6 +371,7 @@ class TailFile(NanoNode):
             ):
                 continue
             self._find_elsewhere(saved, identity)
+        found_elsewhere = [t for t in self._tracked.values() if t.gone and t.fd is not None]
         for saved in state.get("truncated", []):
             if not self._find_elsewhere(saved, NO_FILE):
                 self.log_event(
@@ -381,6 +382,8 @@ class TailFile(NanoNode):
                     end=None,
                     reason="truncated; no copy of it found in its directory",
                 )
+        if not self.is_glob:
+            self._read_rotated_since(found_elsewhere)
         # Only files not opened yet still need their entry: a stale one must not
         # resume a new file that reuses a deleted file's inode later in the run.
         self._saved = {
@@ -388,6 +391,43 @@ class TailFile(NanoNode):
             for identity, saved in self._saved.items()
             if (waiting := self._tracked.get(identity)) is not None and waiting.fresh
         }
+
+    def _read_rotated_since(self, found: list[Tracked]) -> None:
+        """Read whole the rotated files newer than the restored ones found elsewhere.
+
+        Two rotations while stopped (or since the last checkpoint) leave a file
+        the checkpoint never saw between the one it names and the live one:
+        each rotated file modified after the oldest file found again is read
+        from its start, oldest first, after those and before the live file.
+        """
+        found = [t for t in found if t.fd is not None]
+        if not found:
+            return
+        since = min(os.fstat(t.fd).st_mtime_ns for t in found if t.fd is not None)
+        newer: list[tuple[int, str, os.stat_result]] = []
+        for path, identity in self._rotated_files():
+            if identity in self._tracked:
+                continue
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            if info.st_mtime_ns > since:
+                newer.append((info.st_mtime_ns, path, info))
+        if not newer:
+            return
+        opened: dict[tuple[int, int], Tracked] = {}
+        for _, path, info in sorted(newer):
+            fd = self._open_fd(path)
+            if fd is None:
+                continue
+            here = (info.st_dev, info.st_ino)
+            opened[here] = Tracked(path, fd, here, size=info.st_size, gone=True)
+            self._dir_known.add(here)
+            self.log_event("rotated_file_found", path=path, rotated_from=self.path)
+        ahead = {key: t for key, t in self._tracked.items() if t in found}
+        rest = {key: t for key, t in self._tracked.items() if t not in found}
+        self._tracked = {**ahead, **opened, **rest}
 
     def _find_elsewhere(self, saved: dict[str, Any], identity: tuple[int, int]) -> bool:
         """Track a restored file found again in its directory under another name (by

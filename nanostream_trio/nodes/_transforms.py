@@ -302,6 +302,9 @@ class _Timed(_Staged):
     def _ns_build(self) -> None:
         self.intake = _Intake(self)
         self.emitter = _Emitter(self)
+        # The intake's snapshot holds all the composite's state: checkpoint
+        # barriers go past the emitter (whose process_item runs for ever).
+        self.intake._ns_barrier_passes_over = self.emitter
         self._ns_set_stages([("intake", self.intake), ("emit", self.emitter)], self.intake)
 
     def _reset(self) -> None:
@@ -336,6 +339,9 @@ class _Timed(_Staged):
 
 class _Intake(NanoNode):
     """The stage named like the composite: takes items, and holds the checkpoint hooks."""
+
+    #: The emitter it feeds: barriers go past it (see ``_chain.pass_barrier``).
+    _ns_barrier_passes_over: NanoNode | None = None
 
     def __init__(self, owner: _Timed) -> None:
         super().__init__()
