@@ -191,12 +191,15 @@ def report(request: pytest.FixtureRequest, scenario: str, at_least_once: Tally) 
 
 
 class TestTailKill:
+    @pytest.mark.parametrize("watched", ["path", "glob"])
     def test_kill9_loses_nothing_and_the_jsonl_output_has_no_duplicates(
-        self, tmp_path: Path, request: pytest.FixtureRequest
+        self, tmp_path: Path, request: pytest.FixtureRequest, watched: str
     ) -> None:
         """`TailFile > JSONLinesParser > Batch > JSONLinesWriter`, killed with SIGKILL while a
         writer appends thousands of lines a second and rotates by rename and copytruncate,
-        ends with every number exactly once in the writer's output."""
+        ends with every number exactly once in the writer's output, whether it watches the
+        single path or a glob that also matches the rotated names."""
+        glob = ("--glob",) if watched == "glob" else ()
         rng = random.Random(SEED)
         log, out, seen, state = (tmp_path / name for name in ("app.log", "out", "seen", "db"))
         logs = tmp_path / "logs"
@@ -206,7 +209,7 @@ class TestTailKill:
         try:
             with running(Runner("tail_pipeline.py", [log, out, seen, state], logs)) as pipeline:
                 for _ in range(KILLS):
-                    pipeline.start()
+                    pipeline.start(*glob)
                     if writer is None:
                         # Nothing is promised before the first checkpoint: a restart without
                         # one starts afresh, and a fresh TailFile does not read rotated files.
@@ -226,7 +229,7 @@ class TestTailKill:
                 expected = range(1, int(written) + 1)
                 # The drain: a last run with follow=False reads every file it tracks to its
                 # end and ends by itself, with a final checkpoint.
-                pipeline.start("--no-follow")
+                pipeline.start("--no-follow", *glob)
                 assert pipeline.wait() == 0, pipeline.log()
         finally:
             if writer is not None:
@@ -237,7 +240,9 @@ class TestTailKill:
         effectively_once = tally(output, expected)
         at_least_once = tally(numbers_in(seen), expected)
         report(
-            request, f"tail ({len(expected)} lines, {rotations.strip()} rotations)", at_least_once
+            request,
+            f"tail {watched} ({len(expected)} lines, {rotations.strip()} rotations)",
+            at_least_once,
         )
         assert (effectively_once.lost, effectively_once.duplicates) == ([], 0), (
             f"{effectively_once}\n{pipeline.log()}"

@@ -1,6 +1,9 @@
 """The pipeline of the kill -9 tail scenario.
 
-argv: LOG OUT SEEN STATE [--no-follow]
+argv: LOG OUT SEEN STATE [--no-follow] [--glob]
+
+With ``--glob`` the pipeline watches ``LOG*`` (the log and its rotated names)
+instead of the single path.
 
 ``TailFile(LOG) > JSONLinesParser() > Batch(100, interval=0.2) > JSONLinesWriter(OUT)``
 with checkpoints in STATE every 0.25 s. Batch emits lists, and JSONLinesWriter
@@ -26,7 +29,9 @@ from nanostream_trio import NanoNode, Pipeline
 from nanostream_trio.nodes import Batch, JSONLinesParser, JSONLinesWriter, TailFile
 
 log, out, seen, state = sys.argv[1:5]
-follow = sys.argv[5:] != ["--no-follow"]
+flags = set(sys.argv[5:])
+follow = "--no-follow" not in flags
+watched = f"{log}*" if "--glob" in flags else log
 
 
 class AppendNumbers(NanoNode):
@@ -50,7 +55,7 @@ class AppendNumbers(NanoNode):
             self._file.close()
 
 
-tail = TailFile(log, start_at="beginning", follow=follow, poll_interval=0.05, name="tail")
+tail = TailFile(watched, start_at="beginning", follow=follow, poll_interval=0.05, name="tail")
 batch = Batch(100, interval=0.2, name="batch")
 tail > JSONLinesParser(name="parse") > batch > JSONLinesWriter(out, name="out")
 batch > AppendNumbers(seen)
