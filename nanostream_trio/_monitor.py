@@ -61,7 +61,25 @@ def node_statistics(node: NanoNode, run: NodeRun | None, now: float) -> NodeStat
         handoff_queued=run.thread_source.queued if run.thread_source is not None else 0,
         alignment_seconds=run.alignment_seconds,
         busy_seconds=run.busy_seconds,
+        waiting_for=_waiting_for(run) if run.status == "running" else None,
     )
+
+
+def _waiting_for(run: NodeRun) -> str | None:
+    """What a running node waits for now, in words (None: it is working)."""
+    if run.outbox.waiting or run.dead_letter_outbox.waiting:
+        return "room downstream"
+    node = run.node
+    if node._ns_kind != "source":
+        inbox = run.inbox
+        return "items" if inbox is not None and not inbox.queued else None
+    declared = getattr(node, "waiting_for", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    source = run.thread_source
+    if source is not None:
+        return "its generator() in a worker thread" if not source.queued else None
+    return "its generator()" if run.in_generator else None
 
 
 def _relative(node: NodeStatistics, started: float) -> dict[str, Any]:

@@ -49,6 +49,12 @@ class NodeStatistics:
         busy_seconds: Trio-clock seconds the node's task spent working on
             batches, waits for room downstream excluded (for a chain of fused
             nodes, the chain's time is counted on its first node; 0 for a source).
+        waiting_for: what a running node waits for now, in words: ``"items"``
+            (an empty inbox), ``"room downstream"``, a source's own account
+            (``TailFile``: ``"new lines in app.log"`` or ``"app.log to
+            appear"``; ``LocalDirectoryWatchdog``: ``"file events in DIR"``;
+            any source may set a ``waiting_for`` attribute), else
+            ``"its generator()"``; None while it works or once it has ended.
         alignment_seconds: with checkpoints, Trio-clock seconds checkpoint
             barriers waited in this node's inbox for all of its inputs
             (fan-in alignment; 0 for a node with one input).
@@ -72,6 +78,7 @@ class NodeStatistics:
     handoff_queued: int = 0
     alignment_seconds: float = 0.0
     busy_seconds: float = 0.0
+    waiting_for: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for logging and JSON)."""

@@ -136,3 +136,57 @@ class TestBusyTime:
         # The slower sink holds the feeder back for about as long as the feeder works.
         assert summary["feeder"].blocked_seconds == pytest.approx(40 * 0.05, abs=0.2)
         assert summary["parse"].busy_seconds == 0.0
+
+
+class TestWaitingFor:
+    """statistics() says what each running node waits for."""
+
+    async def test_tail_file_says_what_it_waits_for(self, tmp_path: Any) -> None:
+        """A missing log, then an idle one, then the processor waiting for items."""
+        from nanostream_trio.nodes import TailFile
+
+        log = tmp_path / "app.log"
+        tail = TailFile(str(log), poll_interval=0.01, name="tail")
+        sink = CollectingSink(name="sink")
+        pipeline = Pipeline(tail > sink, stats_interval=None)
+
+        async def until(node: str, expected: str) -> None:
+            with trio.fail_after(10):
+                while pipeline.statistics()[node].waiting_for != expected:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            await until("tail", f"{log} to appear")
+            log.write_text("one\n")
+            await until("tail", f"new lines in {log}")
+            assert [str(line) for line in sink.items] == ["one"]
+            assert pipeline.statistics()["sink"].waiting_for == "items"
+            pipeline.stop()
+        assert pipeline.statistics()["tail"].waiting_for is None
+
+    async def test_watchdog_and_a_blocked_node(self, tmp_path: Any) -> None:
+        """An idle watchdog waits for file events; a node held by a slow one for room."""
+        from nanostream_trio.nodes import LocalDirectoryWatchdog
+
+        watch = LocalDirectoryWatchdog(directory=str(tmp_path), name="watch")
+        watch > CollectingSink(name="paths", allow_empty=True)
+        gate = trio.Event()
+
+        class Gated(NanoNode):
+            async def process_item(self, item: Any) -> None:
+                await gate.wait()
+
+        source = FakeSource([*range(10), Pause(math.inf)], name="numbers")
+        source > Fast(name="fast", capacity=1) > Gated(name="gated", capacity=1)
+        pipeline = Pipeline(watch, source, stats_interval=None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run)
+            with trio.fail_after(10):
+                while pipeline.statistics()["fast"].waiting_for != "room downstream":  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            stats = pipeline.statistics()
+            assert stats["watch"].waiting_for == f"file events in {tmp_path}"
+            assert stats["gated"].waiting_for is None  # working (on its slow item)
+            gate.set()
+            pipeline.stop()

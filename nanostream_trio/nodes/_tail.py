@@ -246,6 +246,8 @@ class TailFile(NanoNode):
         self._rescan = False  # (single path) look for rotated files at the next poll
         self._truncations: list[Known] = []  # (single path) truncated; copy not found yet
         self._missing = False  # a file_missing event was emitted and still holds
+        #: What the node waits for while idle (in its ``statistics()`` entry), or None.
+        self.waiting_for: str | None = None
         self._unreadable: dict[str, int] = {}  # path -> errno reported by file_unreadable
         self._retry = False  # an open failed for a passing reason: look again
 
@@ -308,7 +310,12 @@ class TailFile(NanoNode):
                 await trio.lowlevel.checkpoint()
             else:
                 yield Items()  # nothing new: a checkpoint barrier can pass here
+                # For statistics(): what an idle TailFile waits for.
+                self.waiting_for = (
+                    f"{self.path} to appear" if self._missing else f"new lines in {self.path}"
+                )
                 await trio.sleep(self.poll_interval)
+                self.waiting_for = None
 
     # -- checkpoint hooks (called by the engine) ------------------------------------
 

@@ -251,6 +251,8 @@ class LocalDirectoryWatchdog(NanoNode):
             )
             raise ConfigError(msg, node=self.name, key="settle")
         self.directory = os.path.abspath(os.fspath(directory))
+        #: What the node waits for while idle (in its ``statistics()`` entry), or None.
+        self.waiting_for: str | None = None
         self.pattern = pattern
         self.recursive = recursive
         self.initial_scan = initial_scan
@@ -404,8 +406,10 @@ class LocalDirectoryWatchdog(NanoNode):
             if self._held is not None:
                 await trio.sleep_until(wake)  # leave events in the channel: back-pressure
                 continue
+            self.waiting_for = f"file events in {self.directory}"  # for statistics()
             with trio.move_on_at(wake):
                 self._admit(await receive.receive())
+            self.waiting_for = None
 
     def _take_changes(self, receive: trio.MemoryReceiveChannel[tuple[str, Change]]) -> None:
         while True:
