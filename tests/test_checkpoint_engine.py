@@ -56,6 +56,18 @@ class Numbers(NanoNode):
                 await trio.sleep(1)
 
 
+class Positions(Numbers):
+    """Numbers that records its position at each barrier (and at its end)."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.positions: list[int] = []
+
+    def snapshot(self) -> int:
+        self.positions.append(self.position)
+        return self.position
+
+
 class Running(NanoNode):
     """A running sum: stateful, checkpointed."""
 
@@ -306,17 +318,6 @@ class TestAlignment:
                 await trio.sleep(0.05)
                 return (self.tag, item)
 
-        class Positions(Numbers):
-            """Records its position at each barrier."""
-
-            def __init__(self, *args: Any, **options: Any) -> None:
-                super().__init__(*args, **options)
-                self.positions: list[int] = []
-
-            def snapshot(self) -> int:
-                self.positions.append(self.position)
-                return self.position
-
         source = Positions(200, every=20, name="source")
         fast = Tag("fast", name="fast", capacity=capacity)
         slow = SlowTag("slow", name="slow", capacity=capacity)
@@ -353,15 +354,6 @@ class TestAlignment:
             def process_item(self, item: int) -> int:
                 self.count += 1
                 return item
-
-        class Positions(Numbers):
-            def __init__(self, *args: Any, **options: Any) -> None:
-                super().__init__(*args, **options)
-                self.positions: list[int] = []
-
-            def snapshot(self) -> int:
-                self.positions.append(self.position)
-                return self.position
 
         source = Positions(300, every=7, name="source")
         first, second = Count(name="first"), Count(name="second")
