@@ -194,7 +194,7 @@ class TestBatch:
         assert not hasattr(graph_node(pipeline, "rows.emit"), "snapshot")
         assert batch not in pipeline.nodes
 
-    async def test_nothing_buffered_snapshots_none(self) -> None:
+    async def test_nothing_buffered_snapshots_none(self, autojump_clock: trio.abc.Clock) -> None:
         """With no open batch and nothing waiting to go out, the snapshot is None."""
         checkpoint, sink = await crash_and_restore(
             lambda: Batch(2, name="rows"), before=[1, 2], after=[], replay=[3]
@@ -232,7 +232,9 @@ class TestBatch:
         # The restored batch goes out with the next item (no item, no timer: see the docs).
         assert [round(t - restored_at[0], 6) for t in sink.times] == [6.0, 11.0]
 
-    async def test_restored_batch_is_emitted_at_the_end_without_new_items(self) -> None:
+    async def test_restored_batch_is_emitted_at_the_end_without_new_items(
+        self, autojump_clock: trio.abc.Clock
+    ) -> None:
         """A restored partial batch is emitted at the end of the stream if no item follows."""
         checkpoint, sink = await crash_and_restore(
             lambda: Batch(3, name="rows"), before=[1, 2, 3, 4], after=[5], replay=[]
@@ -240,7 +242,7 @@ class TestBatch:
         assert checkpoint.sink_had == [[1, 2, 3]]
         assert sink.items == [[4]]
 
-    async def test_restored_batch_fills_up_by_size(self) -> None:
+    async def test_restored_batch_fills_up_by_size(self, autojump_clock: trio.abc.Clock) -> None:
         """A restored partial batch is emitted as soon as replayed items make it full."""
         _, sink = await crash_and_restore(
             lambda: Batch(4, name="rows"), before=[1, 2], after=[3], replay=[3, 4, 5]
@@ -295,7 +297,9 @@ class TestBatch:
         assert finals == [None]
         assert sink.items == [[1, 2, 3], [4]]
 
-    async def test_smaller_size_after_restart_splits_the_restored_batch(self) -> None:
+    async def test_smaller_size_after_restart_splits_the_restored_batch(
+        self, autojump_clock: trio.abc.Clock
+    ) -> None:
         """Restored into a Batch with a smaller size, buffered items come out in batches of it."""
         checkpoint, _ = await crash_and_restore(
             lambda: Batch(10, name="rows"), before=[1, 2, 3, 4, 5], after=[], replay=[]
@@ -313,7 +317,9 @@ def window_rows(results: list[Any]) -> list[tuple[Any, ...]]:
 
 
 class TestTumblingWindow:
-    async def test_event_time_restart_neither_loses_nor_double_counts(self) -> None:
+    async def test_event_time_restart_neither_loses_nor_double_counts(
+        self, autojump_clock: trio.abc.Clock
+    ) -> None:
         """Windows before the checkpoint plus the restored run's are an uninterrupted run's."""
 
         def make() -> TumblingWindow:
@@ -333,7 +339,9 @@ class TestTumblingWindow:
         expected = await uninterrupted(make(), [*before, *after, (150, "a")])
         assert window_rows(checkpoint.sink_had + sink.items) == window_rows(expected)
 
-    async def test_late_item_after_restore_is_still_late(self) -> None:
+    async def test_late_item_after_restore_is_still_late(
+        self, autojump_clock: trio.abc.Clock
+    ) -> None:
         """How far windows were emitted is restored: an item for an emitted window stays late."""
 
         def make() -> TumblingWindow:
@@ -343,7 +351,9 @@ class TestTumblingWindow:
         assert window_rows(checkpoint.sink_had) == [(0, 60, None, 1)]
         assert window_rows(sink.items) == [(60, 120, None, 2)]
 
-    async def test_accumulator_changed_in_place_after_the_snapshot(self) -> None:
+    async def test_accumulator_changed_in_place_after_the_snapshot(
+        self, autojump_clock: trio.abc.Clock
+    ) -> None:
         """A reducer that appends to its accumulator in place does not change a snapshot taken."""
 
         def append(values: list[int], item: tuple[int, int]) -> list[int]:
@@ -399,7 +409,9 @@ class TestTumblingWindow:
 
 
 class TestDedupe:
-    async def test_keys_seen_before_the_checkpoint_stay_duplicates(self) -> None:
+    async def test_keys_seen_before_the_checkpoint_stay_duplicates(
+        self, autojump_clock: trio.abc.Clock
+    ) -> None:
         """After a restore, replayed items with keys seen before the checkpoint are dropped."""
         checkpoint, sink = await crash_and_restore(
             lambda: Dedupe(name="once"), before=["a", "b", "a"], after=["c"], replay=["c", "b", "d"]

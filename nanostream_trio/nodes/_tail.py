@@ -658,16 +658,12 @@ class TailFile(NanoNode):
         if self._open_count >= self._limit and not self._close_idle():
             self._retry = True
             return False
-        fd = self._open_fd(tracked.path)
+        fd, info = self._open_tracked(tracked)
         if fd is None:
-            self._lost_before_open(tracked)
+            # Neither under its name nor anywhere else in its directory.
+            self._lost_before_open(tracked, replaced=info is not None)
             return False
-        info = os.fstat(fd)
-        if (info.st_dev, info.st_ino) != tracked.identity:
-            os.close(fd)  # the name holds another file now: the next poll tracks it
-            self._open_count -= 1
-            self._lost_before_open(tracked, replaced=True)
-            return False
+        assert info is not None
         tracked.fd = fd
         if tracked.fresh:
             if not self._place(tracked, info.st_size, startup=tracked.at_start):
@@ -677,6 +673,31 @@ class TailFile(NanoNode):
             tracked.fresh = False
             self._saved.pop(tracked.identity, None)  # placed: its position is in tracked now
         return True
+
+    def _open_tracked(self, tracked: Tracked) -> tuple[int | None, os.stat_result | None]:
+        """Open the file ``tracked`` stands for: under its name, or, renamed again since
+        it was seen (rotations going on), found by identity in its directory.
+
+        Returns the descriptor and its stat, or ``(None, stat of what the name holds
+        now)`` when it is not to be found (``(None, None)``: nothing under the name).
+        """
+        other: os.stat_result | None = None
+        for attempt in range(2):
+            fd = self._open_fd(tracked.path)
+            if fd is not None:
+                info = os.fstat(fd)
+                if (info.st_dev, info.st_ino) == tracked.identity:
+                    return fd, info
+                os.close(fd)  # the name holds another file now: the next poll tracks it
+                self._open_count -= 1
+                other = info
+            if attempt or tracked.path in self._unreadable:
+                break
+            found = find_identity(os.path.dirname(tracked.path), tracked.identity)
+            if found is None:
+                break
+            tracked.path = found[0]
+        return None, other
 
     def _reopen(self, tracked: Tracked) -> bool:
         """Open a closed file if it may have something to read (a first open, or its size
