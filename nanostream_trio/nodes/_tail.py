@@ -102,6 +102,10 @@ def default_max_open_files() -> int:
     return max(1, min(MAX_OPEN_FILES, soft // 4))
 
 
+#: Polls a rotated file may go unfound (names moving) before it counts as lost.
+_MISSES = 5
+
+
 class TailFile(NanoNode):
     """A source following a file, or all files matching a glob, and emitting their lines.
 
@@ -660,6 +664,12 @@ class TailFile(NanoNode):
             return False
         fd, info = self._open_tracked(tracked)
         if fd is None:
+            if tracked.gone and tracked.misses < _MISSES:
+                # Rotations may be shifting every name right now (a listing
+                # can miss a file in mid-rename): look again at the next polls.
+                tracked.misses += 1
+                self._retry = True
+                return False
             # Neither under its name nor anywhere else in its directory.
             self._lost_before_open(tracked, replaced=info is not None)
             return False

@@ -70,6 +70,7 @@ class Tracked:
     quiet_since: float | None = None  # (gone files) Trio time it last grew, or was seen gone
     last_size: int = -1  # (gone files) bytes read when quiet_since was set
     last_active: int = 0  # poll number it last grew (least recently active is closed first)
+    misses: int = 0  # (gone files) opens that found it nowhere while names were moving
 
 
 @dataclasses.dataclass(frozen=True)
