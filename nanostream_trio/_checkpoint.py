@@ -430,10 +430,10 @@ class Checkpointer:
         now = trio.current_time()
         self.last_completed = now
         for run in self.runs:
-            for name in ("commit", "ack"):
-                hook = _hook(run.node, name)
-                if hook is not None and (name == "ack") == (run.node._ns_kind == "source"):
-                    await _call(run, hook, pending.n, in_thread=False)
+            # Sources are told ack(n), every other node commit(n).
+            hook = _hook(run.node, "ack" if run.node._ns_kind == "source" else "commit")
+            if hook is not None:
+                await _call(run, hook, pending.n, in_thread=False)
         self.log.info(
             "checkpoint_completed",
             checkpoint=pending.n,
