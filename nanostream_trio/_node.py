@@ -537,18 +537,32 @@ def registered_nodes() -> dict[str, list[type[NanoNode]]]:
     return {name: list(classes) for name, classes in _REGISTRY.items()}
 
 
+def node_candidates(name: str) -> tuple[list[type[NanoNode]], list[type[NanoNode]]]:
+    """The registered classes ``name`` (``Class`` or ``module:Class``) may mean.
+
+    Returns ``(matching, same_name)``: the classes ``name`` matches, and every
+    class with its bare class name (for error messages). A class defined again
+    under the same module and qualified name (a module or composite loaded
+    twice) counts once: the latest definition wins.
+    """
+    module, _, qualname = name.rpartition(":")
+    latest: dict[tuple[str, str], type[NanoNode]] = {}
+    for cls in _REGISTRY.get(qualname.rsplit(".", 1)[-1], []):
+        latest[(cls.__module__, cls.__qualname__)] = cls
+    same_name = list(latest.values())
+    if not module:
+        return same_name, same_name
+    matching = [c for c in same_name if c.__module__ == module and c.__qualname__ == qualname]
+    return matching, same_name
+
+
 def resolve_node_class(name: str) -> type[NanoNode]:
     """Find a registered node class by ``Class`` or ``module:Class``.
 
     Raises:
         ConfigError: no such class, or a bare name several modules define.
     """
-    module, _, qualname = name.rpartition(":")
-    candidates = _REGISTRY.get(qualname.rsplit(".", 1)[-1], [])
-    if module:
-        candidates = [
-            c for c in candidates if c.__module__ == module and c.__qualname__ == qualname
-        ]
+    candidates, _ = node_candidates(name)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError
-from ._node import NanoNode, registered_nodes
+from ._node import NanoNode, node_candidates, registered_nodes
 from ._policy import POLICIES, Retry, short_repr
 from ._yaml_document import Document, KeyPath, describe, did_you_mean
 
@@ -75,7 +75,7 @@ def resolve_class(name: Any, document: Document, path: KeyPath) -> type[NanoNode
     """The registered NanoNode subclass that ``name`` (``Class`` or ``module:Class``) means.
 
     Classes defined again under the same module and name (a composite loaded
-    twice) count once: the latest definition wins. A bare name that several
+    twice) count once (see :func:`node_candidates`). A bare name that several
     modules define resolves to the one in the document's own ``modules:``, if
     exactly one of them is there.
 
@@ -87,21 +87,13 @@ def resolve_class(name: Any, document: Document, path: KeyPath) -> type[NanoNode
     name = name.strip()
     _import_builtin_nodes()
     registry = registered_nodes()
-    module, _, qualname = name.rpartition(":")
-    bare = qualname.rsplit(".", 1)[-1]
-    latest: dict[tuple[str, str], type[NanoNode]] = {}
-    for cls in registry.get(bare, []):
-        latest[(cls.__module__, cls.__qualname__)] = cls
-    candidates = list(latest.values())
-    if module:
-        candidates = [
-            c for c in candidates if c.__module__ == module and c.__qualname__ == qualname
-        ]
+    module = name.rpartition(":")[0]
+    candidates, same_name = node_candidates(name)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         if module:
-            known = sorted({f"{c.__module__}:{c.__qualname__}" for c in latest.values()})
+            known = sorted({f"{c.__module__}:{c.__qualname__}" for c in same_name})
             modules = {c.__module__ for classes in registry.values() for c in classes}
             if module not in sys.modules and module not in modules:
                 document.fail(

@@ -26,6 +26,7 @@ from nanostream_trio import (
     load_composite,
     load_composite_text,
     registered_nodes,
+    resolve_node_class,
 )
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "yaml"
@@ -657,6 +658,16 @@ class TestNames:
             {"name": "CompUsesDoubler", "nodes": [{"name": "d", "class": "CompDoubleThenAdd"}]}
         )
         assert type(user().inner_nodes["d"]) is newest
+
+    def test_redefined_class_resolves_to_the_latest_from_python(self) -> None:
+        """resolve_node_class, like pipeline files, counts a redefined class once: the latest."""
+        first, latest = (
+            type("CompRedefined", (NanoNode,), {"__module__": "comp_mod_re", "process_item": f})
+            for f in (lambda self, item: item, lambda self, item: item)
+        )
+        assert first is not latest
+        assert resolve_node_class("CompRedefined") is latest
+        assert resolve_node_class("comp_mod_re:CompRedefined") is latest
 
     def test_unknown_class_suggests_near_name(self) -> None:
         """A typo in a class name suggests the registered name it is close to."""
