@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -111,6 +112,40 @@ def _shape_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
         else:
             lines.append(f"{name!r} had inputs {old['inputs']}, has {new['inputs']}")
     return lines
+
+
+_DEFAULT_NUMBER = re.compile(r"-[0-9]+(?=\.|$)")
+
+
+def _renamed_by_numbering(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, str] | None:
+    """Old name -> new name, if the two shapes differ only in default name numbers.
+
+    Nodes nobody named are called ``Class``, ``Class-2``, ... in the order a
+    process creates them, so the same pipeline built twice in one process
+    (a notebook, a supervisor loop, a test) gets other names the second time.
+    The shapes are in pipeline order: position by position, each node must
+    have the same type, the same inputs under the renaming, and a name that
+    differs at most in those ``-N`` suffixes. Otherwise None.
+    """
+    if len(stored) != len(current):
+        return None
+    renamed = dict(zip(stored, current, strict=True))
+    for old, new in renamed.items():
+        if _DEFAULT_NUMBER.sub("", old) != _DEFAULT_NUMBER.sub("", new):
+            return None
+        inputs = [_rename_input(name, renamed) for name in stored[old]["inputs"]]
+        if stored[old]["type"] != current[new]["type"] or inputs != current[new]["inputs"]:
+            return None
+    return renamed
+
+
+def _rename_input(name: str, renamed: dict[str, str]) -> str:
+    base, dot, port = name.partition(".dead_letters")
+    if name in renamed:
+        return renamed[name]
+    if dot and not port and base in renamed:
+        return f"{renamed[base]}.dead_letters"
+    return name
 
 
 class CheckpointStore:
@@ -300,7 +335,10 @@ class Checkpointer:
             return
         n, final, shape, records = loaded
         differences = _shape_differences(shape, self.shape)
-        if differences:
+        renamed = _renamed_by_numbering(shape, self.shape) if differences else None
+        if renamed is not None:
+            records = {renamed.get(name, name): record for name, record in records.items()}
+        elif differences:
             msg = (
                 f"pipeline {self.store.pipeline!r}: the checkpoint store {self.store.path!r} "
                 f"was written by a pipeline of another shape: " + "; ".join(differences) + ". "

@@ -499,6 +499,44 @@ class TestStoreAndErrors:
         assert "'sum' is in the checkpoint but not in this pipeline" in message
         assert "'sink' had inputs ['sum'], has ['n']" in message
 
+    async def test_unnamed_nodes_built_again_in_one_process_resume(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """A rebuilt pipeline's nodes are numbered anew (Numbers-2, ...) and still restore."""
+        store = tmp_path / "state.db"
+        out: list[int] = []
+
+        def build() -> Pipeline:
+            return Pipeline(
+                Numbers(150) > Running() > ListSink(out), checkpoint=store, checkpoint_interval=1.0
+            )
+
+        first, second = build(), build()
+        assert [n.name for n in first.nodes] != [n.name for n in second.nodes]
+        crash_at(first, "after_write", checkpoint=3)
+        with pytest.raises(SimulatedCrash):
+            await run_pipeline_async(first)
+        with capture_events() as events:
+            second._logger = events.logger()
+            await run_pipeline_async(second)
+        assert events.of("checkpoint_restored")[0]["checkpoint"] == 3
+        assert events.of("checkpoint_restored")[0]["nodes"] == sorted(n.name for n in second.nodes)
+        assert out == running_sums(150)
+
+    async def test_renumbering_does_not_hide_another_shape(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """Unnamed nodes of another type, or a renamed node, are still refused."""
+        store = tmp_path / "state.db"
+        await run_pipeline_async(Pipeline(Numbers(5) > Running() > ListSink([]), checkpoint=store))
+        others = [
+            Pipeline(Numbers(5) > ListSink([]) > ListSink([]), checkpoint=store),
+            Pipeline(Numbers(5) > Running(name="sum") > ListSink([]), checkpoint=store),
+        ]
+        for other in others:
+            with pytest.raises(ConfigError, match="another shape"):
+                await run_pipeline_async(other)
+
     async def test_missing_directory_is_a_clear_error(
         self, nanostream_clock: Any, tmp_path: Path
     ) -> None:
