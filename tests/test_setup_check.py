@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pwd
 import shutil
@@ -26,7 +27,7 @@ from nanostream_trio.nodes import TailFile
 #: (root reads and writes whatever the permission bits say, so chmod denies it nothing).
 UNPRIVILEGED_USER = "nobody"
 
-# ``nanostream check`` in a child process that gives up root once the interpreter has started:
+# The ``nanostream`` command in a child process that gives up root once the interpreter has started:
 # the interpreter itself may live where the unprivileged user cannot read (under /root).
 CHECK_AS = """\
 import os
@@ -74,16 +75,17 @@ def tree(root: Path) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
-    """What ``nanostream check`` printed, line by line without the ``nanostream:`` prefix."""
+    """What ``nanostream`` printed on stderr: its errors and warnings, without their prefix."""
 
     file: Path
     returncode: int
     errors: list[str]
     warnings: list[str]
+    other: list[str]  # the other lines (a run's events)
 
 
 class AsUser:
-    """A directory and a way to run ``nanostream check`` in it as a user the modes apply to.
+    """A directory and a way to run ``nanostream`` in it as a user the modes apply to.
 
     As root: a directory of its own in the temporary directory (pytest's is root's alone),
     owned by ``nobody``, with the check run as ``nobody``. Otherwise: pytest's ``tmp_path``
@@ -95,7 +97,13 @@ class AsUser:
         self.account = account
 
     def check(self, pipeline: str, modes: Mapping[Path, int]) -> CheckResult:
-        """Write ``pipeline.yaml``, give the paths their ``modes``, run check in a subprocess."""
+        """``nanostream check``, which prints nothing on stderr but errors and warnings."""
+        result = self.nanostream("check", pipeline, modes)
+        assert result.other == []
+        return result
+
+    def nanostream(self, command: str, pipeline: str, modes: Mapping[Path, int]) -> CheckResult:
+        """Write ``pipeline.yaml``, give the paths their ``modes``, run the command on it."""
         file = self.directory / "pipeline.yaml"
         file.write_text(textwrap.dedent(pipeline))
         uid, gid = -1, -1
@@ -107,7 +115,7 @@ class AsUser:
             path.chmod(mode)
         try:
             done = subprocess.run(
-                [sys.executable, "-c", CHECK_AS, str(uid), str(gid), "check", str(file)],
+                [sys.executable, "-c", CHECK_AS, str(uid), str(gid), command, str(file)],
                 cwd=self.directory,
                 capture_output=True,
                 text=True,
@@ -118,15 +126,15 @@ class AsUser:
             for path in modes:
                 path.chmod(0o700)  # so that the directory can be removed
         assert done.returncode in (0, 2), done.stderr
-        errors, warnings = [], []
+        errors, warnings, other = [], [], []
         for line in done.stderr.splitlines():
             if line.startswith("nanostream: error: "):
                 errors.append(line.removeprefix("nanostream: error: "))
             elif line.startswith("nanostream: warning: "):
                 warnings.append(line.removeprefix("nanostream: warning: "))
             else:
-                pytest.fail(f"unexpected line from nanostream check: {line!r}")
-        return CheckResult(file, done.returncode, errors, warnings)
+                other.append(line)
+        return CheckResult(file, done.returncode, errors, warnings, other)
 
 
 @pytest.fixture
@@ -319,6 +327,14 @@ class TestDeclarations:
             path_arguments_of(ScBad, {})
 
 
+COPY_LOG = """\
+nodes:
+  - {name: tail, class: TailFile, args: {path: app.log, follow: false}}
+  - {name: parse, class: JSONLinesParser}
+  - {name: write, class: JSONLinesWriter, args: {path: out.jsonl}}
+"""
+
+
 class TestPermissions:
     """Denied permissions, checked by ``nanostream check`` run as a user the bits apply to."""
 
@@ -402,6 +418,29 @@ class TestPermissions:
             "permissions"
         )
         assert (len(result.errors), result.returncode) == (2, 2)
+
+    def test_run_refuses_to_start(self, as_user: AsUser) -> None:
+        """nanostream run gives check's located error, exits 2 and writes nothing."""
+        log = as_user.directory / "app.log"
+        log.write_text('{"n": 1}\n')
+        result = as_user.nanostream("run", COPY_LOG, modes={log: 0o200})
+        assert result.errors == [
+            f"{result.file}:2:48: nodes[0].args.path: node 'tail' (TailFile) argument 'path': "
+            f"file 'app.log' (relative to the current directory {as_user.directory}) is not "
+            "readable by this user (mode --w-------); fix its permissions",
+        ]
+        assert result.returncode == 2
+        assert not (as_user.directory / "out.jsonl").exists()
+
+    def test_run_reads_what_the_user_may(self, as_user: AsUser) -> None:
+        """With read permission the run copies the file, and what it creates is that user's."""
+        log = as_user.directory / "app.log"
+        log.write_text('{"n": 1}\n{"n": 2}\n')
+        result = as_user.nanostream("run", COPY_LOG, modes={log: 0o400})
+        assert (result.errors, result.returncode) == ([], 0)
+        out = as_user.directory / "out.jsonl"
+        assert [json.loads(line) for line in out.read_text().splitlines()] == [{"n": 1}, {"n": 2}]
+        assert out.stat().st_uid == (as_user.account.pw_uid if as_user.account else os.getuid())
 
     def test_the_same_files_with_permissions_pass(self, as_user: AsUser) -> None:
         """The user the checks run as may read what its modes allow: no error, exit 0."""
