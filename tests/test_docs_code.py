@@ -170,26 +170,49 @@ class TestPythonBlocks:
             assert f"{tests} passed" in result.stdout, output
 
 
+def yaml_problem(block: Block, directory: Path) -> str | None:
+    """What is wrong with a YAML block (None: nothing), checked in ``directory``."""
+    first = block.code.splitlines()[0] if block.code else ""
+    named = ROOT / first.removeprefix("#").strip() if first.startswith("# ") else None
+    if named is not None and named.is_file():
+        # The file itself is loaded by the tests of examples/; the page may leave out its
+        # comments, never change its content.
+        if yaml.safe_load(block.code) != yaml.safe_load(named.read_text()):
+            return f"{block.where}: the block's content differs from {named.relative_to(ROOT)}"
+        return None
+    document = yaml.safe_load(block.code)
+    if not isinstance(document, dict) or "nodes" not in document:
+        return f"{block.where}: neither a file of the repository nor a pipeline file (nodes:)"
+    (directory / "pipeline.yaml").write_text(block.code)
+    result = run_in(directory, "-m", "nanostream_trio", "check", "pipeline.yaml")
+    if result.returncode != 0:
+        return f"{block.where}: nanostream check refuses it:\n{result.stderr}"
+    return None
+
+
 class TestYamlBlocks:
     @pytest.mark.parametrize("block", yaml_blocks(), ids=lambda b: b.where)
     def test_the_block_is_a_valid_file(self, block: Block, tmp_path: Path) -> None:
         """A YAML block shows its repository file as it is, or is a pipeline check accepts."""
-        first = block.code.splitlines()[0]
-        named = ROOT / first.removeprefix("#").strip() if first.startswith("# ") else None
-        if named is not None and named.is_file():
-            # The file itself is loaded by the tests of examples/; the page may leave out its
-            # comments, never change its content.
-            assert yaml.safe_load(block.code) == yaml.safe_load(named.read_text()), (
-                f"{block.where}: the block's content differs from {named.relative_to(ROOT)}"
-            )
-            return
-        document = yaml.safe_load(block.code)
-        assert isinstance(document, dict), f"{block.where}: not a mapping"
-        assert "nodes" in document, f"{block.where}: not a pipeline file (no nodes:)"
-        directory = workspace(tmp_path)
-        (directory / "pipeline.yaml").write_text(block.code)
-        result = run_in(directory, "-m", "nanostream_trio", "check", "pipeline.yaml")
-        assert result.returncode == 0, f"{block.where}:\n{result.stderr}"
+        assert yaml_problem(block, workspace(tmp_path)) is None
+
+    def test_what_is_caught(self, tmp_path: Path) -> None:
+        """A pipeline check refuses, a repository file shown changed, and other YAML fail."""
+        page = tmp_path / "page.md"
+        page.write_text(
+            "```yaml\nnodes:\n  - {class: TailFile, args: {path: app.log}}\n"
+            "  - {class: PrinterOfThings}\n```\n\n"
+            "```yaml\nnodes:\n  - {class: PrinterOfThing}\n```\n\n"
+            "```yaml\n# examples/yaml/foo_message.yaml\nname: Renamed\n```\n\n"
+            "```yaml\nkey: value\n```\n"
+        )
+        good, typo, changed, other = blocks_of(page)
+        (directory := tmp_path / "run").mkdir()
+        assert yaml_problem(good, directory) is None
+        assert "unknown node type 'PrinterOfThing'" in str(yaml_problem(typo, directory))
+        differs = "differs from examples/yaml/foo_message.yaml"
+        assert differs in str(yaml_problem(changed, directory))
+        assert "neither a file of the repository" in str(yaml_problem(other, directory))
 
 
 class TestMarkers:
