@@ -28,6 +28,7 @@ it then fails, what was released stands and it is not retried.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import traceback
 from collections.abc import Callable, Iterator
@@ -388,10 +389,14 @@ class AsyncStage(_Failures):
 
     async def _streamed(self, item: Any, outbox: Outbox) -> None:
         if self.generates:
-            async for out in self.func(item):
-                if not outbox.has_room():
-                    await outbox.wait_room()
-                outbox.push(out)
+            # aclosing: a generator left at a yield (the outbox's wait cancelled, a
+            # downstream failure) runs its finally here, in the node's task, not later
+            # wherever garbage collection finalizes it.
+            async with contextlib.aclosing(self.func(item)) as outputs:
+                async for out in outputs:
+                    if not outbox.has_room():
+                        await outbox.wait_room()
+                    outbox.push(out)
             return
         out = await self.func(item)
         if out is not None:
@@ -408,12 +413,13 @@ class AsyncStage(_Failures):
             released = 0
             try:
                 if self.generates:
-                    async for out in self.func(item):
-                        held.append(out)
-                        if len(held) > limit:
-                            await outbox.send_batch(held)
-                            released += len(held)
-                            held = []
+                    async with contextlib.aclosing(self.func(item)) as outputs:
+                        async for out in outputs:
+                            held.append(out)
+                            if len(held) > limit:
+                                await outbox.send_batch(held)
+                                released += len(held)
+                                held = []
                 else:
                     out = await self.func(item)
                     if out is not None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -337,3 +338,35 @@ class TestFinishInChains:
         assert summary["total"].filtered == 10
         assert summary["total"].items_out == 2
         assert summary["abs"].items_in == 2
+
+
+class TestAsyncGeneratorsClosed:
+    @pytest.mark.parametrize("on_error", ["raise", "skip"])
+    async def test_left_at_a_yield_its_finally_runs_before_teardown(self, on_error: str) -> None:
+        """A process_item async generator left suspended by a downstream failure is closed then.
+
+        Its ``finally`` runs in the node's task, before the node's teardown, not whenever
+        the garbage collector or the end of ``trio.run`` gets to it.
+        """
+        order: list[str] = []
+
+        class Endless(NanoNode):
+            async def process_item(self, item: int) -> AsyncIterator[int]:
+                try:
+                    for k in itertools.count():
+                        yield k
+                finally:
+                    order.append(f"closed {item}")
+
+            def teardown(self) -> None:
+                order.append("teardown")
+
+        class Down(NanoNode):
+            def process_item(self, item: int) -> None:
+                raise ConnectionError("sink down")
+
+        src = FakeSource([1])
+        _ = src > Endless(name="endless", on_error=on_error) > Down(name="down", capacity=1)
+        with pytest.raises(ConnectionError, match="sink down"):
+            await Pipeline(src).run()
+        assert order == ["closed 1", "teardown"]

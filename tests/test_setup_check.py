@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,11 +23,26 @@ from nanostream_trio._config import read_pipeline
 from nanostream_trio._setup_check import SetupFinding, check_setup, path_arguments_of
 from nanostream_trio.nodes import TailFile
 
-AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-needs_permissions = pytest.mark.skipif(
-    AS_ROOT,
-    reason="root reads and writes whatever the permission bits say, so chmod denies nothing",
-)
+#: The unprivileged account the permission tests run ``nanostream check`` as, when run as root
+#: (root reads and writes whatever the permission bits say, so chmod denies it nothing).
+UNPRIVILEGED_USER = "nobody"
+
+# The ``nanostream`` command in a child process that gives up root once the interpreter has started:
+# the interpreter itself may live where the unprivileged user cannot read (under /root).
+CHECK_AS = """\
+import os
+import sys
+
+from nanostream_trio._cli import main
+
+uid, gid = int(sys.argv[1]), int(sys.argv[2])
+if uid >= 0:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    assert os.getuid() == os.geteuid() == uid
+sys.exit(main(sys.argv[3:]))
+"""
 
 
 class ScArchive(NanoNode):
@@ -49,6 +71,90 @@ def findings_of(tmp_path: Path, pipeline: str) -> tuple[Path, list[SetupFinding]
 
 def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """What ``nanostream`` printed on stderr: its errors and warnings, without their prefix."""
+
+    file: Path
+    returncode: int
+    errors: list[str]
+    warnings: list[str]
+    other: list[str]  # the other lines (a run's events)
+
+
+class AsUser:
+    """A directory and a way to run ``nanostream`` in it as a user the modes apply to.
+
+    As root: a directory of its own in the temporary directory (pytest's is root's alone),
+    owned by ``nobody``, with the check run as ``nobody``. Otherwise: pytest's ``tmp_path``
+    and the current user.
+    """
+
+    def __init__(self, directory: Path, account: pwd.struct_passwd | None) -> None:
+        self.directory = directory
+        self.account = account
+
+    def check(self, pipeline: str, modes: Mapping[Path, int]) -> CheckResult:
+        """``nanostream check``, which prints nothing on stderr but errors and warnings."""
+        result = self.nanostream("check", pipeline, modes)
+        assert result.other == []
+        return result
+
+    def nanostream(self, command: str, pipeline: str, modes: Mapping[Path, int]) -> CheckResult:
+        """Write ``pipeline.yaml``, give the paths their ``modes``, run the command on it."""
+        file = self.directory / "pipeline.yaml"
+        file.write_text(textwrap.dedent(pipeline))
+        uid, gid = -1, -1
+        if self.account is not None:
+            uid, gid = self.account.pw_uid, self.account.pw_gid
+            for path in [self.directory, *self.directory.rglob("*")]:
+                os.chown(path, uid, gid)
+        for path, mode in modes.items():
+            path.chmod(mode)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", CHECK_AS, str(uid), str(gid), command, str(file)],
+                cwd=self.directory,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            for path in modes:
+                path.chmod(0o700)  # so that the directory can be removed
+        assert done.returncode in (0, 2), done.stderr
+        errors, warnings, other = [], [], []
+        for line in done.stderr.splitlines():
+            if line.startswith("nanostream: error: "):
+                errors.append(line.removeprefix("nanostream: error: "))
+            elif line.startswith("nanostream: warning: "):
+                warnings.append(line.removeprefix("nanostream: warning: "))
+            else:
+                other.append(line)
+        return CheckResult(file, done.returncode, errors, warnings, other)
+
+
+@pytest.fixture
+def as_user(tmp_path: Path) -> Iterator[AsUser]:
+    """An :class:`AsUser`; skips as root when no unprivileged account exists."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        yield AsUser(tmp_path, None)
+        return
+    try:
+        account = pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        pytest.skip(
+            f"running as root, which chmod denies nothing, and there is no "
+            f"{UNPRIVILEGED_USER!r} account to run the check as"
+        )
+    directory = Path(tempfile.mkdtemp(prefix="nanostream-permissions-"))
+    try:
+        yield AsUser(directory, account)
+    finally:
+        shutil.rmtree(directory)
 
 
 @pytest.fixture
@@ -221,69 +327,136 @@ class TestDeclarations:
             path_arguments_of(ScBad, {})
 
 
+COPY_LOG = """\
+nodes:
+  - {name: tail, class: TailFile, args: {path: app.log, follow: false}}
+  - {name: parse, class: JSONLinesParser}
+  - {name: write, class: JSONLinesWriter, args: {path: out.jsonl}}
+"""
+
+
 class TestPermissions:
-    @needs_permissions
-    def test_unreadable_file(self, in_tmp: Path) -> None:
-        """A file TailFile reads but may not is an error with its mode."""
-        log = in_tmp / "app.log"
+    """Denied permissions, checked by ``nanostream check`` run as a user the bits apply to."""
+
+    def test_unreadable_file(self, as_user: AsUser) -> None:
+        """A file TailFile reads but may not is an error at its line, with its mode."""
+        log = as_user.directory / "app.log"
         log.write_text("x\n")
-        log.chmod(0o200)
-        _, [finding] = findings_of(
-            in_tmp,
+        result = as_user.check(
             """\
             nodes:
               - {name: tail, class: TailFile, args: {path: app.log, follow: false}}
-              - {name: out, class: ScSink}
+              - {name: out, class: PrinterOfThings}
             """,
+            modes={log: 0o200},
         )
-        assert "is not readable by this user (mode --w-------)" in finding.error.problem
+        assert result.errors == [
+            f"{result.file}:2:48: nodes[0].args.path: node 'tail' (TailFile) argument 'path': "
+            f"file 'app.log' (relative to the current directory {as_user.directory}) is not "
+            "readable by this user (mode --w-------); fix its permissions",
+            f"{result.file}: 1 setup problem (see above)",
+        ]
+        assert result.returncode == 2
 
-    @needs_permissions
-    def test_unlistable_directory(self, in_tmp: Path) -> None:
-        """A watched directory without read permission is an error."""
-        (in_tmp / "incoming").mkdir(mode=0o300)
-        _, [finding] = findings_of(
-            in_tmp,
+    def test_unlistable_directory(self, as_user: AsUser) -> None:
+        """A watched directory without read permission is an error at its line."""
+        incoming = as_user.directory / "incoming"
+        incoming.mkdir()
+        result = as_user.check(
             """\
             nodes:
               - {name: watch, class: LocalDirectoryWatchdog, args: {directory: incoming}}
-              - {name: out, class: ScSink}
+              - {name: out, class: PrinterOfThings}
             """,
+            modes={incoming: 0o300},
         )
-        assert "cannot be listed by this user (mode d-wx------)" in finding.error.problem
+        assert result.errors[0] == (
+            f"{result.file}:2:68: nodes[0].args.directory: node 'watch' (LocalDirectoryWatchdog) "
+            f"argument 'directory': directory 'incoming' (relative to the current directory "
+            f"{as_user.directory}) cannot be listed by this user (mode d-wx------); the node "
+            "needs to read it: fix its permissions"
+        )
+        assert (len(result.errors), result.returncode) == (2, 2)
 
-    @needs_permissions
-    def test_read_only_checkpoint_directory(self, in_tmp: Path) -> None:
-        """A checkpoint in a read-only directory cannot be replaced: an error."""
-        state = in_tmp / "state"
-        state.mkdir(mode=0o500)
-        _, findings = findings_of(
-            in_tmp,
+    def test_read_only_checkpoint_directory(self, as_user: AsUser) -> None:
+        """A checkpoint in a read-only directory cannot be replaced: an error at checkpoint:."""
+        state = as_user.directory / "state"
+        state.mkdir()
+        result = as_user.check(
             """\
             checkpoint: state/ck.db
             nodes:
               - {name: tail, class: TailFile, args: {path: app.log}}
-              - {name: out, class: ScSink}
+              - {name: out, class: PrinterOfThings}
             """,
+            modes={state: 0o500},
         )
-        [error] = [f for f in findings if not f.warning]
-        assert "is not writable by this user (mode dr-x------)" in error.error.problem
+        assert result.errors[0] == (
+            f"{result.file}:1:13: checkpoint: the checkpoint store: the directory '{state}' of "
+            "file 'state/ck.db' is not writable by this user (mode dr-x------), the file is "
+            "replaced through a new file there; fix its permissions"
+        )
+        assert (len(result.errors), result.returncode) == (2, 2)
+        assert result.warnings[0].startswith(f"{result.file}:3:48: nodes[0].args.path:")
 
-    @needs_permissions
-    def test_read_only_output_file(self, in_tmp: Path) -> None:
-        """An existing output file without write permission is an error."""
-        (in_tmp / "records.jsonl").write_text("")
-        (in_tmp / "records.jsonl").chmod(0o400)
-        _, [finding] = findings_of(
-            in_tmp,
+    def test_read_only_output_file(self, as_user: AsUser) -> None:
+        """An existing output file without write permission is an error at its line."""
+        records = as_user.directory / "records.jsonl"
+        records.write_text("")
+        result = as_user.check(
             """\
             nodes:
               - {name: tail, class: TailFile, args: {path: "*.jsonl"}}
               - {name: write, class: JSONLinesWriter, args: {path: records.jsonl}}
             """,
+            modes={records: 0o400},
         )
-        assert "file 'records.jsonl'" in finding.error.problem
-        assert "is not writable by this user (mode -r--------)" in finding.error.problem
+        assert result.errors[0] == (
+            f"{result.file}:3:56: nodes[1].args.path: node 'write' (JSONLinesWriter) argument "
+            f"'path': file 'records.jsonl' (relative to the current directory "
+            f"{as_user.directory}) is not writable by this user (mode -r--------); fix its "
+            "permissions"
+        )
+        assert (len(result.errors), result.returncode) == (2, 2)
+
+    def test_run_refuses_to_start(self, as_user: AsUser) -> None:
+        """nanostream run gives check's located error, exits 2 and writes nothing."""
+        log = as_user.directory / "app.log"
+        log.write_text('{"n": 1}\n')
+        result = as_user.nanostream("run", COPY_LOG, modes={log: 0o200})
+        assert result.errors == [
+            f"{result.file}:2:48: nodes[0].args.path: node 'tail' (TailFile) argument 'path': "
+            f"file 'app.log' (relative to the current directory {as_user.directory}) is not "
+            "readable by this user (mode --w-------); fix its permissions",
+        ]
+        assert result.returncode == 2
+        assert not (as_user.directory / "out.jsonl").exists()
+
+    def test_run_reads_what_the_user_may(self, as_user: AsUser) -> None:
+        """With read permission the run copies the file, and what it creates is that user's."""
+        log = as_user.directory / "app.log"
+        log.write_text('{"n": 1}\n{"n": 2}\n')
+        result = as_user.nanostream("run", COPY_LOG, modes={log: 0o400})
+        assert (result.errors, result.returncode) == ([], 0)
+        out = as_user.directory / "out.jsonl"
+        assert [json.loads(line) for line in out.read_text().splitlines()] == [{"n": 1}, {"n": 2}]
+        assert out.stat().st_uid == (as_user.account.pw_uid if as_user.account else os.getuid())
+
+    def test_the_same_files_with_permissions_pass(self, as_user: AsUser) -> None:
+        """The user the checks run as may read what its modes allow: no error, exit 0."""
+        (as_user.directory / "app.log").write_text("x\n")
+        (as_user.directory / "incoming").mkdir()
+        result = as_user.check(
+            """\
+            nodes:
+              - {name: tail, class: TailFile, args: {path: app.log, follow: false}}
+              - {name: watch, class: LocalDirectoryWatchdog, args: {directory: incoming}}
+              - {name: out, class: PrinterOfThings}
+            links: [[tail, out], [watch, out]]
+            """,
+            modes={as_user.directory / "app.log": 0o400, as_user.directory / "incoming": 0o500},
+        )
+        assert (result.errors, result.warnings, result.returncode) == ([], [], 0)
 
 
 class TestCommand:

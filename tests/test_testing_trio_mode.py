@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -98,6 +99,78 @@ class TestFreshProject:
             "nanostream_testing's fixtures, which runs under pytest-trio, and pytest-trio is "
             "not installed (or disabled with -p no:trio): pip install 'nanostream-trio[test]'"
         ) in result.stdout
+
+
+# The user's own tests next to the page's: async ones without the fixtures (they need the
+# page's trio_mode line) and two that fail on purpose, so that passing proves nothing was
+# skipped and failing proves the tests really ran (on the fake clock, for the second).
+OWN_TESTS = """\
+import trio
+
+
+async def test_plain_async_runs():
+    await trio.sleep(0)
+
+
+async def test_plain_async_fails_on_purpose():
+    await trio.sleep(0)
+    assert "ran" == "did not run"
+
+
+async def test_fake_clock_fails_on_purpose(nanostream_clock):
+    await trio.sleep(60)
+    assert trio.current_time() == 61
+"""
+
+
+def page_blocks(language: str) -> list[str]:
+    """docs/testing.md's fenced blocks in ``language``, in order."""
+    page = (ROOT / "docs" / "testing.md").read_text()
+    pattern = rf"^```{language}\n(.*?)^```"
+    return re.findall(pattern, page, flags=re.DOTALL | re.MULTILINE)
+
+
+class TestTheDocumentedProject:
+    """A fresh project set up exactly as docs/testing.md says, run as its user would run it.
+
+    The interpreter is this test run's: .ci/run installs the package fresh into a new
+    virtual environment with ``pip install -e '.[dev]'`` (which brings ``[test]``), so the
+    plugin and pytest-trio come from that install, through their entry points. A second
+    virtual environment per test was judged too costly: installing this package needs its
+    build backend (hatchling) and every dependency from the network.
+    """
+
+    def test_the_page_as_a_project_of_its_own(self, tmp_path: Path) -> None:
+        """The page's examples and its one configuration line: all pass, the bad ones fail."""
+        [configuration] = page_blocks("toml")
+        examples = page_blocks("python")
+        expected = sum(len(re.findall(r"^(?:async )?def test_", b, re.MULTILINE)) for b in examples)
+        assert expected >= 15
+        project = tmp_path / "project"
+        (project / "tests").mkdir(parents=True)
+        (project / "pyproject.toml").write_text(configuration)
+        (project / "tests" / "test_from_the_docs.py").write_text("\n\n".join(examples))
+        (project / "tests" / "test_mine.py").write_text(OWN_TESTS)
+        # Nothing of this run's environment but where programs and (in a checkout that is
+        # not installed) this package are found.
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+        command += ["--rootdir", str(project), "-c", str(project / "pyproject.toml")]
+        result = subprocess.run(
+            command, cwd=project, env=env, capture_output=True, text=True, timeout=120
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        assert "configfile: pyproject.toml" in result.stdout, output
+        assert f"2 failed, {expected + 1} passed" in result.stdout, output
+        failed = sorted(re.findall(r"^FAILED (\S+)", result.stdout, re.MULTILINE))
+        assert failed == [
+            "tests/test_mine.py::test_fake_clock_fails_on_purpose",
+            "tests/test_mine.py::test_plain_async_fails_on_purpose",
+        ], output
+        assert "assert 60.0 == 61" in result.stdout, output
 
 
 class TestPackaging:

@@ -85,8 +85,10 @@ READ_CHUNK = 1 << 16
 READ_BUDGET = 1 << 20
 #: Upper bound of the default ``max_open_files``.
 MAX_OPEN_FILES = 256
+# The process (or the system) is out of file descriptors.
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 #: Open errors retried at every poll even with ``follow=False``: they pass.
-_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.EINTR})
+_TRANSIENT = _OUT_OF_DESCRIPTORS | {errno.EAGAIN, errno.EINTR}
 
 #: Returned by TailFile._copy_of: look at this new file again at the next poll.
 _DEFER = object()
@@ -505,22 +507,14 @@ class TailFile(NanoNode):
         if not self.is_glob:
             return [self.path]
         top = self._glob_root()
-        for attempt in range(2):
-            try:
-                os.close(os.open(top, os.O_RDONLY | os.O_DIRECTORY))
-            except FileNotFoundError:
-                return []
-            except OSError as exc:
-                if (
-                    attempt == 0
-                    and exc.errno in (errno.EMFILE, errno.ENFILE)
-                    and self._close_idle()
-                ):
-                    continue
-                self._report_unreadable(top, exc)
-                self._retry = True
-                return None
-            break
+        try:
+            os.close(self._os_open(top, os.O_RDONLY | os.O_DIRECTORY))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self._report_unreadable(top, exc)
+            self._retry = True
+            return None
         return sorted(glob.glob(self.path))
 
     def _glob_root(self) -> str:
@@ -609,29 +603,31 @@ class TailFile(NanoNode):
 
     # -- opening and closing -------------------------------------------------------
 
+    def _os_open(self, path: str, flags: int) -> int:
+        """``os.open``, tried once more after closing an idle file if the process is out of
+        descriptors (the other errors, and a second failure, are raised)."""
+        try:
+            return os.open(path, flags)
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_DESCRIPTORS or not self._close_idle():
+                raise
+        return os.open(path, flags)
+
     def _open_fd(self, path: str) -> int | None:
         """A descriptor of ``path``, or None (vanished, or reported by ``file_unreadable``)."""
-        for attempt in range(2):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                if (
-                    attempt == 0
-                    and exc.errno in (errno.EMFILE, errno.ENFILE)
-                    and self._close_idle()
-                ):
-                    continue
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    # The process is out of descriptors: hold no more than now.
-                    self._limit = max(1, min(self._limit, self._open_count))
-                self._report_unreadable(path, exc)
-                return None
-            self._unreadable.pop(path, None)
-            self._open_count += 1
-            return fd
-        return None  # pragma: no cover - the loop always returns
+        try:
+            fd = self._os_open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in _OUT_OF_DESCRIPTORS:
+                # Still out of descriptors with no idle file to close: hold no more than now.
+                self._limit = max(1, min(self._limit, self._open_count))
+            self._report_unreadable(path, exc)
+            return None
+        self._unreadable.pop(path, None)
+        self._open_count += 1
+        return fd
 
     def _close(self, tracked: Tracked, *, keep_hash: bool = True) -> None:
         if tracked.fd is not None:
