@@ -36,11 +36,6 @@ YAML = ("yaml", "yml")
 
 _FENCE = re.compile(r"^(?P<prefix>[ >]*)(?P<fence>```+)\s*(?P<info>[^`\s]*)[^`]*$")
 _MARKER = re.compile(r"^<!--\s*not-run:(?P<reason>.*?)-->$")
-# Blocks of pages this branch does not edit (README.md is the integrator's), by a line of
-# their code, not run for the reason given, until the page carries its own marker.
-NOT_RUN_ELSEWHERE = {
-    ("README.md", "watchdog.global_start()"): "watches ./data_directory until interrupted",
-}
 
 _TEST = re.compile(r"^(?:async )?def test_", flags=re.MULTILINE)
 
@@ -54,7 +49,6 @@ class Block:
     language: str
     code: str
     not_run: str | None  # the marker's reason
-    marked_here: bool = True  # the marker is on the page (not in NOT_RUN_ELSEWHERE)
 
     @property
     def where(self) -> str:
@@ -92,11 +86,7 @@ def blocks_of(page: Path) -> list[Block]:
         before = [line for line in before if line]
         marker = _MARKER.match(before[-1]) if before else None
         reason = marker["reason"].strip() if marker else None
-        here = True
-        for (name, line), why in NOT_RUN_ELSEWHERE.items():
-            if reason is None and name == name_of(page) and line in code.splitlines():
-                reason, here = why, False
-        blocks.append(Block(page, index + 2, opening["info"].lower(), code, reason, here))
+        blocks.append(Block(page, index + 2, opening["info"].lower(), code, reason))
         index = end + 1
     return blocks
 
@@ -235,7 +225,7 @@ class TestMarkers:
                 elif block.language in PYTHON:
                     run += 1
             markers = len(re.findall(r"<!--\s*not-run:", text))
-            assert markers == sum(b.not_run is not None and b.marked_here for b in blocks), (
+            assert markers == sum(b.not_run is not None for b in blocks), (
                 f"{name_of(page)}: a not-run marker is not on the line before a code block"
             )
         with capsys.disabled():
@@ -243,11 +233,6 @@ class TestMarkers:
                 f"\ndocs code blocks: {run} python blocks run, {checked} YAML blocks checked, "
                 f"{len(marked)} marked not-run: " + "; ".join(marked)
             )
-        for name, line in NOT_RUN_ELSEWHERE:
-            assert any(
-                not block.marked_here and line in block.code.splitlines()
-                for block in blocks_of(ROOT / name)
-            ), f"{name} marks its block with {line!r} itself now: remove it from NOT_RUN_ELSEWHERE"
         total = run + checked + len(marked)
         assert len(marked) <= total // 3, f"more than a third of the blocks not run: {marked}"
 
