@@ -133,15 +133,38 @@ def page_blocks(language: str) -> list[str]:
 class TestTheDocumentedProject:
     """A fresh project set up exactly as docs/testing.md says, run as its user would run it.
 
-    The interpreter is this test run's: .ci/run installs the package fresh into a new
-    virtual environment with ``pip install -e '.[dev]'`` (which brings ``[test]``), so the
-    plugin and pytest-trio come from that install, through their entry points. A second
-    virtual environment per test was judged too costly: installing this package needs its
-    build backend (hatchling) and every dependency from the network.
+    Twice: with this test run's interpreter (where .ci/run installed the package with
+    ``-e '.[dev]'``), and in a virtual environment of its own made for the test, where the
+    package is installed as the page says, ``pip install 'nanostream-trio[test]'`` (from this
+    checkout, not as an editable install), so the plugin, pytest and pytest-trio all come
+    from that one install through their entry points.
     """
 
     def test_the_page_as_a_project_of_its_own(self, tmp_path: Path) -> None:
         """The page's examples and its one configuration line: all pass, the bad ones fail."""
+        self.check_project(tmp_path, sys.executable, os.environ.get("PYTHONPATH"))
+
+    def test_the_page_in_a_fresh_virtual_environment(self, tmp_path: Path) -> None:
+        """The same project in a new venv with only ``pip install '<package>[test]'`` in it."""
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+        python = str(venv / "bin" / "python")
+        # The user's environment, without anything pointing at this checkout or its venv.
+        env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+        install = subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", f"{ROOT}[test]"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert install.returncode == 0, install.stdout + install.stderr
+        code = "import nanostream_testing, pytest_trio; print(nanostream_testing.__file__)"
+        where = subprocess.run(
+            [python, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=60, check=True,
+        )  # fmt: skip
+        assert where.stdout.startswith(str(venv)), where.stdout  # installed, not this checkout
+        self.check_project(tmp_path, python, None)
+
+    def check_project(self, tmp_path: Path, python: str, pythonpath: str | None) -> None:
         [configuration] = page_blocks("toml")
         examples = page_blocks("python")
         expected = sum(len(re.findall(r"^(?:async )?def test_", b, re.MULTILINE)) for b in examples)
@@ -154,9 +177,9 @@ class TestTheDocumentedProject:
         # Nothing of this run's environment but where programs and (in a checkout that is
         # not installed) this package are found.
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
-        if "PYTHONPATH" in os.environ:
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
+        command = [python, "-m", "pytest", "-p", "no:cacheprovider"]
         command += ["--rootdir", str(project), "-c", str(project / "pyproject.toml")]
         result = subprocess.run(
             command, cwd=project, env=env, capture_output=True, text=True, timeout=120
