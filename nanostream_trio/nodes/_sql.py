@@ -18,6 +18,15 @@
 ``database`` is a path or ``sqlite:///path`` URL (the stdlib ``sqlite3``) or a
 ``postgresql://`` URL (psycopg 3, the ``[postgres]`` extra, imported only when
 such a URL is used). :class:`_Dialect` holds what differs between the two.
+PostgreSQL connections come from a ``psycopg_pool.ConnectionPool`` per URL,
+shared by the nodes of the process that use it (:class:`_Pools`): opened by
+the first node's setup, sized to the nodes holding a connection, closed (its
+threads joined) by the last one's teardown.
+
+With ``checkpoint_column``, SQLSink is effectively-once without a key: each
+row carries the number of the last checkpoint before it, committed with it in
+the same transaction, and ``recover(n)`` deletes the rows that came after
+checkpoint ``n`` before they are replayed.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import importlib
 import os
 import re
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -96,6 +106,17 @@ class _Dialect:
     def placeholder(self, name: str) -> str:
         return f":{name}"
 
+    def table_exists(self, connection: Any, table: str) -> bool:
+        found = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return found is not None
+
+    def delete_after(self, connection: Any, table: str, column: str, n: int) -> int:
+        """Delete the rows whose ``column`` is ``n`` or more; how many there were."""
+        cursor = connection.execute(f"DELETE FROM {quote(table)} WHERE {quote(column)} >= ?", (n,))
+        return int(cursor.rowcount)
+
     def column_type(self, value: Any) -> str:
         if isinstance(value, bool | int):
             return "INTEGER"
@@ -145,10 +166,21 @@ class _PostgresDialect(_Dialect):
         self.row_errors = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
 
     def connect(self) -> Any:
-        return self._psycopg.connect(self.target, autocommit=True)
+        return _POOLS.checkout(self.target, autocommit=True)
 
     def connect_for_sink(self) -> Any:
         return self.connect()
+
+    def close(self, connection: Any) -> None:
+        _POOLS.give_back(self.target, connection)
+
+    def table_exists(self, connection: Any, table: str) -> bool:
+        found = connection.execute("SELECT to_regclass(%s)", (quote(table),)).fetchone()
+        return found is not None and found[0] is not None
+
+    def delete_after(self, connection: Any, table: str, column: str, n: int) -> int:
+        sql = f"DELETE FROM {quote(table)} WHERE {quote(column)} >= %s"
+        return int(connection.execute(sql, (n,)).rowcount)
 
     def refuses(self, exc: BaseException) -> bool:
         errors = self._psycopg.errors
@@ -163,7 +195,7 @@ class _PostgresDialect(_Dialect):
 
     def connect_for_query(self) -> Any:
         # A server-side cursor (the server holds the result) lives in a transaction.
-        return self._psycopg.connect(self.target)
+        return _POOLS.checkout(self.target, autocommit=False)
 
     def cursor(self, connection: Any) -> Any:
         return connection.cursor(name="nanostream_query")
@@ -198,12 +230,75 @@ class _PostgresDialect(_Dialect):
         connection.execute("RELEASE SAVEPOINT nanostream_row")
 
 
+class _Pools:
+    """One ``psycopg_pool.ConnectionPool`` per PostgreSQL URL, shared by the nodes using it.
+
+    Each node holds one connection for its run (a sink's open transaction, a
+    query's server-side cursor), so a pool has as many connections as nodes
+    holding one: :meth:`checkout` grows it, :meth:`give_back` shrinks it and
+    closes it with the last connection, joining the pool's threads. Called
+    from worker threads, hence the lock.
+    """
+
+    #: Seconds to wait for a connection (the server down, or refusing more).
+    TIMEOUT = 30.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[str, tuple[Any, int]] = {}
+
+    def checkout(self, target: str, *, autocommit: bool) -> Any:
+        with self._lock:
+            pool, users = self._pools.get(target, (None, 0))
+            if pool is None:
+                pool_module: Any = importlib.import_module("psycopg_pool")
+                pool = pool_module.ConnectionPool(
+                    target, min_size=1, max_size=1, open=False, name="nanostream"
+                )
+                try:
+                    pool.open(wait=True, timeout=self.TIMEOUT)
+                except BaseException:
+                    pool.close()
+                    raise
+            else:
+                pool.resize(min_size=1, max_size=users + 1)
+            self._pools[target] = (pool, users + 1)
+        try:
+            connection = pool.getconn(timeout=self.TIMEOUT)
+            connection.autocommit = autocommit
+        except BaseException:
+            self._release(target)
+            raise
+        return connection
+
+    def give_back(self, target: str, connection: Any) -> None:
+        """Return ``connection`` (an open transaction is rolled back by the pool)."""
+        with self._lock:
+            pool, _ = self._pools[target]
+        pool.putconn(connection)
+        self._release(target)
+
+    def _release(self, target: str) -> None:
+        with self._lock:
+            pool, users = self._pools[target]
+            if users > 1:
+                self._pools[target] = (pool, users - 1)
+                pool.resize(min_size=1, max_size=users - 1)
+                return
+            del self._pools[target]
+        pool.close()
+
+
+_POOLS = _Pools()
+
+
 def _import_psycopg(node: str) -> None:
     try:
         importlib.import_module("psycopg")
+        importlib.import_module("psycopg_pool")
     except ImportError:
         msg = (
-            f"node {node!r} needs psycopg for a postgresql:// database; "
+            f"node {node!r} needs psycopg and psycopg-pool for a postgresql:// database; "
             "install the extra: pip install 'nanostream-trio[postgres]'"
         )
         raise ConfigError(msg, node=node, key="database") from None
@@ -280,6 +375,7 @@ class _SQLWriter(NanoNode):
         create: bool,
         batch_size: int,
         refused: deque[tuple[Any, Exception]],
+        checkpoint_column: str | None = None,
     ) -> None:
         super().__init__()
         self.dialect = dialect
@@ -287,6 +383,11 @@ class _SQLWriter(NanoNode):
         self.key = key
         self.create = create
         self.batch_size = batch_size
+        self.checkpoint_column = checkpoint_column
+        #: The number of the last checkpoint before the rows now written (0: none yet).
+        self.epoch = 0
+        #: The SQLSink this writes for: its events carry the sink's name.
+        self.owner: NanoNode = self
         self._refused = refused
         self._connection: Any = None
         self._statements: dict[tuple[str, ...], str] = {}
@@ -303,6 +404,7 @@ class _SQLWriter(NanoNode):
         self._table_ready = not self.create
         self._in_transaction = False
         self._uncommitted = 0
+        self.epoch = 0
 
     async def process_item(self, row: Any) -> Any:
         """Insert ``row``; return it if the database refused it (its error is queued)."""
@@ -333,6 +435,12 @@ class _SQLWriter(NanoNode):
         if missing:
             msg = f"row has no value for key column(s) {', '.join(missing)}: {short_repr(row)}"
             return KeyError(msg)
+        if self.checkpoint_column is not None and self.checkpoint_column in row:
+            msg = (
+                f"row has a field {self.checkpoint_column!r}, the sink's checkpoint_column "
+                f"(which the sink fills itself): {short_repr(row)}; rename one of them"
+            )
+            return ValueError(msg)
         return None
 
     def _begin(self, row: Mapping[str, Any]) -> None:
@@ -352,6 +460,11 @@ class _SQLWriter(NanoNode):
                 self._statements.clear()
             sql = self._statements[columns] = self._insert_sql(columns)
         values = self._values(row, columns)
+        if self.checkpoint_column is not None:
+            if isinstance(values, dict):
+                values["checkpoint"] = self.epoch
+            else:
+                values = (*values, self.epoch)
         try:
             self.dialect.insert_row(self._connection, sql, values)
         except Exception as exc:
@@ -372,6 +485,10 @@ class _SQLWriter(NanoNode):
             marks = ", ".join("?" for _ in columns)
         else:
             marks = ", ".join(self.dialect.placeholder(f"c{i}") for i in range(len(columns)))
+        if self.checkpoint_column is not None:
+            names += ", " + quote(self.checkpoint_column)
+            marks += ", " + ("?" if self.dialect.kind == "sqlite" else "%(checkpoint)s")
+            columns = (*columns, self.checkpoint_column)
         sql = f"INSERT INTO {quote(self.table)} ({names}) VALUES ({marks})"
         if self.key:
             target = ", ".join(quote(column) for column in self.key)
@@ -389,6 +506,9 @@ class _SQLWriter(NanoNode):
         for column, value in row.items():
             kind = self.dialect.column_type(value)
             definitions.append(f"{quote(column)} {kind}".rstrip())
+        if self.checkpoint_column is not None:
+            kind = self.dialect.column_type(0)
+            definitions.append(f"{quote(self.checkpoint_column)} {kind} NOT NULL")
         if self.key:
             definitions.append("PRIMARY KEY (" + ", ".join(quote(c) for c in self.key) + ")")
         sql = f"CREATE TABLE IF NOT EXISTS {quote(self.table)} ({', '.join(definitions)})"
@@ -411,9 +531,37 @@ class _SQLWriter(NanoNode):
         await self._commit()
 
     async def prepare(self, n: int) -> dict[str, int]:
-        """Checkpoint ``n``: commit every row received before the barrier."""
+        """Checkpoint ``n``: commit every row received before the barrier.
+
+        With ``checkpoint_column``, the rows after the barrier carry ``n``.
+        """
         await self._commit()
+        self.epoch = n
         return {"rows_written": self.rows_written}
+
+    async def recover(self, n: int, prepared: dict[str, int]) -> None:
+        """Restarted from checkpoint ``n``: with ``checkpoint_column``, delete the rows after it.
+
+        They were written after barrier ``n`` (some committed by a full batch
+        or by the commit of a checkpoint that was not completed), and the
+        sources replay them now.
+        """
+        self.epoch = n
+        if self.checkpoint_column is None:
+            return
+        deleted = await run_sync_in_thread(self._delete_after, n)
+        self.owner.log_event(
+            "sql_rows_recovered",
+            table=self.table,
+            checkpoint=n,
+            rows_deleted=deleted,
+        )
+
+    def _delete_after(self, n: int) -> int:
+        assert self.checkpoint_column is not None
+        if not self.dialect.table_exists(self._connection, self.table):
+            return 0  # the crashed run never created it
+        return self.dialect.delete_after(self._connection, self.table, self.checkpoint_column, n)
 
     async def teardown(self) -> None:
         """Close the connection; a transaction still open (a failed run) is rolled back."""
@@ -476,7 +624,13 @@ class SQLSink(_Staged):
     Delivery: at-least-once. A restart from a checkpoint replays the items
     after it, and rows committed after that checkpoint are written again;
     with ``key=`` the replay overwrites them with the same values
-    (effectively-once).
+    (effectively-once). With ``checkpoint_column`` it is effectively-once
+    without a key: each row gets, in that column, the number of the last
+    checkpoint before it (written in the row's own transaction), and a
+    restart from checkpoint ``n`` first deletes the rows whose number is
+    ``n`` or more, those the sources are about to replay. The table then
+    needs that column (``create`` adds it); other writers' rows must leave
+    it NULL, or be lost at a recovery.
 
     Args:
         database: a file path or ``sqlite:///path`` URL (SQLite), or a
@@ -485,11 +639,13 @@ class SQLSink(_Staged):
         key: the column (or columns) identifying a row, for upserts.
         create: create the table from the first row if it does not exist.
         batch_size: rows per transaction.
+        checkpoint_column: a column for the checkpoint number of each row,
+            for effectively-once delivery without ``key`` (None: not written).
         name: the node's name.
         **engine: ``on_error``, ``retry``, ``capacity`` (see :class:`NanoNode`).
 
     Raises:
-        ConfigError: a bad ``database`` URL, table, key or batch size.
+        ConfigError: a bad ``database`` URL, table, key, checkpoint column or batch size.
 
     Example::
 
@@ -504,6 +660,7 @@ class SQLSink(_Staged):
         key: str | Sequence[str] | None = None,
         create: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        checkpoint_column: str | None = None,
         name: str | None = None,
         **engine: Unpack[EngineOptions],
     ) -> None:
@@ -515,8 +672,20 @@ class SQLSink(_Staged):
             _check_name(label, "key", column)
         self.key = keys
         self.batch_size = _check_size(label, "batch_size", batch_size)
+        if checkpoint_column is not None:
+            _check_name(label, "checkpoint_column", checkpoint_column)
+            if checkpoint_column in keys:
+                msg = (
+                    f"node {label!r} got checkpoint_column={checkpoint_column!r}, which is "
+                    "also a key column; name a column of its own"
+                )
+                raise ConfigError(msg, node=label, key="checkpoint_column")
+        self.checkpoint_column = checkpoint_column
         refused: deque[tuple[Any, Exception]] = deque()
-        self.writer = _SQLWriter(self.dialect, self.table, keys, create, batch_size, refused)
+        self.writer = _SQLWriter(
+            self.dialect, self.table, keys, create, batch_size, refused, checkpoint_column
+        )
+        self.writer.owner = self
         self.refusals = _SQLRefusals(refused)
         self._ns_set_stages([("write", self.writer), ("refused", self.refusals)], self.refusals)
         super().__init__(name, **engine)
