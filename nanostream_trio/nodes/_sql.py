@@ -1,13 +1,17 @@
 """SQL databases: a sink writing dict items as rows, and a source streaming query results.
 
-* :class:`SQLSink` runs as two inner nodes. ``<name>.write`` inserts each
-  row into an open transaction (BEGIN, COMMIT and every call that may wait run
-  in a worker thread; see :attr:`_Dialect.inline`) and commits every
-  ``batch_size`` rows, at each checkpoint (``prepare``) and at the end of
-  input. A row the database refuses is handed to the second
-  stage, named like the sink, which raises the database's own exception for
-  that row alone: the sink's ``on_error`` policy then skips, dead-letters or
-  fails on it, while the batch's other rows stay written.
+* :class:`SQLSink` runs as three inner nodes. ``<name>.rows``, a sync stage
+  (no await per row), checks each row and gathers lists of ``batch_size``;
+  ``<name>.write`` inserts each list in one transaction, runs of rows of the
+  same keys with one ``executemany`` under a savepoint (BEGIN, COMMIT and
+  every call that may wait run in a worker thread; see
+  :attr:`_Dialect.inline`), and writes the partial list at each checkpoint
+  (``prepare``) and at the end of input. If the database refuses a row of a
+  run, the run is undone and inserted row by row, and each refused row is
+  handed to the third stage, named like the sink, which raises the
+  database's own exception for that row alone: the sink's ``on_error``
+  policy then skips, dead-letters or fails on it, while the batch's other
+  rows stay written.
 * :class:`SQLQuery` is an async source: blocking calls (execute, ``fetchmany``)
   go to a worker thread one at a time, rows go out ``fetch_size`` at a time
   as :class:`~nanostream_trio.Items`, so memory stays bounded whatever the
@@ -32,6 +36,7 @@ checkpoint ``n`` before they are replayed.
 from __future__ import annotations
 
 import importlib
+import operator
 import os
 import re
 import sqlite3
@@ -138,6 +143,9 @@ class _Dialect:
         # SQLite undoes a failed statement alone; the transaction goes on.
         connection.execute(sql, values)
 
+    def insert_many(self, connection: Any, sql: str, values: list[Any]) -> None:
+        connection.executemany(sql, values)
+
     def connect_for_query(self) -> Any:
         return self.connect()
 
@@ -219,6 +227,10 @@ class _PostgresDialect(_Dialect):
 
     def commit(self, connection: Any) -> None:
         connection.execute("COMMIT")
+
+    def insert_many(self, connection: Any, sql: str, values: list[Any]) -> None:
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, values)
 
     def insert_row(self, connection: Any, sql: str, values: Sequence[Any]) -> None:
         connection.execute("SAVEPOINT nanostream_row")
@@ -364,8 +376,69 @@ def _check_size(node: str, key: str, value: Any) -> int:
 # -- SQLSink ------------------------------------------------------------------------------
 
 
+class _Refusal:
+    """A row refused before it reached the database (not a dict, no key): its error."""
+
+    __slots__ = ("error", "row")
+
+    def __init__(self, row: Any, error: Exception) -> None:
+        self.row = row
+        self.error = error
+
+
+class _SQLRows(NanoNode):
+    """Checks each row and gathers rows into lists of ``batch_size`` for the writer.
+
+    A sync stage, so the engine maps it over each batch of items without an
+    await per row; the writer then inserts a whole list with ``executemany``.
+    At a checkpoint barrier the partial list is sealed (``snapshot``) for the
+    writer's ``prepare``, which writes it: the checkpoint covers exactly the
+    rows before the barrier. At the end of input the partial list goes on.
+    """
+
+    def __init__(self, writer: _SQLWriter) -> None:
+        super().__init__(on_error="raise")
+        self.writer = writer
+        self._pending: list[Any] = []
+
+    def setup(self) -> None:
+        self._pending = []
+        self.writer.sealed.clear()
+
+    def process_item(self, row: Any) -> Any:
+        pending = self._pending
+        writer = self.writer
+        if not (
+            type(row) is dict
+            and row
+            and not writer.key
+            and (writer.checkpoint_column is None or writer.checkpoint_column not in row)
+        ):  # the fast path above is a plain dict without a key to look for
+            problem = writer.check(row)
+            # A refusal keeps its place among the rows: dead letters come in input order.
+            pending.append(row if problem is None else _Refusal(row, problem))
+        else:
+            pending.append(row)
+        if len(pending) >= self.writer.batch_size:
+            self._pending = []
+            return pending
+        return None
+
+    def snapshot(self) -> None:
+        """At a barrier: hand the partial list to the writer's ``prepare`` (no state kept)."""
+        self.writer.sealed.append(self._pending)
+        self._pending = []
+
+    def finish(self) -> Any:
+        pending, self._pending = self._pending, []
+        return pending or None
+
+    def teardown(self) -> None:
+        self._pending = []
+
+
 class _SQLWriter(NanoNode):
-    """Insert each row into the open transaction; hand on the rows the database refused."""
+    """Write each list of rows in a transaction; hand on the rows the database refused."""
 
     def __init__(
         self,
@@ -377,7 +450,8 @@ class _SQLWriter(NanoNode):
         refused: deque[tuple[Any, Exception]],
         checkpoint_column: str | None = None,
     ) -> None:
-        super().__init__()
+        # Its inbox holds lists of batch_size rows: two of them bound the memory held.
+        super().__init__(capacity=2)
         self.dialect = dialect
         self.table = table
         self.key = key
@@ -389,6 +463,10 @@ class _SQLWriter(NanoNode):
         #: The SQLSink this writes for: its events carry the sink's name.
         self.owner: NanoNode = self
         self._refused = refused
+        #: Partial lists sealed by the rows stage at barriers, for prepare() to write.
+        self.sealed: deque[list[Any]] = deque()
+        #: Rows refused while prepare() wrote a sealed list: handed on with the next output.
+        self._late: list[tuple[Any, Exception]] = []
         self._connection: Any = None
         self._statements: dict[tuple[str, ...], str] = {}
         self._table_ready = False
@@ -404,26 +482,50 @@ class _SQLWriter(NanoNode):
         self._table_ready = not self.create
         self._in_transaction = False
         self._uncommitted = 0
+        self._late = []
         self.epoch = 0
 
-    async def process_item(self, row: Any) -> Any:
-        """Insert ``row``; return it if the database refused it (its error is queued)."""
-        problem = self._check(row)
-        if problem is None:
-            if not self._in_transaction:
-                await run_sync_in_thread(self._begin, row)
-            if self.dialect.inline:
-                problem = self._insert(row)
-            else:
-                problem = await run_sync_in_thread(self._insert, row)
-        if problem is not None:
+    async def process_item(self, work: Any) -> AsyncIterator[Any]:
+        """Write a list of rows in one transaction; yield each refused row (its error queued)."""
+        for row, _ in self._take_late():
+            yield row
+        for row, problem in await self._write(work):
             self._refused.append((row, problem))
-            return row
-        if self._uncommitted >= self.batch_size:
-            await self._commit()
-        return None
+            yield row
 
-    def _check(self, row: Any) -> Exception | None:
+    def _take_late(self) -> list[tuple[Any, Exception]]:
+        late, self._late = self._late, []
+        self._refused.extend(late)
+        return late
+
+    async def _write(self, work: list[Any]) -> list[tuple[Any, Exception]]:
+        """Insert the rows of ``work`` in a transaction and commit it; the refused rows
+        (those of ``work``'s refusals too) in input order, with their errors."""
+        refusals = [each for each in work if isinstance(each, _Refusal)]
+        rows = [each for each in work if not isinstance(each, _Refusal)] if refusals else work
+        problems: list[tuple[Any, Exception]] = []
+        if rows:
+            if not self._in_transaction:
+                await run_sync_in_thread(self._begin, rows[0])
+            if self.dialect.inline:
+                problems = self._insert_many(rows)
+            else:
+                problems = await run_sync_in_thread(self._insert_many, rows)
+            await self._commit()
+        if not refusals:
+            return problems
+        # The database's refusals are a subsequence of ``rows``: merge the two in order.
+        ordered, next_problem = [], 0
+        for each in work:
+            if isinstance(each, _Refusal):
+                ordered.append((each.row, each.error))
+            elif next_problem < len(problems) and problems[next_problem][0] is each:
+                ordered.append(problems[next_problem])
+                next_problem += 1
+        return ordered
+
+    def check(self, row: Any) -> Exception | None:
+        """Why ``row`` cannot be written (not a dict, no key...), or None."""
         if not isinstance(row, Mapping) or not row:
             kind = "an empty mapping" if isinstance(row, Mapping) else type(row).__name__
             msg = (
@@ -451,14 +553,72 @@ class _SQLWriter(NanoNode):
         self.dialect.begin(self._connection)
         self._in_transaction = True
 
-    def _insert(self, row: Mapping[str, Any]) -> Exception | None:
-        """Insert ``row`` into the open transaction; the database's error if it refuses it."""
-        columns = tuple(row)
+    def _insert_many(self, rows: list[Any]) -> list[tuple[Any, Exception]]:
+        """Insert ``rows`` (runs of one shape with ``executemany``); the refused rows.
+
+        Each run goes in under a savepoint; if the database refuses any row of
+        it, the run is undone and inserted row by row, which finds the
+        refused rows exactly (the others are written).
+        """
+        problems: list[tuple[Any, Exception]] = []
+        start, count = 0, len(rows)
+        while start < count:
+            # A run: rows with the same keys (in any order: values are taken by name).
+            keys = rows[start].keys()
+            end = start + 1
+            while end < count and rows[end].keys() == keys:
+                end += 1
+            columns = tuple(rows[start])
+            run = rows[start:end]
+            if len(run) == 1 or not self._insert_run(columns, run):
+                for row in run:
+                    problem = self._insert(row)
+                    if problem is not None:
+                        problems.append((row, problem))
+            start = end
+        return problems
+
+    def _insert_run(self, columns: tuple[str, ...], run: list[Any]) -> bool:
+        """``executemany`` of rows of the same ``columns``; False if it failed (undone)."""
+        sql = self._statement(columns)
+        if self.dialect.kind == "sqlite":
+            if len(columns) == 1:
+                (column,) = columns
+                values: list[Any] = [(row[column],) for row in run]
+            else:
+                values = list(map(operator.itemgetter(*columns), run))
+            if self.checkpoint_column is not None:
+                epoch = self.epoch
+                values = [(*each, epoch) for each in values]
+        else:
+            values = [self._values(row, columns) for row in run]
+            if self.checkpoint_column is not None:
+                for each in values:
+                    each["checkpoint"] = self.epoch
+        connection = self._connection
+        connection.execute("SAVEPOINT nanostream_rows")
+        try:
+            self.dialect.insert_many(connection, sql, values)
+        except Exception:
+            connection.execute("ROLLBACK TO SAVEPOINT nanostream_rows")
+            connection.execute("RELEASE SAVEPOINT nanostream_rows")
+            return False
+        connection.execute("RELEASE SAVEPOINT nanostream_rows")
+        self._uncommitted += len(run)
+        return True
+
+    def _statement(self, columns: tuple[str, ...]) -> str:
         sql = self._statements.get(columns)
         if sql is None:
             if len(self._statements) > 64:  # rows of ever-changing shapes: keep it bounded
                 self._statements.clear()
             sql = self._statements[columns] = self._insert_sql(columns)
+        return sql
+
+    def _insert(self, row: Mapping[str, Any]) -> Exception | None:
+        """Insert ``row`` into the open transaction; the database's error if it refuses it."""
+        columns = tuple(row)
+        sql = self._statement(columns)
         values = self._values(row, columns)
         if self.checkpoint_column is not None:
             if isinstance(values, dict):
@@ -526,15 +686,19 @@ class _SQLWriter(NanoNode):
         self._uncommitted = 0
         self.commits += 1
 
-    async def finish(self) -> None:
-        """Commit the last, partial batch."""
+    async def finish(self) -> AsyncIterator[Any]:
+        """Commit what is open; hand on the rows refused at the last checkpoint."""
         await self._commit()
+        for row, _ in self._take_late():
+            yield row
 
     async def prepare(self, n: int) -> dict[str, int]:
-        """Checkpoint ``n``: commit every row received before the barrier.
+        """Checkpoint ``n``: write and commit every row received before the barrier.
 
         With ``checkpoint_column``, the rows after the barrier carry ``n``.
         """
+        if self.sealed:
+            self._late.extend(await self._write(self.sealed.popleft()))
         await self._commit()
         self.epoch = n
         return {"rows_written": self.rows_written}
@@ -686,8 +850,12 @@ class SQLSink(_Staged):
             self.dialect, self.table, keys, create, batch_size, refused, checkpoint_column
         )
         self.writer.owner = self
+        self.rows = _SQLRows(self.writer)
         self.refusals = _SQLRefusals(refused)
-        self._ns_set_stages([("write", self.writer), ("refused", self.refusals)], self.refusals)
+        self._ns_set_stages(
+            [("rows", self.rows), ("write", self.writer), ("refused", self.refusals)],
+            self.refusals,
+        )
         super().__init__(name, **engine)
 
     @property
