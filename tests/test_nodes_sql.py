@@ -292,6 +292,45 @@ class TestRefusedRows:
         ]
         assert "has no column named extra" in letters.items[0].message
 
+    async def test_a_refused_row_written_at_a_checkpoint_is_dead_lettered(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """Batches never fill, so rows are written at the barriers: a refusal there still
+        reaches the policy, and every other row is written."""
+        database = tmp_path / "out.db"
+        make_table(database, "CREATE TABLE t (id INTEGER, name TEXT NOT NULL)")
+        rows: list[Any] = people(30)
+        rows[12] = {"id": 13, "name": None}
+        sink = SQLSink(database, "t", create=False, batch_size=1000, on_error="dead_letter")
+        letters = Recorder()
+        _ = sink.dead_letters > letters
+        await run_pipeline_async(
+            Pipeline(
+                FakeSource(rows, interval=0.1) > sink,
+                checkpoint=tmp_path / "state.db",
+                checkpoint_interval=1.0,
+            )
+        )
+        ids = [row[0] for row in rows_of(database, "SELECT id FROM t ORDER BY rowid")]
+        assert ids == [i for i in range(1, 31) if i != 13]
+        [letter] = letters.items
+        assert letter.item == {"id": 13, "name": None}
+        assert "NOT NULL" in letter.message
+        assert sink.commits >= 3  # at the barriers, not one commit at the end
+
+    async def test_rows_with_the_same_keys_in_another_order_keep_their_values(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """One executemany takes values by column name, whatever each dict's key order."""
+        database = tmp_path / "out.db"
+        rows = [{"id": 1, "name": "a"}, {"name": "b", "id": 2}, {"id": 3, "name": "c"}]
+        await run_pipeline_async(FakeSource(rows) > SQLSink(database, "t"))
+        assert rows_of(database, "SELECT id, name FROM t ORDER BY rowid") == [
+            (1, "a"),
+            (2, "b"),
+            (3, "c"),
+        ]
+
     async def test_a_refused_row_fails_the_run_by_default(
         self, nanostream_clock: Any, tmp_path: Path
     ) -> None:
