@@ -152,7 +152,7 @@ class Numbers(NanoNode):
     async def generator(self) -> AsyncIterator[Items]:
         make = self.make
         for start in range(0, self.count, SOURCE_CHUNK):
-            yield Items(make(i) for i in range(start, min(start + SOURCE_CHUNK, self.count)))
+            yield Items([make(i) for i in range(start, min(start + SOURCE_CHUNK, self.count))])
 
 
 class Counter(NanoNode):

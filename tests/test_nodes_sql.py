@@ -893,3 +893,27 @@ class TestPostgres:
         assert postgres_url not in _POOLS._pools
         pool_threads = ("nanostream-worker-", "nanostream-scheduler")
         assert not [t for t in threading.enumerate() if t.name.startswith(pool_threads)]
+
+
+class TestSQLiteLocking:
+    """The inline BEGIN never waits for another writer: it says so, and a thread waits."""
+
+    def test_try_begin_gives_way_to_a_writer_holding_the_lock(self, tmp_path: Path) -> None:
+        """With another connection's write lock held, try_begin returns False at once."""
+        from nanostream_trio.nodes._sql import BUSY_TIMEOUT_MS, open_dialect
+
+        database = tmp_path / "out.db"
+        make_table(database, "CREATE TABLE t (id INTEGER)")
+        dialect = open_dialect("store", str(database))
+        ours, other = dialect.connect_for_sink(), sqlite3.connect(database, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            assert dialect.try_begin(ours) is False
+            assert ours.execute("PRAGMA busy_timeout").fetchone() == (BUSY_TIMEOUT_MS,)
+            other.execute("COMMIT")
+            assert dialect.try_begin(ours) is True
+            assert ours.in_transaction
+            ours.execute("COMMIT")
+        finally:
+            ours.close()
+            other.close()
