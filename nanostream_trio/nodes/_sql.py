@@ -474,8 +474,10 @@ class _SQLWriter(NanoNode):
         refused: deque[tuple[Any, Exception]],
         checkpoint_column: str | None = None,
     ) -> None:
-        # Its inbox holds lists of batch_size rows: two of them bound the memory held.
-        super().__init__(capacity=2)
+        # Its inbox holds lists of batch_size rows: one of them bounds the memory held,
+        # and the stages upstream stop sooner while a COMMIT runs in its thread, so the
+        # thread gets the GIL back at once when the disk is done (measured: faster than 2).
+        super().__init__(capacity=1)
         self.dialect = dialect
         self.table = table
         self.key = key
