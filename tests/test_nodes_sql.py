@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -917,3 +919,20 @@ class TestSQLiteLocking:
         finally:
             ours.close()
             other.close()
+
+
+class TestPostgresUnreachable:
+    async def test_an_unreachable_server_fails_the_run_at_once(self, nanostream_clock: Any) -> None:
+        """Nothing listening: the run fails with psycopg's own error, not a pool timeout."""
+        psycopg = pytest.importorskip("psycopg")
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        url = f"postgresql://nobody@127.0.0.1:{port}/none?connect_timeout=5"
+        started = time.monotonic()  # real time: the connection attempt is a real one
+        with pytest.raises(psycopg.OperationalError, match="refused"):
+            await run_pipeline_async(FakeSource(people(1)) > SQLSink(url, "t"))
+        assert time.monotonic() - started < 5
+        from nanostream_trio.nodes._sql import _POOLS
+
+        assert url not in _POOLS._pools

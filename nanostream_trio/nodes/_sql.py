@@ -287,6 +287,9 @@ class _Pools:
         with self._lock:
             pool, users = self._pools.get(target, (None, 0))
             if pool is None:
+                # A first connection of our own: an unreachable server or a refused login
+                # fails now with the server's message, not after the pool's retries.
+                importlib.import_module("psycopg").connect(target).close()
                 pool_module: Any = importlib.import_module("psycopg_pool")
                 pool = pool_module.ConnectionPool(
                     target, min_size=1, max_size=1, open=False, name="nanostream"
