@@ -9,7 +9,8 @@ Sub-commands:
   check the paths its nodes will read and write (``_setup_check``).
 * ``graph FILE``: print the pipeline's graph as Mermaid or Graphviz DOT.
 * ``nodes``: list the registered node types.
-* ``demo``: watch a temporary directory, drop CSV files into it, print rows.
+* ``demo``: watch a temporary directory, drop CSV files into it, print rows;
+  ``demo api``: poll a local paginated API, enrich, upsert into SQLite (``_demo_api``).
 
 Unlike the library, the command is an application, so it configures
 structlog for its own process: events go to stderr, pretty on a terminal and
@@ -208,7 +209,16 @@ def _parser() -> argparse.ArgumentParser:
         parents=[logging_options],
         help="watch a temporary directory, drop CSV files into it, print their rows",
         description="The seed's headline pipeline, LocalDirectoryWatchdog > LocalFileReader "
-        "> CSVReader > PrinterOfThings, on a temporary directory the demo fills itself.",
+        "> CSVReader > PrinterOfThings, on a temporary directory the demo fills itself. "
+        "'demo api': HttpPoll > FlatMap > HttpRequest > Map > SQLSink on a local "
+        "paginated API the demo serves itself (needs the [http] extra).",
+    )
+    demo.add_argument(
+        "which",
+        nargs="?",
+        choices=("csv", "api"),
+        default="csv",
+        help="csv (the default): files into a watched directory; api: a JSON API into SQLite",
     )
     demo.add_argument("--files", type=_positive, default=3, help="CSV files to drop (3)")
     demo.add_argument("--rows", type=_positive, default=3, help="rows per file (3)")
@@ -219,6 +229,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the rows (30)"
+    )
+    demo.add_argument(
+        "--products", type=_positive, default=25, help="products the API lists (api; 25)"
     )
     demo.set_defaults(handler=_cmd_demo, module=[])
     return parser
@@ -1042,14 +1055,67 @@ async def _feed_demo(
         pipeline.stop()
 
 
+async def _demo_api(
+    args: argparse.Namespace, log: Any, after_run: AfterRun
+) -> tuple[PipelineStatistics, int]:
+    from ._demo_api import build_api_demo, serving_catalogue
+
+    def show(row: Any) -> None:
+        print(f"row: {row}", flush=True)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="nanostream-demo-") as temp,
+        serving_catalogue(args.products) as base_url,
+    ):
+        database = Path(temp) / "products.db"
+        print(f"nanostream demo api: serving {base_url}/products", flush=True)
+        pipeline = build_api_demo(base_url, database, show)
+        with (
+            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+            _Escalation(log),
+        ):
+            after_run.arm()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_signals, signals, pipeline, log)
+                summary = await pipeline.run()
+                nursery.cancel_scope.cancel(reason="demo pipeline ended")
+        rows = await trio.to_thread.run_sync(_count_rows, database)
+        print(
+            f"nanostream demo api: {summary.status}: {summary['HttpPoll'].items_out} pages, "
+            f"{rows} products upserted into {database.name} in {summary.elapsed:.1f} s",
+            flush=True,
+        )
+        return summary, rows
+
+
+def _count_rows(database: Path) -> int:
+    import sqlite3
+
+    if not database.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM products").fetchone()
+    return int(count)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     output = _Output(sys.stderr)
+    if args.which == "api":
+        from ._demo_api import missing_httpx
+
+        problem = missing_httpx()
+        if problem is not None:
+            print(problem, file=sys.stderr, flush=True)
+            return EXIT_FAILED
     _configure_logging(output, args.log_format, args.log_level)
     log = structlog.get_logger("nanostream_trio.cli").bind(pipeline="demo")
     after_run = AfterRun(log)
     after_run.install()
     try:
-        summary, rows = trio.run(_demo, args, log, after_run)
+        if args.which == "api":
+            summary, rows = trio.run(_demo_api, args, log, after_run)
+        else:
+            summary, rows = trio.run(_demo, args, log, after_run)
     except BaseException as raised:
         exc = _single(raised)
         if isinstance(exc, KeyboardInterrupt):
@@ -1065,8 +1131,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return status
 
 
+def _demo_api_status(args: argparse.Namespace, summary: PipelineStatistics, rows: int) -> int:
+    if summary.status == "cancelled":
+        return EXIT_CANCELLED
+    if summary.status != "finished" or rows != args.products:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _demo_report(args: argparse.Namespace, summary: PipelineStatistics, rows: int) -> int:
     """Print the demo's last line; return its exit status."""
+    if args.which == "api":
+        return _demo_api_status(args, summary, rows)  # its last line is printed already
     print(
         f"nanostream demo: {summary.status}: {rows} rows from {args.files} files "
         f"in {summary.elapsed:.1f} s",

@@ -825,6 +825,34 @@ class TestDemo:
         assert len([line for line in stdout.splitlines() if line.startswith("row: ")]) == 9
         assert "signal_received" in stderr
 
+    def test_demo_api_polls_enriches_and_upserts(self) -> None:
+        """demo api serves a paginated API, prints each enriched row and ends by itself."""
+        result = nanostream("demo", "api", "--products", "12", "--log-level", "warning")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        rows = [line for line in lines if line.startswith("row: ")]
+        assert len(rows) == 12
+        assert rows[0] == "row: {'id': 1, 'name': 'bucket-1', 'price': 2.49}"
+        assert lines[0].startswith("nanostream demo api: serving http://127.0.0.1:")
+        assert re.fullmatch(
+            r"nanostream demo api: finished: 2 pages, 12 products upserted into products\.db "
+            r"in \d+\.\d s",
+            lines[-1],
+        )
+        assert all(event["event"] != "node_failed" for event in events(result.stderr))
+
+    def test_demo_api_without_httpx_names_the_extra(self, tmp_path: Path) -> None:
+        """With httpx not importable, demo api says which extra to install; status 1."""
+        blocked = tmp_path / "httpx"
+        blocked.mkdir()
+        (blocked / "__init__.py").write_text("raise ImportError('httpx blocked by the test')\n")
+        path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+        result = nanostream("demo", "api", env=environment(PYTHONPATH=path))
+        assert result.returncode == 1
+        assert "pip install 'nanostream-trio[http]'" in result.stderr
+        assert "httpx blocked by the test" in result.stderr
+        assert result.stdout == ""
+
 
 def stats(**nodes: dict[str, Any]) -> PipelineStatistics:
     base = dict(

@@ -21,7 +21,14 @@ import pytest
 import trio
 
 from nanostream_testing import CollectingSink, FakeSource, capture_events, run_pipeline_async
-from nanostream_trio import ConfigError, ConfigFileError, DeadLetter, Pipeline, load_pipeline_text
+from nanostream_trio import (
+    ConfigError,
+    ConfigFileError,
+    DeadLetter,
+    NanoNode,
+    Pipeline,
+    load_pipeline_text,
+)
 from nanostream_trio.nodes import (
     HttpPoll,
     HttpPost,
@@ -651,6 +658,138 @@ class TestHttpPoll:
             {"limit": "1", "after": "2"},
         ]
 
+    async def test_offset_pagination_advances_by_the_items_of_each_page(
+        self, nanostream_clock: trio.testing.MockClock
+    ) -> None:
+        """offset=0, 2, 4 with limit=2; the short third page is the last one."""
+        rows = list(range(5))
+
+        async def feed(request: Request) -> Reply:
+            offset, limit = int(request.query["offset"]), int(request.query["limit"])
+            return Reply(body={"data": rows[offset : offset + limit]})
+
+        async with serving(feed) as server:
+            node = HttpPoll(
+                server.url + "/rows",
+                offset_param="offset",
+                page_size=2,
+                limit_param="limit",
+                items_field="data",
+                params={"q": "x"},
+                polls=1,
+            )
+            sink = CollectingSink()
+            await run_pipeline_async(node > sink)
+        assert [page["data"] for page in sink.items] == [[0, 1], [2, 3], [4]]
+        assert [r.query for r in server.requests] == [
+            {"q": "x", "limit": "2", "offset": "0"},
+            {"q": "x", "limit": "2", "offset": "2"},
+            {"q": "x", "limit": "2", "offset": "4"},
+        ]
+        assert node.snapshot() == {"next": None, "etag": None, "offset": None}
+
+    async def test_offset_pagination_without_page_size_ends_at_an_empty_page(
+        self, nanostream_clock: trio.testing.MockClock
+    ) -> None:
+        """Without page_size the body itself is the list, and an empty list ends the poll."""
+        rows = ["a", "b", "c"]
+
+        async def feed(request: Request) -> Reply:
+            offset = int(request.query["start"])
+            return Reply(body=rows[offset : offset + 2])
+
+        async with serving(feed) as server:
+            sink = CollectingSink()
+            node = HttpPoll(server.url + "/rows", offset_param="start", polls=1)
+            await run_pipeline_async(node > sink)
+        assert sink.items == [["a", "b"], ["c"], []]
+        assert [r.query["start"] for r in server.requests] == ["0", "2", "3"]
+
+    async def test_an_offset_page_that_is_not_a_list_fails_with_the_fix(
+        self, nanostream_clock: trio.testing.MockClock
+    ) -> None:
+        """A body that is no list (and no items_field) names items_field in its error."""
+        async with serving(route({"/rows": Reply(body={"data": [1]})})) as server:
+            node = HttpPoll(server.url + "/rows", offset_param="offset", polls=1)
+            with pytest.raises(TypeError, match="set items_field"):
+                await run_pipeline_async(node > CollectingSink())
+
+    async def test_the_cursor_is_the_checkpoint_position(
+        self, nanostream_clock: trio.testing.MockClock
+    ) -> None:
+        """snapshot() holds the next cursor; restore() builds the next URL from it."""
+
+        async def feed(request: Request) -> Reply:
+            after = int(request.query.get("after", "0"))
+            return Reply(body={"n": after + 1, "cursor": after + 1 if after < 3 else None})
+
+        async with serving(feed) as server:
+            node = HttpPoll(
+                server.url + "/feed",
+                cursor_param="after",
+                cursor_field="cursor",
+                params={"limit": 1},
+                polls=1,
+            )
+            node.restore({"cursor": 2, "next": "http://elsewhere.invalid/old", "etag": None})
+            assert node.snapshot()["next"] == server.url + "/feed?limit=1&after=2"
+            sink = CollectingSink()
+            await run_pipeline_async(node > sink)
+        assert [page["n"] for page in sink.items] == [3, 4]
+        assert [r.query for r in server.requests] == [
+            {"limit": "1", "after": "2"},
+            {"limit": "1", "after": "3"},
+        ]
+        assert node.snapshot() == {"next": None, "etag": None, "cursor": None}
+
+    @pytest.mark.parametrize("mode", ["cursor", "offset"])
+    async def test_a_crashed_run_resumes_from_the_checkpointed_position(
+        self, nanostream_clock: trio.testing.MockClock, tmp_path: Any, mode: str
+    ) -> None:
+        """A run that dies mid-pagination restarts at the page after the last checkpoint."""
+
+        async def feed(request: Request) -> Reply:
+            if mode == "cursor":
+                at = int(request.query.get("after", "0"))
+                return Reply(body={"items": [at], "next": at + 1 if at < 5 else None}, delay=1.0)
+            at = int(request.query["offset"])
+            return Reply(body={"items": [at] if at <= 5 else []}, delay=1.0)
+
+        options: dict[str, Any] = (
+            {"cursor_param": "after", "cursor_field": "next"}
+            if mode == "cursor"
+            else {"offset_param": "offset", "items_field": "items"}
+        )
+        seen: list[int] = []
+
+        class CrashAtThree(NanoNode):
+            armed = True
+
+            def process_item(self, item: Any) -> None:
+                if item["items"] == [3] and CrashAtThree.armed:
+                    CrashAtThree.armed = False
+                    raise RuntimeError("crash")
+                seen.extend(item["items"])
+
+        def build() -> Pipeline:
+            poll = HttpPoll(server.url + "/feed", polls=1, name="poll", **options)
+            return Pipeline(
+                poll > CrashAtThree(name="sink"),
+                checkpoint=str(tmp_path / "state.db"),
+                checkpoint_interval=0.5,
+            )
+
+        async with serving(feed) as server:
+            with pytest.raises(RuntimeError, match="crash"):
+                await run_pipeline_async(build())
+            first_run = len(server.requests)
+            await run_pipeline_async(build())
+        assert seen[:3] == [0, 1, 2]
+        assert sorted(set(seen)) == [0, 1, 2, 3, 4, 5]
+        resumed = server.requests[first_run].query["after" if mode == "cursor" else "offset"]
+        assert resumed in ("2", "3")  # not the first page again
+        assert seen[3:5] in ([2, 3], [3, 4])  # at most the page in flight is repeated
+
     async def test_link_header_pagination(self, nanostream_clock: trio.testing.MockClock) -> None:
         """Without next_field, a Link rel="next" header leads to the next page."""
         pages = {
@@ -771,3 +910,31 @@ class TestPipelineFiles:
         assert message.startswith("api.yaml:8:")
         assert "nodes[1].args.url" in message
         assert "not a valid template" in message
+
+    def test_bad_offset_options_are_located_in_the_file(self) -> None:
+        """page_size without offset_param, in a pipeline file, names the file, line and key."""
+        text = _PIPELINE.replace("next_field: next, polls: 1", "page_size: 10, polls: 1")
+        with pytest.raises(ConfigFileError) as caught:
+            load_pipeline_text(text, source="api.yaml", env={"BASE": "http://127.0.0.1:1"})
+        message = str(caught.value)
+        assert message.startswith("api.yaml:")
+        assert "nodes[0].args.page_size" in message
+        assert "only with offset_param" in message
+
+
+class TestHttpPollOffsetOptions:
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"offset_param": "o", "next_field": "next"}, "not together with next_field"),
+            ({"offset_param": "o", "cursor_param": "c", "cursor_field": "c"}, "not together"),
+            ({"offset_param": "o", "page_size": 0}, "page_size=0"),
+            ({"offset_param": "o", "limit_param": "limit"}, "needs page_size"),
+            ({"items_field": "data"}, "only with offset_param"),
+            ({"offset_param": ""}, "offset_param=''"),
+        ],
+    )
+    def test_bad_combinations_are_refused(self, options: dict[str, Any], message: str) -> None:
+        """Each inconsistent offset option is a ConfigError saying what to change."""
+        with pytest.raises(ConfigError, match=message):
+            HttpPoll("http://127.0.0.1:1/", **options)

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -291,6 +294,45 @@ class TestRefusedRows:
         ]
         assert "has no column named extra" in letters.items[0].message
 
+    async def test_a_refused_row_written_at_a_checkpoint_is_dead_lettered(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """Batches never fill, so rows are written at the barriers: a refusal there still
+        reaches the policy, and every other row is written."""
+        database = tmp_path / "out.db"
+        make_table(database, "CREATE TABLE t (id INTEGER, name TEXT NOT NULL)")
+        rows: list[Any] = people(30)
+        rows[12] = {"id": 13, "name": None}
+        sink = SQLSink(database, "t", create=False, batch_size=1000, on_error="dead_letter")
+        letters = Recorder()
+        _ = sink.dead_letters > letters
+        await run_pipeline_async(
+            Pipeline(
+                FakeSource(rows, interval=0.1) > sink,
+                checkpoint=tmp_path / "state.db",
+                checkpoint_interval=1.0,
+            )
+        )
+        ids = [row[0] for row in rows_of(database, "SELECT id FROM t ORDER BY rowid")]
+        assert ids == [i for i in range(1, 31) if i != 13]
+        [letter] = letters.items
+        assert letter.item == {"id": 13, "name": None}
+        assert "NOT NULL" in letter.message
+        assert sink.commits >= 3  # at the barriers, not one commit at the end
+
+    async def test_rows_with_the_same_keys_in_another_order_keep_their_values(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """One executemany takes values by column name, whatever each dict's key order."""
+        database = tmp_path / "out.db"
+        rows = [{"id": 1, "name": "a"}, {"name": "b", "id": 2}, {"id": 3, "name": "c"}]
+        await run_pipeline_async(FakeSource(rows) > SQLSink(database, "t"))
+        assert rows_of(database, "SELECT id, name FROM t ORDER BY rowid") == [
+            (1, "a"),
+            (2, "b"),
+            (3, "c"),
+        ]
+
     async def test_a_refused_row_fails_the_run_by_default(
         self, nanostream_clock: Any, tmp_path: Path
     ) -> None:
@@ -368,6 +410,119 @@ class TestSinkCheckpoints:
         ids = [row[0] for row in rows_of(database, "SELECT id FROM t")]
         assert set(ids) == set(range(1, 41))
         assert len(ids) > 40
+
+
+class TestCheckpointColumn:
+    """With checkpoint_column, a replay without key= writes each row exactly once."""
+
+    @pytest.mark.parametrize("moment", ["after_prepare", "before_write", "after_write"])
+    async def test_a_crash_at_any_moment_of_a_checkpoint_leaves_each_row_once(
+        self, nanostream_clock: Any, tmp_path: Path, moment: Any
+    ) -> None:
+        """The rows committed at a checkpoint the store never got are deleted, then replayed."""
+        database = tmp_path / "out.db"
+
+        def build() -> Pipeline:
+            return Pipeline(
+                FakeSource(people(40), interval=0.1, name="source")
+                > SQLSink(database, "t", batch_size=1000, checkpoint_column="ckpt", name="store"),
+                checkpoint=tmp_path / "state.db",
+                checkpoint_interval=1.0,
+            )
+
+        first = build()
+        crash_at(first, moment, checkpoint=2)
+        with pytest.raises(Exception, match="simulated crash"):
+            await run_pipeline_async(first)
+        restored = 2 if moment == "after_write" else 1
+        past = rows_of(database, f"SELECT count(*) FROM t WHERE ckpt >= {restored}")[0][0]
+        assert past > 0 or moment == "after_write"
+        with capture_events() as events:
+            await run_pipeline_async(build())
+        assert rows_of(database, "SELECT id FROM t ORDER BY rowid") == [(i,) for i in range(1, 41)]
+        [recovered] = [e for e in events if e["event"] == "sql_rows_recovered"]
+        assert recovered["node"] == "store"
+        assert (recovered["checkpoint"], recovered["rows_deleted"]) == (restored, past)
+
+    async def test_rows_committed_by_full_batches_after_the_checkpoint_are_deleted(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """Full batches commit rows past the last checkpoint; a restart deletes and replays them."""
+        database = tmp_path / "out.db"
+        script: list[Any] = [*people(27), Crash(), *people(13, start=28)]
+
+        def build() -> Pipeline:
+            return Pipeline(
+                FakeSource(script, interval=0.1, name="source")
+                > SQLSink(database, "t", batch_size=3, checkpoint_column="ckpt", name="store"),
+                checkpoint=tmp_path / "state.db",
+                checkpoint_interval=1.0,
+            )
+
+        with capture_events() as events, pytest.raises(Exception, match="crash"):
+            await run_pipeline_async(build())
+        last = max(e["checkpoint"] for e in events if e["event"] == "checkpoint_completed")
+        past = rows_of(database, f"SELECT count(*) FROM t WHERE ckpt >= {last}")[0][0]
+        assert past >= 3  # rows after the last checkpoint, committed by a full batch
+        await run_pipeline_async(build())
+        assert rows_of(database, "SELECT id FROM t ORDER BY rowid") == [(i,) for i in range(1, 41)]
+        marks = [row[0] for row in rows_of(database, "SELECT ckpt FROM t ORDER BY rowid")]
+        assert marks == sorted(marks)
+
+    async def test_the_column_is_created_and_filled_without_checkpoints(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """Without a checkpoint store every row carries 0, and nothing is ever deleted."""
+        database = tmp_path / "out.db"
+        for _ in range(2):
+            await run_pipeline_async(
+                FakeSource(people(3)) > SQLSink(database, "t", checkpoint_column="ckpt")
+            )
+        assert rows_of(database, "SELECT id, ckpt FROM t ORDER BY rowid") == [
+            (1, 0),
+            (2, 0),
+            (3, 0),
+            (1, 0),
+            (2, 0),
+            (3, 0),
+        ]
+
+    async def test_a_row_with_the_columns_name_is_refused(
+        self, nanostream_clock: Any, tmp_path: Path
+    ) -> None:
+        """A row that has a field named like the column goes to the sink's policy."""
+        letters = Recorder()
+        sink = SQLSink(tmp_path / "out.db", "t", checkpoint_column="ckpt", on_error="dead_letter")
+        _ = sink.dead_letters > letters
+        await run_pipeline_async(FakeSource([{"id": 1, "ckpt": 5}, {"id": 2}]) > sink)
+        assert rows_of(tmp_path / "out.db", "SELECT id FROM t") == [(2,)]
+        [letter] = letters.items
+        assert isinstance(letter, DeadLetter)
+        assert "checkpoint_column" in letter.message
+
+    def test_bad_checkpoint_column_is_a_config_error(self) -> None:
+        """An empty name, or a key column, is refused naming checkpoint_column."""
+        for bad in ("", "id"):
+            with pytest.raises(ConfigError) as caught:
+                SQLSink("x.db", "t", key="id", checkpoint_column=bad, name="store")
+            assert caught.value.key == "checkpoint_column"
+
+    async def test_from_a_pipeline_file(self, nanostream_clock: Any, tmp_path: Path) -> None:
+        """checkpoint_column is an argument like the others in a pipeline file."""
+        text = f"""
+name: to-sql
+nodes:
+  - name: source
+    class: FakeSource
+    args: {{items: [{{id: 1}}, {{id: 2}}]}}
+  - name: store
+    class: SQLSink
+    args: {{database: "{tmp_path / "out.db"}", table: t, checkpoint_column: ckpt}}
+links:
+  - [source, store]
+"""
+        await run_pipeline_async(load_pipeline_text(text))
+        assert rows_of(tmp_path / "out.db", "SELECT id, ckpt FROM t") == [(1, 0), (2, 0)]
 
 
 class FetchWatcher(NanoNode):
@@ -685,3 +840,99 @@ class TestPostgres:
         assert sink.items[-1] == {"id": 1002, "v": "z"}
         assert query.snapshot() == {"last": 1002}
         assert query.fetches >= 11
+
+    async def test_checkpoint_column_makes_a_replay_write_each_row_once(
+        self, nanostream_clock: Any, postgres_url: str, tmp_path: Path
+    ) -> None:
+        """A crash after the sink committed checkpoint 2: the restart deletes and replays."""
+        pg_execute(postgres_url, "DROP TABLE IF EXISTS pg_once")
+
+        def build() -> Pipeline:
+            return Pipeline(
+                FakeSource(people(40), interval=0.1, name="source")
+                > SQLSink(postgres_url, "pg_once", checkpoint_column="ckpt", name="store"),
+                checkpoint=tmp_path / "state.db",
+                checkpoint_interval=1.0,
+            )
+
+        first = build()
+        crash_at(first, "after_prepare", checkpoint=2)
+        with pytest.raises(Exception, match="simulated crash"):
+            await run_pipeline_async(first)
+        assert pg_rows(postgres_url, "SELECT count(*) FROM pg_once WHERE ckpt >= 1")[0][0] > 0
+        await run_pipeline_async(build())
+        ids = pg_rows(postgres_url, "SELECT id FROM pg_once ORDER BY id")
+        assert ids == [(i,) for i in range(1, 41)]
+
+    async def test_nodes_on_one_url_share_a_pool_closed_at_the_end(
+        self, nanostream_clock: Any, postgres_url: str
+    ) -> None:
+        """A query and a sink on the same server hold two connections of one pool, then none."""
+        from nanostream_trio.nodes._sql import _POOLS
+
+        pg_execute(
+            postgres_url,
+            "DROP TABLE IF EXISTS pg_src",
+            "DROP TABLE IF EXISTS pg_dst",
+            "CREATE TABLE pg_src (id INT, name TEXT)",
+            "INSERT INTO pg_src SELECT i, 'n' || i FROM generate_series(1, 2000) AS i",
+        )
+        seen: list[tuple[int, int]] = []
+
+        class PoolWatcher(NanoNode):
+            def process_item(self, item: Any) -> Any:
+                # At the first row the query (2000 rows, bounded edges) is still reading.
+                if not seen:
+                    pool, users = _POOLS._pools[postgres_url]
+                    seen.append((users, pool.get_stats()["pool_max"]))
+                return item
+
+        query = SQLQuery(postgres_url, "SELECT * FROM pg_src ORDER BY id", fetch_size=10)
+        sink = SQLSink(postgres_url, "pg_dst", batch_size=7)
+        await run_pipeline_async(query > PoolWatcher() > sink)
+        assert seen == [(2, 2)]
+        assert pg_rows(postgres_url, "SELECT count(*) FROM pg_dst") == [(2000,)]
+        assert postgres_url not in _POOLS._pools
+        pool_threads = ("nanostream-worker-", "nanostream-scheduler")
+        assert not [t for t in threading.enumerate() if t.name.startswith(pool_threads)]
+
+
+class TestSQLiteLocking:
+    """The inline BEGIN never waits for another writer: it says so, and a thread waits."""
+
+    def test_try_begin_gives_way_to_a_writer_holding_the_lock(self, tmp_path: Path) -> None:
+        """With another connection's write lock held, try_begin returns False at once."""
+        from nanostream_trio.nodes._sql import BUSY_TIMEOUT_MS, open_dialect
+
+        database = tmp_path / "out.db"
+        make_table(database, "CREATE TABLE t (id INTEGER)")
+        dialect = open_dialect("store", str(database))
+        ours, other = dialect.connect_for_sink(), sqlite3.connect(database, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            assert dialect.try_begin(ours) is False
+            assert ours.execute("PRAGMA busy_timeout").fetchone() == (BUSY_TIMEOUT_MS,)
+            other.execute("COMMIT")
+            assert dialect.try_begin(ours) is True
+            assert ours.in_transaction
+            ours.execute("COMMIT")
+        finally:
+            ours.close()
+            other.close()
+
+
+class TestPostgresUnreachable:
+    async def test_an_unreachable_server_fails_the_run_at_once(self, nanostream_clock: Any) -> None:
+        """Nothing listening: the run fails with psycopg's own error, not a pool timeout."""
+        psycopg = pytest.importorskip("psycopg")
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        url = f"postgresql://nobody@127.0.0.1:{port}/none?connect_timeout=5"
+        started = time.monotonic()  # real time: the connection attempt is a real one
+        with pytest.raises(psycopg.OperationalError, match="refused"):
+            await run_pipeline_async(FakeSource(people(1)) > SQLSink(url, "t"))
+        assert time.monotonic() - started < 5
+        from nanostream_trio.nodes._sql import _POOLS
+
+        assert url not in _POOLS._pools

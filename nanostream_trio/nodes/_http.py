@@ -983,19 +983,25 @@ class HttpPoll(NanoNode):
     field ``next_field`` (a dotted path like ``"links.next"`` reaches into
     nested objects); or, with ``cursor_param``, ``url`` with that query
     parameter set to the body's field ``cursor_field`` (an opaque cursor);
+    or, with ``offset_param``, ``url`` with that query parameter set to the
+    offset of the page's first item (0, then advanced by the number of items
+    in each page: the list at the body's ``items_field``, or the body itself);
     or else the ``Link: <...>; rel="next"`` header. Every
     page's decoded body is emitted, the first included. A poll stops at a
-    page without a next URL, at a URL it has already fetched in this poll,
-    or after ``max_pages``.
+    page without a next URL (no cursor; in offset mode a page shorter than
+    ``page_size``, or an empty one), at a URL it has already fetched in this
+    poll, or after ``max_pages``.
 
     With ``conditional=True`` the first page is fetched with
     ``If-None-Match`` once the server has sent an ``ETag``: a ``304`` means
     nothing changed, and the poll emits nothing.
 
-    Checkpoints: the position is the next page's URL within a poll (and the
-    ETag), so a restart resumes the pagination after the last page emitted
-    (a page may be emitted twice, never lost: at-least-once). Between polls
-    the source yields an empty ``Items()`` every second so barriers pass.
+    Checkpoints: the position is the next page within a poll (its URL; in
+    cursor and offset modes the cursor or offset itself, from which the URL is
+    built again on restore) and the ETag, so a restart resumes the pagination
+    after the last page emitted (a page may be emitted twice, never lost:
+    at-least-once). Between polls the source yields an empty ``Items()``
+    every second so barriers pass.
 
     Args:
         url: the first page's URL.
@@ -1003,6 +1009,12 @@ class HttpPoll(NanoNode):
         next_field: the body's field holding the next page's URL.
         cursor_param: the query parameter that takes the next page's cursor.
         cursor_field: the body's field holding that cursor (with ``cursor_param``).
+        offset_param: the query parameter that takes the offset of a page's first item.
+        page_size: items per page in offset mode: a shorter page is the last
+            (None: the poll ends at an empty page).
+        limit_param: the query parameter that takes ``page_size`` (None: not sent).
+        items_field: the body's field holding a page's items in offset mode
+            (None: the body is the list).
         polls: how many polls before the source ends (None: until stopped).
         max_pages: the most pages one poll fetches (None: no limit).
         conditional: use ETag / If-None-Match on the first page.
@@ -1026,6 +1038,10 @@ class HttpPoll(NanoNode):
         next_field: str | None = None,
         cursor_param: str | None = None,
         cursor_field: str | None = None,
+        offset_param: str | None = None,
+        page_size: int | None = None,
+        limit_param: str | None = None,
+        items_field: str | None = None,
         polls: int | None = None,
         max_pages: int | None = None,
         conditional: bool = True,
@@ -1075,6 +1091,15 @@ class HttpPoll(NanoNode):
             )
         elif next_field is not None and cursor_param is not None:
             problems.append(f"cursor_param={cursor_param!r} (not together with next_field)")
+        problems.extend(
+            _offset_problems(
+                offset_param=offset_param,
+                page_size=page_size,
+                limit_param=limit_param,
+                items_field=items_field,
+                other_mode=next_field is not None or cursor_param is not None,
+            )
+        )
         if problems:
             msg = f"node {self.name!r} got " + "; ".join(problems)
             raise ConfigError(msg, node=self.name, key=problems[0].split("=", 1)[0])
@@ -1082,6 +1107,10 @@ class HttpPoll(NanoNode):
         self.next_field = next_field
         self.cursor_param = cursor_param
         self.cursor_field = cursor_field
+        self.offset_param = offset_param
+        self.page_size = page_size
+        self.limit_param = limit_param
+        self.items_field = items_field
         self.polls = polls
         self.max_pages = max_pages
         self.conditional = conditional
@@ -1098,6 +1127,8 @@ class HttpPoll(NanoNode):
             rate=_RateLimit(rate, burst) if rate is not None else None,
         )
         self._resume: str | None = None  # the next page of an unfinished poll
+        # Its cursor or offset in those modes (the position; _resume is built from it).
+        self._position: Any = None
         self._etag: str | None = None
         #: Pages emitted in this run; polls answered 304 Not Modified in this run.
         self.pages = 0
@@ -1113,14 +1144,35 @@ class HttpPoll(NanoNode):
         """Close the HTTP client."""
         await self._sender.close()
 
-    def snapshot(self) -> dict[str, str | None]:
-        """The position: the next page of the poll in progress (or None) and the ETag."""
-        return {"next": self._resume, "etag": self._etag}
+    @property
+    def _mode(self) -> Literal["cursor", "offset", "url"]:
+        if self.cursor_param is not None:
+            return "cursor"
+        if self.offset_param is not None:
+            return "offset"
+        return "url"
 
-    def restore(self, state: dict[str, str | None]) -> None:
+    def snapshot(self) -> dict[str, Any]:
+        """The position: the next page of the poll in progress (or None) and the ETag.
+
+        In cursor mode ``"cursor"`` holds the next page's cursor, in offset
+        mode ``"offset"`` its offset; ``"next"`` is the page's URL in every mode.
+        """
+        state: dict[str, Any] = {"next": self._resume, "etag": self._etag}
+        if self._mode != "url":
+            state[self._mode] = self._position
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
         """Resume the pagination where the checkpoint left it."""
-        self._resume = state.get("next")
         self._etag = state.get("etag")
+        self._resume = state.get("next")
+        self._position = None
+        mode = self._mode
+        if mode != "url" and state.get(mode) is not None:
+            # The cursor or offset is the position: the URL follows from today's options.
+            self._position = state[mode]
+            self._resume = self._page_url(self._position)
 
     async def generator(self) -> AsyncIterator[Any]:
         """Poll, emitting every page; wait ``interval`` between polls, yielding ``Items()``."""
@@ -1139,7 +1191,13 @@ class HttpPoll(NanoNode):
 
     async def _poll(self) -> AsyncIterator[Any]:
         first = self._resume is None
-        url = self._resume or self.url
+        position = self._position
+        if self._resume is not None:
+            url = self._resume
+        elif self._mode == "offset":
+            url, position = self._page_url(0), 0
+        else:
+            url = self.url
         seen: set[str] = set()
         pages = 0
         while True:
@@ -1159,38 +1217,107 @@ class HttpPoll(NanoNode):
             body = _decode_body(response, self.decode)
             seen.add(str(response.url))
             pages += 1
-            following = self._next_url(response, body)
+            following, position = self._following(response, body, position)
             if following is not None and (
                 following in seen or (self.max_pages is not None and pages >= self.max_pages)
             ):
-                following = None
+                following = position = None
             # The position covers this page before it is handed out (see snapshot()).
-            self._resume = following
+            self._resume, self._position = following, position
             self.pages += 1
             yield body
             if following is None:
                 return
             url, first = following, False
 
-    def _next_url(self, response: httpx.Response, body: Any) -> str | None:
+    def _page_url(self, position: Any) -> str:
+        """``url`` with ``params`` and the cursor or offset parameter set to ``position``."""
+        import httpx
+
+        page = httpx.URL(self.url)
+        if self.params:
+            page = page.copy_merge_params(self.params)
+        if self.cursor_param is not None:
+            return str(page.copy_set_param(self.cursor_param, str(position)))
+        assert self.offset_param is not None
+        if self.limit_param is not None:
+            page = page.copy_set_param(self.limit_param, str(self.page_size))
+        return str(page.copy_set_param(self.offset_param, str(position)))
+
+    def _following(
+        self, response: httpx.Response, body: Any, offset: Any
+    ) -> tuple[str | None, Any]:
+        """The next page's URL and position (cursor or offset; None in URL mode), or Nones."""
+        mode = self._mode
+        if mode == "cursor":
+            assert self.cursor_field is not None
+            cursor = _field(body, self.cursor_field)
+            if cursor is None or cursor == "":
+                return None, None
+            return self._page_url(cursor), cursor
+        if mode == "offset":
+            count = len(self._page_items(body))
+            if count == 0 or (self.page_size is not None and count < self.page_size):
+                return None, None
+            return self._page_url(offset + count), offset + count
         target: Any = None
         if self.next_field is not None:
             target = _field(body, self.next_field)
-        elif self.cursor_param is not None and self.cursor_field is not None:
-            cursor = _field(body, self.cursor_field)
-            if cursor is None or cursor == "":
-                return None
-            import httpx
-
-            first = httpx.URL(self.url)
-            if self.params:
-                first = first.copy_merge_params(self.params)
-            return str(first.copy_set_param(self.cursor_param, str(cursor)))
         if target is None:
             target = response.links.get("next", {}).get("url")
         if not target:
-            return None
-        return str(response.url.join(str(target)))
+            return None, None
+        return str(response.url.join(str(target))), None
+
+    def _page_items(self, body: Any) -> list[Any]:
+        items = body if self.items_field is None else _field(body, self.items_field)
+        if not isinstance(items, list):
+            where = "the body" if self.items_field is None else f"items_field {self.items_field!r}"
+            msg = (
+                f"node {self.name!r} pages by offset and counts a page's items in {where}, "
+                f"which is not a list: {short_repr(items)}; set items_field to the body's "
+                "field holding the page's list"
+            )
+            raise TypeError(msg)
+        return items
+
+
+def _offset_problems(
+    *,
+    offset_param: Any,
+    page_size: Any,
+    limit_param: Any,
+    items_field: Any,
+    other_mode: bool,
+) -> list[str]:
+    """What is wrong with HttpPoll's offset-paging options (empty: nothing)."""
+    problems = []
+    for key, value in (
+        ("offset_param", offset_param),
+        ("limit_param", limit_param),
+        ("items_field", items_field),
+    ):
+        if value is not None and (not isinstance(value, str) or not value):
+            problems.append(f"{key}={value!r} (a name, or None)")
+    if page_size is not None and (
+        not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 1
+    ):
+        problems.append(f"page_size={page_size!r} (a whole number >= 1, or None)")
+    if offset_param is None:
+        for key, value in (
+            ("page_size", page_size),
+            ("limit_param", limit_param),
+            ("items_field", items_field),
+        ):
+            if value is not None:
+                problems.append(f"{key}={value!r} (only with offset_param)")
+    elif other_mode:
+        problems.append(
+            f"offset_param={offset_param!r} (not together with next_field or cursor_param)"
+        )
+    if limit_param is not None and page_size is None:
+        problems.append(f"limit_param={limit_param!r} (needs page_size, the value it sends)")
+    return problems
 
 
 def _field(body: Any, path: str) -> Any:

@@ -1,13 +1,17 @@
 """SQL databases: a sink writing dict items as rows, and a source streaming query results.
 
-* :class:`SQLSink` runs as two inner nodes. ``<name>.write`` inserts each
-  row into an open transaction (BEGIN, COMMIT and every call that may wait run
-  in a worker thread; see :attr:`_Dialect.inline`) and commits every
-  ``batch_size`` rows, at each checkpoint (``prepare``) and at the end of
-  input. A row the database refuses is handed to the second
-  stage, named like the sink, which raises the database's own exception for
-  that row alone: the sink's ``on_error`` policy then skips, dead-letters or
-  fails on it, while the batch's other rows stay written.
+* :class:`SQLSink` runs as three inner nodes. ``<name>.rows``, a sync stage
+  (no await per row), checks each row and gathers lists of ``batch_size``;
+  ``<name>.write`` inserts each list in one transaction, runs of rows of the
+  same keys with one ``executemany`` under a savepoint (BEGIN, COMMIT and
+  every call that may wait run in a worker thread; see
+  :attr:`_Dialect.inline`), and writes the partial list at each checkpoint
+  (``prepare``) and at the end of input. If the database refuses a row of a
+  run, the run is undone and inserted row by row, and each refused row is
+  handed to the third stage, named like the sink, which raises the
+  database's own exception for that row alone: the sink's ``on_error``
+  policy then skips, dead-letters or fails on it, while the batch's other
+  rows stay written.
 * :class:`SQLQuery` is an async source: blocking calls (execute, ``fetchmany``)
   go to a worker thread one at a time, rows go out ``fetch_size`` at a time
   as :class:`~nanostream_trio.Items`, so memory stays bounded whatever the
@@ -18,14 +22,25 @@
 ``database`` is a path or ``sqlite:///path`` URL (the stdlib ``sqlite3``) or a
 ``postgresql://`` URL (psycopg 3, the ``[postgres]`` extra, imported only when
 such a URL is used). :class:`_Dialect` holds what differs between the two.
+PostgreSQL connections come from a ``psycopg_pool.ConnectionPool`` per URL,
+shared by the nodes of the process that use it (:class:`_Pools`): opened by
+the first node's setup, sized to the nodes holding a connection, closed (its
+threads joined) by the last one's teardown.
+
+With ``checkpoint_column``, SQLSink is effectively-once without a key: each
+row carries the number of the last checkpoint before it, committed with it in
+the same transaction, and ``recover(n)`` deletes the rows that came after
+checkpoint ``n`` before they are replayed.
 """
 
 from __future__ import annotations
 
 import importlib
+import operator
 import os
 import re
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -44,6 +59,8 @@ __all__ = ["SQLQuery", "SQLSink"]
 
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FETCH_SIZE = 500
+#: How long a SQLite call waits for another connection's lock (sqlite3's default, 5 s).
+BUSY_TIMEOUT_MS = 5000
 #: Longest wait between two ``yield Items()`` of an idle SQLQuery (so barriers pass).
 IDLE_YIELD = 1.0
 
@@ -78,7 +95,12 @@ class _Dialect:
     def connect(self) -> Any:
         # isolation_level=None: we issue BEGIN and COMMIT ourselves. The
         # connection is used by worker threads, one call at a time.
-        return sqlite3.connect(self.target, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(
+            self.target,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
 
     def connect_for_sink(self) -> Any:
         connection = self.connect()
@@ -96,6 +118,17 @@ class _Dialect:
     def placeholder(self, name: str) -> str:
         return f":{name}"
 
+    def table_exists(self, connection: Any, table: str) -> bool:
+        found = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return found is not None
+
+    def delete_after(self, connection: Any, table: str, column: str, n: int) -> int:
+        """Delete the rows whose ``column`` is ``n`` or more; how many there were."""
+        cursor = connection.execute(f"DELETE FROM {quote(table)} WHERE {quote(column)} >= ?", (n,))
+        return int(cursor.rowcount)
+
     def column_type(self, value: Any) -> str:
         if isinstance(value, bool | int):
             return "INTEGER"
@@ -110,12 +143,29 @@ class _Dialect:
     def begin(self, connection: Any) -> None:
         connection.execute("BEGIN IMMEDIATE")
 
+    def try_begin(self, connection: Any) -> bool:
+        """Start a transaction if no other writer holds the lock; never waits (the Trio
+        thread calls it, saving a thread hop per batch). False: call :meth:`begin`."""
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return False
+            raise
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return True
+
     def commit(self, connection: Any) -> None:
         connection.execute("COMMIT")
 
     def insert_row(self, connection: Any, sql: str, values: Sequence[Any]) -> None:
         # SQLite undoes a failed statement alone; the transaction goes on.
         connection.execute(sql, values)
+
+    def insert_many(self, connection: Any, sql: str, values: list[Any]) -> None:
+        connection.executemany(sql, values)
 
     def connect_for_query(self) -> Any:
         return self.connect()
@@ -145,10 +195,21 @@ class _PostgresDialect(_Dialect):
         self.row_errors = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
 
     def connect(self) -> Any:
-        return self._psycopg.connect(self.target, autocommit=True)
+        return _POOLS.checkout(self.target, autocommit=True)
 
     def connect_for_sink(self) -> Any:
         return self.connect()
+
+    def close(self, connection: Any) -> None:
+        _POOLS.give_back(self.target, connection)
+
+    def table_exists(self, connection: Any, table: str) -> bool:
+        found = connection.execute("SELECT to_regclass(%s)", (quote(table),)).fetchone()
+        return found is not None and found[0] is not None
+
+    def delete_after(self, connection: Any, table: str, column: str, n: int) -> int:
+        sql = f"DELETE FROM {quote(table)} WHERE {quote(column)} >= %s"
+        return int(connection.execute(sql, (n,)).rowcount)
 
     def refuses(self, exc: BaseException) -> bool:
         errors = self._psycopg.errors
@@ -163,7 +224,7 @@ class _PostgresDialect(_Dialect):
 
     def connect_for_query(self) -> Any:
         # A server-side cursor (the server holds the result) lives in a transaction.
-        return self._psycopg.connect(self.target)
+        return _POOLS.checkout(self.target, autocommit=False)
 
     def cursor(self, connection: Any) -> Any:
         return connection.cursor(name="nanostream_query")
@@ -185,8 +246,15 @@ class _PostgresDialect(_Dialect):
     def begin(self, connection: Any) -> None:
         connection.execute("BEGIN")
 
+    def try_begin(self, connection: Any) -> bool:
+        return False  # a round trip to the server: always in a worker thread
+
     def commit(self, connection: Any) -> None:
         connection.execute("COMMIT")
+
+    def insert_many(self, connection: Any, sql: str, values: list[Any]) -> None:
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, values)
 
     def insert_row(self, connection: Any, sql: str, values: Sequence[Any]) -> None:
         connection.execute("SAVEPOINT nanostream_row")
@@ -198,12 +266,78 @@ class _PostgresDialect(_Dialect):
         connection.execute("RELEASE SAVEPOINT nanostream_row")
 
 
+class _Pools:
+    """One ``psycopg_pool.ConnectionPool`` per PostgreSQL URL, shared by the nodes using it.
+
+    Each node holds one connection for its run (a sink's open transaction, a
+    query's server-side cursor), so a pool has as many connections as nodes
+    holding one: :meth:`checkout` grows it, :meth:`give_back` shrinks it and
+    closes it with the last connection, joining the pool's threads. Called
+    from worker threads, hence the lock.
+    """
+
+    #: Seconds to wait for a connection (the server down, or refusing more).
+    TIMEOUT = 30.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[str, tuple[Any, int]] = {}
+
+    def checkout(self, target: str, *, autocommit: bool) -> Any:
+        with self._lock:
+            pool, users = self._pools.get(target, (None, 0))
+            if pool is None:
+                # A first connection of our own: an unreachable server or a refused login
+                # fails now with the server's message, not after the pool's retries.
+                importlib.import_module("psycopg").connect(target).close()
+                pool_module: Any = importlib.import_module("psycopg_pool")
+                pool = pool_module.ConnectionPool(
+                    target, min_size=1, max_size=1, open=False, name="nanostream"
+                )
+                try:
+                    pool.open(wait=True, timeout=self.TIMEOUT)
+                except BaseException:
+                    pool.close()
+                    raise
+            else:
+                pool.resize(min_size=1, max_size=users + 1)
+            self._pools[target] = (pool, users + 1)
+        try:
+            connection = pool.getconn(timeout=self.TIMEOUT)
+            connection.autocommit = autocommit
+        except BaseException:
+            self._release(target)
+            raise
+        return connection
+
+    def give_back(self, target: str, connection: Any) -> None:
+        """Return ``connection`` (an open transaction is rolled back by the pool)."""
+        with self._lock:
+            pool, _ = self._pools[target]
+        pool.putconn(connection)
+        self._release(target)
+
+    def _release(self, target: str) -> None:
+        with self._lock:
+            pool, users = self._pools[target]
+            if users > 1:
+                self._pools[target] = (pool, users - 1)
+                pool.resize(min_size=1, max_size=users - 1)
+                return
+            del self._pools[target]
+        pool.close()
+
+
+_POOLS = _Pools()
+
+
 def _import_psycopg(node: str) -> None:
     try:
         importlib.import_module("psycopg")
+        importlib.import_module("psycopg_pool")
     except ImportError:
         msg = (
-            f"node {node!r} needs psycopg for a postgresql:// database; "
+            f"node {node!r} needs psycopg and psycopg-pool for a postgresql:// database; "
             "install the extra: pip install 'nanostream-trio[postgres]'"
         )
         raise ConfigError(msg, node=node, key="database") from None
@@ -269,8 +403,69 @@ def _check_size(node: str, key: str, value: Any) -> int:
 # -- SQLSink ------------------------------------------------------------------------------
 
 
+class _Refusal:
+    """A row refused before it reached the database (not a dict, no key): its error."""
+
+    __slots__ = ("error", "row")
+
+    def __init__(self, row: Any, error: Exception) -> None:
+        self.row = row
+        self.error = error
+
+
+class _SQLRows(NanoNode):
+    """Checks each row and gathers rows into lists of ``batch_size`` for the writer.
+
+    A sync stage, so the engine maps it over each batch of items without an
+    await per row; the writer then inserts a whole list with ``executemany``.
+    At a checkpoint barrier the partial list is sealed (``snapshot``) for the
+    writer's ``prepare``, which writes it: the checkpoint covers exactly the
+    rows before the barrier. At the end of input the partial list goes on.
+    """
+
+    def __init__(self, writer: _SQLWriter) -> None:
+        super().__init__(on_error="raise")
+        self.writer = writer
+        self._pending: list[Any] = []
+
+    def setup(self) -> None:
+        self._pending = []
+        self.writer.sealed.clear()
+
+    def process_item(self, row: Any) -> Any:
+        pending = self._pending
+        writer = self.writer
+        if not (
+            type(row) is dict
+            and row
+            and not writer.key
+            and (writer.checkpoint_column is None or writer.checkpoint_column not in row)
+        ):  # the fast path above is a plain dict without a key to look for
+            problem = writer.check(row)
+            # A refusal keeps its place among the rows: dead letters come in input order.
+            pending.append(row if problem is None else _Refusal(row, problem))
+        else:
+            pending.append(row)
+        if len(pending) >= self.writer.batch_size:
+            self._pending = []
+            return pending
+        return None
+
+    def snapshot(self) -> None:
+        """At a barrier: hand the partial list to the writer's ``prepare`` (no state kept)."""
+        self.writer.sealed.append(self._pending)
+        self._pending = []
+
+    def finish(self) -> Any:
+        pending, self._pending = self._pending, []
+        return pending or None
+
+    def teardown(self) -> None:
+        self._pending = []
+
+
 class _SQLWriter(NanoNode):
-    """Insert each row into the open transaction; hand on the rows the database refused."""
+    """Write each list of rows in a transaction; hand on the rows the database refused."""
 
     def __init__(
         self,
@@ -280,14 +475,27 @@ class _SQLWriter(NanoNode):
         create: bool,
         batch_size: int,
         refused: deque[tuple[Any, Exception]],
+        checkpoint_column: str | None = None,
     ) -> None:
-        super().__init__()
+        # Its inbox holds lists of batch_size rows: one of them bounds the memory held,
+        # and the stages upstream stop sooner while a COMMIT runs in its thread, so the
+        # thread gets the GIL back at once when the disk is done (measured: faster than 2).
+        super().__init__(capacity=1)
         self.dialect = dialect
         self.table = table
         self.key = key
         self.create = create
         self.batch_size = batch_size
+        self.checkpoint_column = checkpoint_column
+        #: The number of the last checkpoint before the rows now written (0: none yet).
+        self.epoch = 0
+        #: The SQLSink this writes for: its events carry the sink's name.
+        self.owner: NanoNode = self
         self._refused = refused
+        #: Partial lists sealed by the rows stage at barriers, for prepare() to write.
+        self.sealed: deque[list[Any]] = deque()
+        #: Rows refused while prepare() wrote a sealed list: handed on with the next output.
+        self._late: list[tuple[Any, Exception]] = []
         self._connection: Any = None
         self._statements: dict[tuple[str, ...], str] = {}
         self._table_ready = False
@@ -303,25 +511,55 @@ class _SQLWriter(NanoNode):
         self._table_ready = not self.create
         self._in_transaction = False
         self._uncommitted = 0
+        self._late = []
+        self.epoch = 0
 
-    async def process_item(self, row: Any) -> Any:
-        """Insert ``row``; return it if the database refused it (its error is queued)."""
-        problem = self._check(row)
-        if problem is None:
-            if not self._in_transaction:
-                await run_sync_in_thread(self._begin, row)
-            if self.dialect.inline:
-                problem = self._insert(row)
-            else:
-                problem = await run_sync_in_thread(self._insert, row)
-        if problem is not None:
+    async def process_item(self, work: Any) -> AsyncIterator[Any]:
+        """Write a list of rows in one transaction; yield each refused row (its error queued)."""
+        for row, _ in self._take_late():
+            yield row
+        for row, problem in await self._write(work):
             self._refused.append((row, problem))
-            return row
-        if self._uncommitted >= self.batch_size:
-            await self._commit()
-        return None
+            yield row
 
-    def _check(self, row: Any) -> Exception | None:
+    def _take_late(self) -> list[tuple[Any, Exception]]:
+        late, self._late = self._late, []
+        self._refused.extend(late)
+        return late
+
+    async def _write(self, work: list[Any]) -> list[tuple[Any, Exception]]:
+        """Insert the rows of ``work`` in a transaction and commit it; the refused rows
+        (those of ``work``'s refusals too) in input order, with their errors."""
+        refusals = [each for each in work if isinstance(each, _Refusal)]
+        rows = [each for each in work if not isinstance(each, _Refusal)] if refusals else work
+        problems: list[tuple[Any, Exception]] = []
+        if rows:
+            if not self._in_transaction:
+                # The first BEGIN of a run goes to a thread (it may create the table, or
+                # recover a crashed run's journal); later ones are tried inline first.
+                if self.commits and self.dialect.try_begin(self._connection):
+                    self._in_transaction = True
+                else:
+                    await run_sync_in_thread(self._begin, rows[0])
+            if self.dialect.inline:
+                problems = self._insert_many(rows)
+            else:
+                problems = await run_sync_in_thread(self._insert_many, rows)
+            await self._commit()
+        if not refusals:
+            return problems
+        # The database's refusals are a subsequence of ``rows``: merge the two in order.
+        ordered, next_problem = [], 0
+        for each in work:
+            if isinstance(each, _Refusal):
+                ordered.append((each.row, each.error))
+            elif next_problem < len(problems) and problems[next_problem][0] is each:
+                ordered.append(problems[next_problem])
+                next_problem += 1
+        return ordered
+
+    def check(self, row: Any) -> Exception | None:
+        """Why ``row`` cannot be written (not a dict, no key...), or None."""
         if not isinstance(row, Mapping) or not row:
             kind = "an empty mapping" if isinstance(row, Mapping) else type(row).__name__
             msg = (
@@ -333,6 +571,12 @@ class _SQLWriter(NanoNode):
         if missing:
             msg = f"row has no value for key column(s) {', '.join(missing)}: {short_repr(row)}"
             return KeyError(msg)
+        if self.checkpoint_column is not None and self.checkpoint_column in row:
+            msg = (
+                f"row has a field {self.checkpoint_column!r}, the sink's checkpoint_column "
+                f"(which the sink fills itself): {short_repr(row)}; rename one of them"
+            )
+            return ValueError(msg)
         return None
 
     def _begin(self, row: Mapping[str, Any]) -> None:
@@ -343,15 +587,78 @@ class _SQLWriter(NanoNode):
         self.dialect.begin(self._connection)
         self._in_transaction = True
 
-    def _insert(self, row: Mapping[str, Any]) -> Exception | None:
-        """Insert ``row`` into the open transaction; the database's error if it refuses it."""
-        columns = tuple(row)
+    def _insert_many(self, rows: list[Any]) -> list[tuple[Any, Exception]]:
+        """Insert ``rows`` (runs of one shape with ``executemany``); the refused rows.
+
+        Each run goes in under a savepoint; if the database refuses any row of
+        it, the run is undone and inserted row by row, which finds the
+        refused rows exactly (the others are written).
+        """
+        problems: list[tuple[Any, Exception]] = []
+        start, count = 0, len(rows)
+        while start < count:
+            # A run: rows with the same keys (in any order: values are taken by name).
+            keys = rows[start].keys()
+            end = start + 1
+            while end < count and rows[end].keys() == keys:
+                end += 1
+            columns = tuple(rows[start])
+            run = rows[start:end]
+            if len(run) == 1 or not self._insert_run(columns, run):
+                for row in run:
+                    problem = self._insert(row)
+                    if problem is not None:
+                        problems.append((row, problem))
+            start = end
+        return problems
+
+    def _insert_run(self, columns: tuple[str, ...], run: list[Any]) -> bool:
+        """``executemany`` of rows of the same ``columns``; False if it failed (undone)."""
+        sql = self._statement(columns)
+        if self.dialect.kind == "sqlite":
+            if len(columns) == 1:
+                (column,) = columns
+                values: list[Any] = [(row[column],) for row in run]
+            else:
+                values = list(map(operator.itemgetter(*columns), run))
+            if self.checkpoint_column is not None:
+                epoch = self.epoch
+                values = [(*each, epoch) for each in values]
+        else:
+            values = [self._values(row, columns) for row in run]
+            if self.checkpoint_column is not None:
+                for each in values:
+                    each["checkpoint"] = self.epoch
+        connection = self._connection
+        connection.execute("SAVEPOINT nanostream_rows")
+        try:
+            self.dialect.insert_many(connection, sql, values)
+        except Exception:
+            connection.execute("ROLLBACK TO SAVEPOINT nanostream_rows")
+            connection.execute("RELEASE SAVEPOINT nanostream_rows")
+            return False
+        connection.execute("RELEASE SAVEPOINT nanostream_rows")
+        self._uncommitted += len(run)
+        return True
+
+    def _statement(self, columns: tuple[str, ...]) -> str:
         sql = self._statements.get(columns)
         if sql is None:
             if len(self._statements) > 64:  # rows of ever-changing shapes: keep it bounded
                 self._statements.clear()
             sql = self._statements[columns] = self._insert_sql(columns)
+        return sql
+
+    def _insert(self, row: Mapping[str, Any]) -> Exception | None:
+        """Insert ``row`` into the open transaction; the database's error if it refuses it."""
+        columns = tuple(row)
+        sql = self._statement(columns)
         values = self._values(row, columns)
+        if self.checkpoint_column is not None:
+            if isinstance(values, dict):
+                values["checkpoint"] = self.epoch
+            else:
+                values = (*values, self.epoch)
         try:
             self.dialect.insert_row(self._connection, sql, values)
         except Exception as exc:
@@ -372,6 +679,10 @@ class _SQLWriter(NanoNode):
             marks = ", ".join("?" for _ in columns)
         else:
             marks = ", ".join(self.dialect.placeholder(f"c{i}") for i in range(len(columns)))
+        if self.checkpoint_column is not None:
+            names += ", " + quote(self.checkpoint_column)
+            marks += ", " + ("?" if self.dialect.kind == "sqlite" else "%(checkpoint)s")
+            columns = (*columns, self.checkpoint_column)
         sql = f"INSERT INTO {quote(self.table)} ({names}) VALUES ({marks})"
         if self.key:
             target = ", ".join(quote(column) for column in self.key)
@@ -389,6 +700,9 @@ class _SQLWriter(NanoNode):
         for column, value in row.items():
             kind = self.dialect.column_type(value)
             definitions.append(f"{quote(column)} {kind}".rstrip())
+        if self.checkpoint_column is not None:
+            kind = self.dialect.column_type(0)
+            definitions.append(f"{quote(self.checkpoint_column)} {kind} NOT NULL")
         if self.key:
             definitions.append("PRIMARY KEY (" + ", ".join(quote(c) for c in self.key) + ")")
         sql = f"CREATE TABLE IF NOT EXISTS {quote(self.table)} ({', '.join(definitions)})"
@@ -406,14 +720,46 @@ class _SQLWriter(NanoNode):
         self._uncommitted = 0
         self.commits += 1
 
-    async def finish(self) -> None:
-        """Commit the last, partial batch."""
+    async def finish(self) -> AsyncIterator[Any]:
+        """Commit what is open; hand on the rows refused at the last checkpoint."""
         await self._commit()
+        for row, _ in self._take_late():
+            yield row
 
     async def prepare(self, n: int) -> dict[str, int]:
-        """Checkpoint ``n``: commit every row received before the barrier."""
+        """Checkpoint ``n``: write and commit every row received before the barrier.
+
+        With ``checkpoint_column``, the rows after the barrier carry ``n``.
+        """
+        if self.sealed:
+            self._late.extend(await self._write(self.sealed.popleft()))
         await self._commit()
+        self.epoch = n
         return {"rows_written": self.rows_written}
+
+    async def recover(self, n: int, prepared: dict[str, int]) -> None:
+        """Restarted from checkpoint ``n``: with ``checkpoint_column``, delete the rows after it.
+
+        They were written after barrier ``n`` (some committed by a full batch
+        or by the commit of a checkpoint that was not completed), and the
+        sources replay them now.
+        """
+        self.epoch = n
+        if self.checkpoint_column is None:
+            return
+        deleted = await run_sync_in_thread(self._delete_after, n)
+        self.owner.log_event(
+            "sql_rows_recovered",
+            table=self.table,
+            checkpoint=n,
+            rows_deleted=deleted,
+        )
+
+    def _delete_after(self, n: int) -> int:
+        assert self.checkpoint_column is not None
+        if not self.dialect.table_exists(self._connection, self.table):
+            return 0  # the crashed run never created it
+        return self.dialect.delete_after(self._connection, self.table, self.checkpoint_column, n)
 
     async def teardown(self) -> None:
         """Close the connection; a transaction still open (a failed run) is rolled back."""
@@ -476,7 +822,13 @@ class SQLSink(_Staged):
     Delivery: at-least-once. A restart from a checkpoint replays the items
     after it, and rows committed after that checkpoint are written again;
     with ``key=`` the replay overwrites them with the same values
-    (effectively-once).
+    (effectively-once). With ``checkpoint_column`` it is effectively-once
+    without a key: each row gets, in that column, the number of the last
+    checkpoint before it (written in the row's own transaction), and a
+    restart from checkpoint ``n`` first deletes the rows whose number is
+    ``n`` or more, those the sources are about to replay. The table then
+    needs that column (``create`` adds it); other writers' rows must leave
+    it NULL, or be lost at a recovery.
 
     Args:
         database: a file path or ``sqlite:///path`` URL (SQLite), or a
@@ -485,11 +837,13 @@ class SQLSink(_Staged):
         key: the column (or columns) identifying a row, for upserts.
         create: create the table from the first row if it does not exist.
         batch_size: rows per transaction.
+        checkpoint_column: a column for the checkpoint number of each row,
+            for effectively-once delivery without ``key`` (None: not written).
         name: the node's name.
         **engine: ``on_error``, ``retry``, ``capacity`` (see :class:`NanoNode`).
 
     Raises:
-        ConfigError: a bad ``database`` URL, table, key or batch size.
+        ConfigError: a bad ``database`` URL, table, key, checkpoint column or batch size.
 
     Example::
 
@@ -504,6 +858,7 @@ class SQLSink(_Staged):
         key: str | Sequence[str] | None = None,
         create: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        checkpoint_column: str | None = None,
         name: str | None = None,
         **engine: Unpack[EngineOptions],
     ) -> None:
@@ -515,10 +870,26 @@ class SQLSink(_Staged):
             _check_name(label, "key", column)
         self.key = keys
         self.batch_size = _check_size(label, "batch_size", batch_size)
+        if checkpoint_column is not None:
+            _check_name(label, "checkpoint_column", checkpoint_column)
+            if checkpoint_column in keys:
+                msg = (
+                    f"node {label!r} got checkpoint_column={checkpoint_column!r}, which is "
+                    "also a key column; name a column of its own"
+                )
+                raise ConfigError(msg, node=label, key="checkpoint_column")
+        self.checkpoint_column = checkpoint_column
         refused: deque[tuple[Any, Exception]] = deque()
-        self.writer = _SQLWriter(self.dialect, self.table, keys, create, batch_size, refused)
+        self.writer = _SQLWriter(
+            self.dialect, self.table, keys, create, batch_size, refused, checkpoint_column
+        )
+        self.writer.owner = self
+        self.rows = _SQLRows(self.writer)
         self.refusals = _SQLRefusals(refused)
-        self._ns_set_stages([("write", self.writer), ("refused", self.refusals)], self.refusals)
+        self._ns_set_stages(
+            [("rows", self.rows), ("write", self.writer), ("refused", self.refusals)],
+            self.refusals,
+        )
         super().__init__(name, **engine)
 
     @property
