@@ -143,7 +143,8 @@ QUICK_DRAIN = textwrap.dedent(
         elif sys.argv[1:] == ["hold-exit"]:
             threading.Thread(target=hold_after_main_module).start()
     finally:
-        print(f"emitted={source.emitted} received={sink.received}", flush=True)
+        # One write, closed by ";": an event line may follow before print's newline.
+        print(f"emitted={source.emitted} received={sink.received};", flush=True)
     """
 )
 
@@ -190,9 +191,10 @@ def counts(stdout: str) -> tuple[int, int]:
     """``(emitted, received)`` from the script's report line.
 
     Searched anywhere: a late signal's event is logged from another thread, and
-    ``print`` writes its text and its newline separately, so the two may interleave.
+    ``print`` writes its text and its newline separately, so the two may interleave
+    (``received=3`` directly followed by an event's ``2026-...`` timestamp).
     """
-    found = re.search(r"emitted=(\d+) received=(\d+)", stdout)
+    found = re.search(r"emitted=(\d+) received=(\d+);", stdout)
     assert found is not None, stdout[-2000:]
     return int(found[1]), int(found[2])
 
