@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._edges import END_OF_STREAM, Barrier, Marker, Outbox
+from ._items import Lines
 from ._stage import AsyncStage, SyncStage
 from ._threads import ThreadWorker
 
@@ -183,7 +184,7 @@ async def consume(
             # Parking is a real scheduling point (and a cancellation lands there).
             entry = await inbox.receive()
             waited = True
-        if entry.__class__ is not list:
+        if entry.__class__ is not list and entry.__class__ is not Lines:
             if entry is END_OF_STREAM:
                 return
             if on_marker is not None:

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any, BinaryIO, Final, Unpack
 
+from .._items import Line
 from .._node import DeadLetterPort, EngineSettings, NanoNode, Port
 from .._policy import ErrorPolicy
 from .._threads import run_sync_in_thread
@@ -58,24 +59,6 @@ class FileText(str):
     def __new__(cls, text: str = "", path: str | None = None) -> FileText:
         self = super().__new__(cls, text)
         self.path = path
-        return self
-
-
-class Line(str):
-    """One line of text (without its line ending) that knows its ``path`` and ``lineno``.
-
-    Attributes:
-        path: the file it was read from (``None`` if unknown).
-        lineno: its 1-based line number in that file.
-    """
-
-    path: str | None
-    lineno: int
-
-    def __new__(cls, text: str = "", path: str | None = None, lineno: int = 0) -> Line:
-        self = super().__new__(cls, text)
-        self.path = path
-        self.lineno = lineno
         return self
 
 
