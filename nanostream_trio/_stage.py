@@ -46,7 +46,8 @@ __all__ = ["AsyncStage", "SyncStage", "item_operation"]
 
 
 def item_operation(node: Any) -> tuple[str, Callable[[Any], Any]]:
-    """``("map", func)`` or ``("filter", predicate)``: what a function node does to one item.
+    """``("map", func)``, ``("filter", predicate)`` or ``("expand", func)``: what a function
+    node does to one item.
 
     By default ``("map", node.process_item)``: the outputs are the non-None
     results. A node class may define ``_ns_item_operation(self)`` returning
@@ -54,6 +55,11 @@ def item_operation(node: Any) -> tuple[str, Callable[[Any], Any]]:
     ``func(item)`` (map) or ``item if predicate(item) else None`` (filter);
     the stage then calls the user's function directly, skipping one Python
     call per item. Returning None falls back to the default.
+
+    ``("expand", func)`` (built-in nodes whose items are blocks, such as
+    LocalFileReader's lines): ``func(item)`` returns an iterable of batches
+    (lists) of outputs, and each batch is handed on whole, one per call, so
+    a :class:`~._items.Lines` batch keeps its location.
     """
     hook = getattr(node, "_ns_item_operation", None)
     if hook is not None:
@@ -218,6 +224,8 @@ class SyncStage(_Failures):
         self._now = now
         if self.kind == "generator":
             return self._generate(items, 0, 1, None, 0, room)
+        if self.kind == "expand":
+            return self._expand(items, 0, 1, None)
         return self._map(items, 0, 1)
 
     def resume(self, now: float, room: int) -> list[Any]:
@@ -226,6 +234,8 @@ class SyncStage(_Failures):
         items, pos, attempt = self._items, self._pos, self._attempt
         if self.kind == "generator":
             return self._generate(items, pos, attempt, self._open, self._released, room)
+        if self.kind == "expand":
+            return self._expand(items, pos, attempt, self._open)
         return self._map(items, pos, attempt)
 
     def _pause(self, items: list[Any], pos: int, attempt: int, delay: float = 0.0) -> None:
@@ -336,6 +346,32 @@ class SyncStage(_Failures):
                         break
         self.run.filtered += empty
         return out
+
+    def _expand(
+        self, items: list[Any], pos: int, attempt: int, open_: Iterator[Any] | None
+    ) -> list[Any]:
+        """The next batch of outputs (kind "expand"), whole; the item stays open until its
+        iterable of batches is exhausted."""
+        self.has_more = False
+        self.delay = 0.0
+        self._open = None
+        released = self._released if open_ is not None else 0
+        for index in range(pos, len(items)):
+            try:
+                batches = open_ if open_ is not None else iter(self.func(items[index]))
+                batch: list[Any] | None = next(batches, None)
+            except Exception as exc:
+                if self._failed(exc, items, index, attempt, released):
+                    return []  # a retry: the caller waits, then resumes at this item
+            else:
+                if batch is not None:
+                    self._open, self._released = batches, released + len(batch)
+                    self._pause(items, index, attempt)
+                    return batch
+                if not released:
+                    self.run.filtered += 1
+            open_, attempt, released = None, 1, 0
+        return []
 
     def _step(
         self,

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from structlog.testing import capture_logs
 
 from nanostream_testing import CollectingSink
-from nanostream_trio import NanoNode, Pipeline
+from nanostream_trio import NanoNode, Pipeline, Retry
 from nanostream_trio._items import Lines
 from nanostream_trio.nodes import JSONLineError, JSONLinesParser, Line, LocalFileReader, TailFile
 
@@ -52,7 +54,11 @@ class ReadsPath(NanoNode):
 
 def json_log(tmp_path: Path) -> Path:
     """6,000 JSON lines (several 64 KiB chunks), not JSON at the numbers in ``BAD``."""
-    log = tmp_path / "app.jsonl"
+    return json_log_at(tmp_path / "app.jsonl")
+
+
+def json_log_at(log: Path) -> Path:
+    """``json_log``'s lines written to ``log``."""
     lines = [f'{{"n": {n}, "pad": "{"x" * 40}"}}' for n in range(1, 6_001)]
     for number in BAD:
         lines[number - 1] = f"broken {number}"
@@ -70,7 +76,7 @@ def reader(kind: str, log: Path) -> tuple[NanoNode, NanoNode]:
     return source, lines
 
 
-@pytest.mark.parametrize("kind", ["tail"])
+@pytest.mark.parametrize("kind", ["tail", "file_reader"])
 class TestLocatedLines:
     async def test_lines_are_plain_strings_by_default(self, tmp_path: Path, kind: str) -> None:
         """By default every line arrives as an exact str, in order."""
@@ -175,3 +181,42 @@ class TestLinesBatch:
         assert (piece, piece.path, piece.first) == (["c", "d"], "app.log", 12)
         line = piece.line(1)
         assert (type(line), line, line.path, line.lineno) == (Line, "d", "app.log", 13)
+
+
+class OnePathLater(NanoNode):
+    """Emits the path ``log`` (the test writes the file after the reader's first failure)."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__(blocking=False)
+        self.log = log
+
+    async def generator(self) -> Any:
+        yield self.log
+
+
+class TestReadAgain:
+    async def test_a_file_that_opens_on_retry_is_read_in_located_blocks(
+        self, tmp_path: Path, autojump_clock: Any
+    ) -> None:
+        """A file missing when the read stage tried it, there at the retry, is read by the
+        policy stage: every line once, bad JSON lines still named by file and line."""
+        log = tmp_path / "late.jsonl"
+        source = OnePathLater(log)
+        retry = Retry(attempts=2, backoff=10)
+        reader = LocalFileReader(serialize=True, on_error="retry", retry=retry)
+        parser = JSONLinesParser(on_error="dead_letter")
+        sink, letters = Recorder(), Recorder(name="letters")
+        source > reader > parser > sink
+        parser.dead_letters > letters
+        with capture_logs() as logs:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(Pipeline(source).run)
+                for _ in range(5_000):  # virtual ms; the retry waits 10 s after the failure
+                    if any(e["event"] == "item_retried" for e in logs):
+                        break
+                    await trio.sleep(0.001)
+                json_log_at(log)
+        assert [e["attempt"] for e in logs if e["event"] == "item_retried"] == [1]
+        assert len(sink.items) == 6_000 - len(BAD)
+        assert [x.item.lineno for x in letters.items] == list(BAD)
+        assert {x.item.path for x in letters.items} == {str(log)}
