@@ -493,5 +493,6 @@ class AsyncStage(_Failures):
                     continue
                 self.give_up(exc, shown, attempt, released, trio.current_time())
                 return
-            await outbox.send_batch(held)
+            if held:  # (an empty send_batch awaits nothing: skipping it changes no scheduling)
+                await outbox.send_batch(held)
             return
