@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._edges import END_OF_STREAM, Barrier, Marker, Outbox
-from ._items import Lines
+from ._items import Lines, batch_piece
 from ._stage import AsyncStage, SyncStage
 from ._threads import ThreadWorker
 
@@ -272,9 +272,10 @@ async def _run_blocking(run: NodeRun) -> None:
     outbox = run.outbox
 
     async def handle(batch: list[Any]) -> None:
-        for item in batch:
+        for index in range(len(batch)):
             run.items_in += 1
-            outputs = await worker.run(stage.process, [item], trio.current_time(), outbox.room())
+            one = batch_piece(batch, index, index + 1)  # [item], located if batch is Lines
+            outputs = await worker.run(stage.process, one, trio.current_time(), outbox.room())
             while True:
                 if stage.dead:
                     await stage.send_dead()

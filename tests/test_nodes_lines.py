@@ -41,10 +41,15 @@ class FailsOn(NanoNode):
         self.bad = bad
 
     def process_item(self, line: Any) -> Any:
-        if line in self.bad:
-            msg = f"bad: {line}"
-            raise ValueError(msg)
-        return line
+        return passed(line, self.bad)
+
+
+def passed(line: Any, bad: set[str]) -> Any:
+    """``line``, or ValueError if it is one of ``bad``."""
+    if line in bad:
+        msg = f"bad: {line}"
+        raise ValueError(msg)
+    return line
 
 
 class ReadsPath(NanoNode):
@@ -220,3 +225,49 @@ class TestReadAgain:
         assert len(sink.items) == 6_000 - len(BAD)
         assert [x.item.lineno for x in letters.items] == list(BAD)
         assert {x.item.path for x in letters.items} == {str(log)}
+
+
+class AsyncFailsOn(NanoNode):
+    """FailsOn as an async node."""
+
+    def __init__(self, bad: set[str], **engine: Any) -> None:
+        super().__init__(**engine)
+        self.bad = bad
+
+    async def process_item(self, line: Any) -> Any:
+        return passed(line, self.bad)
+
+
+class TestEveryKindOfNode:
+    @pytest.mark.parametrize(
+        "make",
+        [
+            lambda bad: FailsOn(bad, blocking=True),
+            lambda bad: AsyncFailsOn(bad),
+        ],
+        ids=["blocking", "async"],
+    )
+    async def test_error_is_noted_with_file_and_line(self, tmp_path: Path, make: Any) -> None:
+        """A blocking or async node right after TailFile notes the file and line of a failure."""
+        log = json_log(tmp_path)
+        tail = TailFile(log, follow=False)
+        tail > make({"broken 2500"}) > Recorder()
+        with pytest.raises(ValueError, match="bad: broken 2500") as caught:
+            await Pipeline(tail).run()
+        assert f"the item is {log}, line 2500" in caught.value.__notes__
+
+    async def test_async_dead_letter_item_is_a_line(self, tmp_path: Path) -> None:
+        """An async node's dead letter for a located line holds a Line with its number."""
+        log = json_log(tmp_path)
+        tail = TailFile(log, follow=False)
+        node, letters = (
+            AsyncFailsOn({"broken 3", "broken 6000"}, on_error="dead_letter"),
+            Recorder(),
+        )
+        tail > node > Recorder()
+        node.dead_letters > letters
+        await Pipeline(tail).run()
+        assert [(x.item.path, x.item.lineno) for x in letters.items] == [
+            (str(log), 3),
+            (str(log), 6_000),
+        ]
