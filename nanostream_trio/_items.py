@@ -74,6 +74,10 @@ Line.__module__ = "nanostream_trio.nodes"
 class Lines(Items):
     """Consecutive lines of one file (plain ``str``), numbered from ``first``.
 
+    An async generator source (TailFile) yields one as it would ``Items``;
+    other sources keep to ``Items`` (their paths check for that exact type,
+    to cost nothing per item).
+
     Args:
         lines: the lines, in order.
         path: the file they were read from.

@@ -64,12 +64,12 @@ async def run_source(run: NodeRun) -> None:
 
 
 def _flatten(chunk: list[Any]) -> list[Any]:
-    """``chunk`` with each :class:`Items` (or :class:`Lines`) spliced in."""
-    if not any(item.__class__ is Items or item.__class__ is Lines for item in chunk):
+    """``chunk`` with each :class:`Items` spliced in."""
+    if not any(item.__class__ is Items for item in chunk):
         return chunk
     flat: list[Any] = []
     for item in chunk:
-        if item.__class__ is Items or item.__class__ is Lines:
+        if item.__class__ is Items:
             flat += item
         else:
             flat.append(item)
@@ -183,7 +183,8 @@ async def _run_async_generator(run: NodeRun) -> None:
             # always delivered.
             run.in_generator = True
             async for item in agen:
-                if item.__class__ is Items or item.__class__ is Lines:
+                kind = item.__class__
+                if kind is Items or kind is Lines:  # Lines: only async sources (TailFile)
                     # Pushed whole (a marker never splits it), waiting for room first.
                     if outbox.room() < len(item) and not run.stop_requested:
                         run.in_generator = False

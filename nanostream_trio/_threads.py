@@ -36,7 +36,7 @@ from typing import Any
 import outcome
 import trio
 
-from ._items import Items, Lines
+from ._items import Items
 
 __all__ = [
     "CANCEL_GRACE",
@@ -213,7 +213,7 @@ class ThreadedSource:
                         room = capacity - len(buffer)
                 # After a stop the item in hand still goes out (the hand-off
                 # is over capacity by at most this one item), then we quit.
-                if item.__class__ is Items or item.__class__ is Lines:
+                if item.__class__ is Items:
                     # A source's many items in one step (deque.extend holds
                     # the GIL throughout, so the Trio side sees all or none).
                     extend(item)
