@@ -21,8 +21,10 @@ is new):
    was truncated and written again between two polls), is read again from
    its start, NUL bytes before its first line skipped.
 4. *Read*: up to 64 KiB at a time is split and decoded in one go, and the
-   chunk's complete lines are handed to the engine as one ``Items`` list; a
-   partial last line is held until its line ending arrives.
+   chunk's complete lines are handed to the engine as one ``Lines`` batch
+   (plain ``str``, one location for the chunk; with ``locate=True`` an
+   ``Items`` list of ``Line`` objects); a partial last line is held until its
+   line ending arrives.
 
 At most ``max_open_files`` files are open: idle ones (read to their end) are
 closed and reopened when they grow, by name and identity.
