@@ -401,7 +401,13 @@ def _mib(size: float) -> str:
     return f"{size:.1f} MiB"
 
 
-def _real_section(out: Callable[[str], None], quick: bool, runs: int, data: dict[str, Any]) -> None:
+def _real_section(
+    out: Callable[[str], None],
+    quick: bool,
+    runs: int,
+    data: dict[str, Any],
+    rows: list[str] | None = None,
+) -> None:
     import realworld
 
     files, info = data["files"], data["info"]
@@ -423,7 +429,7 @@ def _real_section(out: Callable[[str], None], quick: bool, runs: int, data: dict
         "| peak heap system / limit |"
     )
     out("|---|---|---:|---:|---|---:|---:|")
-    names = list(realworld.WORKLOADS)
+    names = [name for name in realworld.WORKLOADS if rows is None or name in rows]
     # Memory: one fresh process per system (floors left out) and one per limit.
     memory_specs = [
         {"kind": "real_memory", "workload": name, "role": "system", "files": files}
@@ -801,14 +807,21 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_checkpoints_only(quick: bool, runs: int | None) -> str:
-    """``--only checkpoints``: the generated files and the checkpoint section alone."""
+def run_section_only(
+    section: str, quick: bool, runs: int | None, rows: list[str] | None = None
+) -> str:
+    """``--only checkpoints`` or ``--only real``: the generated files and one section alone
+    (``rows``: only these workloads of the real section, by name)."""
     started = time.perf_counter()
     lines: list[str] = [f"Machine: {_machine()}  ", ""]
     with tempfile.TemporaryDirectory(prefix="nanostream-bench-") as directory:
         data = _generate_files(Path(directory), quick)
         _progress("generated the input files", started)
-        _checkpoint_section(lines.append, quick, runs or (1 if quick else 3), data)
+        runs = runs or (1 if quick else 3)
+        if section == "real":
+            _real_section(lines.append, quick, runs, data, rows)
+        else:
+            _checkpoint_section(lines.append, quick, runs, data)
     GOALS.clear()
     lines.append(
         f"All count/sum checks passed. Section time: {time.perf_counter() - started:.0f} s."
@@ -825,8 +838,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", help="a paragraph to put under the title of the written file")
     parser.add_argument(
         "--only",
-        choices=["checkpoints"],
+        choices=["checkpoints", "real"],
         help="run one section alone (prints its table; writes a file only with --output)",
+    )
+    parser.add_argument(
+        "--rows",
+        help="with --only real: the workloads to run, by name, comma-separated "
+        "(tail, file_reader, lines_floor, json, ingestion, ingestion_bytewax, csv, csv_bytewax)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -834,7 +852,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(json.loads(args.child))))
         return 0
     if args.only:
-        report = run_checkpoints_only(args.quick, args.runs)
+        rows = args.rows.split(",") if args.rows else None
+        report = run_section_only(args.only, args.quick, args.runs, rows)
         if args.output is not None:
             args.output.write_text(report)
         print(report)

@@ -17,7 +17,11 @@ user's call.
 Fair scheduling: a driver that never has to wait (a sink, an always-full
 inbox) still passes a real scheduling point (``trio.lowlevel.checkpoint``) at
 least every :data:`TIME_SLICE` seconds, measured with ``time.perf_counter``
-once per batch.
+once per batch, and once per resumption of a stage that stopped early (one
+item with many outputs, such as a CSV chunk's rows). A chain also asks fewer
+outputs of each resumption while handing them on takes over half a slice
+(``Chain._pace``), so the work between two such points stays near a slice
+however costly the nodes downstream are.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._edges import END_OF_STREAM, Barrier, Marker, Outbox
+from ._items import Lines, batch_piece
 from ._stage import AsyncStage, SyncStage
 from ._threads import ThreadWorker
 
@@ -43,6 +48,11 @@ __all__ = ["TIME_SLICE", "Chain", "run_finish", "run_processor"]
 TIME_SLICE = 0.001
 
 _clock = time.perf_counter
+
+# Bounds of the outputs a chain asks of one resumption of a stage (``Chain._pace``);
+# the inboxes downstream bound them too.
+_MIN_BURST = 16
+_MAX_BURST = 1 << 16
 
 
 class Slicer:
@@ -83,6 +93,11 @@ class Chain:
         self.stages: list[SyncStage] = [run.sync_stage() for run in runs]
         self.outbox = runs[-1].outbox
         self._last = len(runs) - 1
+        # One batch may keep a stage resuming for long (a CSV chunk's rows): a real
+        # scheduling point between two resumptions once a time slice is used up, and
+        # no more outputs per resumption than fit in half a slice (see _pace).
+        self._slicer = Slicer()
+        self._burst = _MAX_BURST
 
     async def feed(self, items: list[Any], start: int = 0) -> None:
         """Pass one batch through ``stages[start:]``; send what the last stage emits."""
@@ -96,7 +111,7 @@ class Chain:
             run.last_progress = now
             # What the chain's last edge takes now bounds every stage's
             # outputs: nothing runs further ahead than it could hand on.
-            room = self.outbox.room()
+            room = min(self.outbox.room(), self._burst)
             try:
                 items = stage.process(items, now, room)
             except Exception as exc:
@@ -129,22 +144,36 @@ class Chain:
     async def _drain(self, k: int, items: list[Any]) -> None:
         """Stage ``k`` stopped early: pass on its outputs, wait if asked, resume it, until done."""
         stage = self.stages[k]
+        started = 0.0
         while True:
             await self.pass_on(k, items)
+            if started:
+                self._pace(_clock() - started)
             if not stage.has_more:
                 return
             if stage.delay:
                 await trio.sleep(stage.delay)
+                self._slicer.restart()
             else:
-                await trio.lowlevel.checkpoint_if_cancelled()
+                await self._slicer.tick()
+            started = _clock()
             try:
-                room = self.outbox.room()
+                room = min(self.outbox.room(), self._burst)
                 items = stage.resume(trio.current_time(), room)
             except Exception as exc:
                 self._failed(stage.run, exc)
                 raise
             if stage.dead:
                 await stage.send_dead()
+
+    def _pace(self, seconds: float) -> None:
+        """A resumption and the hand-over of its outputs took ``seconds``: halve the
+        outputs asked of a resumption if that is over half a time slice, double them
+        (up to :data:`_MAX_BURST`) if it is under an eighth."""
+        if seconds > TIME_SLICE / 2:
+            self._burst = max(self._burst // 2, _MIN_BURST)
+        elif seconds < TIME_SLICE / 8 and self._burst < _MAX_BURST:
+            self._burst *= 2
 
     def _failed(self, run: NodeRun, exc: BaseException) -> None:
         if run is not self.owner:
@@ -183,7 +212,7 @@ async def consume(
             # Parking is a real scheduling point (and a cancellation lands there).
             entry = await inbox.receive()
             waited = True
-        if entry.__class__ is not list:
+        if entry.__class__ is not list and entry.__class__ is not Lines:
             if entry is END_OF_STREAM:
                 return
             if on_marker is not None:
@@ -271,9 +300,10 @@ async def _run_blocking(run: NodeRun) -> None:
     outbox = run.outbox
 
     async def handle(batch: list[Any]) -> None:
-        for item in batch:
+        for index in range(len(batch)):
             run.items_in += 1
-            outputs = await worker.run(stage.process, [item], trio.current_time(), outbox.room())
+            one = batch_piece(batch, index, index + 1)  # [item], located if batch is Lines
+            outputs = await worker.run(stage.process, one, trio.current_time(), outbox.room())
             while True:
                 if stage.dead:
                     await stage.send_dead()

@@ -16,6 +16,9 @@ microseconds), while appending to a list costs a tenth of a microsecond. So:
   queued since it last looked. It only parks when the edge is empty.
 * Capacity counts items, not batches. A producer that finds the edge full
   parks until the consumer has taken a batch (:meth:`Edge.wait_room`).
+* A :class:`~._items.Lines` batch (lines of one file, located once for the
+  batch) stays a batch of its own, or is cut into ``Lines`` pieces, so its
+  consumer knows the file and line of each item (see ``_items.py``).
 * Besides batches the edge carries control markers (:class:`Marker`): the
   end of stream and checkpoint barriers (:class:`Barrier`). A marker closes
   the open batch so that order between data and markers is kept.
@@ -33,6 +36,8 @@ from collections import deque
 from typing import Any, Final
 
 import trio
+
+from ._items import Lines, batch_piece
 
 __all__ = ["DEFAULT_CAPACITY", "END_OF_STREAM", "Barrier", "Edge", "Marker", "Outbox"]
 
@@ -172,11 +177,16 @@ class Edge:
         """
         if not items:
             return
-        tail = self._tail
-        if tail is None:
-            tail = self._tail = []
-            self._entries.append(tail)
-        tail += items
+        if items.__class__ is Lines:
+            # Kept whole, not merged into the open batch: it carries its location.
+            self._tail = None
+            self._entries.append(items)
+        else:
+            tail = self._tail
+            if tail is None:
+                tail = self._tail = []
+                self._entries.append(tail)
+            tail += items
         count = self._count = self._count + len(items)
         if count > self.peak:
             self.peak = count
@@ -269,7 +279,7 @@ class Edge:
         entry = entries.popleft()
         if entry is self._tail:
             self._tail = None
-        if entry.__class__ is list:
+        if entry.__class__ is list or entry.__class__ is Lines:
             self._count -= len(entry)
             if self._sender_lot:
                 self._sender_lot.unpark_all()
@@ -360,7 +370,13 @@ class Outbox:
     def push_batch(self, items: list[Any]) -> None:
         """Append ``items`` to every downstream edge; the caller has checked :meth:`room`."""
         self.sent += len(items)
-        for edge in self.edges:
+        edges = self.edges
+        if items.__class__ is Lines and len(edges) > 1:
+            # Fan-out: each consumer gets its own batch (a Lines batch is queued as is).
+            for edge in edges:
+                edge.push_batch(items.piece(0, len(items)))
+            return
+        for edge in edges:
             edge.push_batch(items)
 
     async def send_batch(self, items: list[Any]) -> None:
@@ -379,7 +395,7 @@ class Outbox:
             if room >= remaining and not start:
                 self.push_batch(items)
                 return
-            chunk = items[start : start + room]
+            chunk = batch_piece(items, start, start + room)
             self.push_batch(chunk)
             start += len(chunk)
             remaining -= len(chunk)

@@ -30,7 +30,7 @@ import trio
 
 from ._chain import Chain, Slicer, pass_barrier
 from ._checkpoint import UNSET
-from ._items import Items
+from ._items import Items, Lines
 from ._threads import BarrierMark, ThreadedSource
 
 if TYPE_CHECKING:
@@ -183,7 +183,8 @@ async def _run_async_generator(run: NodeRun) -> None:
             # always delivered.
             run.in_generator = True
             async for item in agen:
-                if item.__class__ is Items:
+                kind = item.__class__
+                if kind is Items or kind is Lines:  # Lines: only async sources (TailFile)
                     # Pushed whole (a marker never splits it), waiting for room first.
                     if outbox.room() < len(item) and not run.stop_requested:
                         run.in_generator = False

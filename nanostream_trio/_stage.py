@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._items import Lines
 from ._policy import DeadLetter, short_repr
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ __all__ = ["AsyncStage", "SyncStage", "item_operation"]
 
 
 def item_operation(node: Any) -> tuple[str, Callable[[Any], Any]]:
-    """``("map", func)`` or ``("filter", predicate)``: what a function node does to one item.
+    """``("map", func)``, ``("filter", predicate)`` or ``("expand", func)``: what a function
+    node does to one item.
 
     By default ``("map", node.process_item)``: the outputs are the non-None
     results. A node class may define ``_ns_item_operation(self)`` returning
@@ -54,6 +56,11 @@ def item_operation(node: Any) -> tuple[str, Callable[[Any], Any]]:
     ``func(item)`` (map) or ``item if predicate(item) else None`` (filter);
     the stage then calls the user's function directly, skipping one Python
     call per item. Returning None falls back to the default.
+
+    ``("expand", func)`` (built-in nodes whose items are blocks, such as
+    LocalFileReader's lines): ``func(item)`` returns an iterable of batches
+    (lists) of outputs, and each batch is handed on whole, one per call, so
+    a :class:`~._items.Lines` batch keeps its location.
     """
     hook = getattr(node, "_ns_item_operation", None)
     if hook is not None:
@@ -81,6 +88,30 @@ class _Failures:
         """Send the dead-letter records made so far (on the Trio thread)."""
         dead, self.dead = self.dead, []
         await self.run.dead_letter_outbox.send_batch(dead)
+
+    def single_out(self, exc: Exception, items: list[Any], index: int) -> tuple[Exception, Any]:
+        """The exception to report for ``items[index]``, which raised ``exc``, and the item.
+
+        A line of a :class:`~._items.Lines` batch is singled out as a
+        :class:`~._items.Line` (for the error, the event and the dead letter),
+        and the exception names its file and line: rebuilt by the node's
+        ``_ns_located_error(exc, line)`` if it returns one (a parser that puts
+        the place in its own message), else with a note.
+        """
+        if items.__class__ is not Lines:
+            return exc, items[index]
+        line = items.line(index)
+        relocate = getattr(self.run.node, "_ns_located_error", None)
+        located = relocate(exc, line) if relocate is not None else None
+        if located is not None:
+            return located, line
+        exc.add_note(f"the item is {line.path}, line {line.lineno}")
+        if isinstance(exc, AttributeError) and exc.name in ("path", "lineno"):
+            exc.add_note(
+                "lines from TailFile and LocalFileReader(serialize=True) are plain str; "
+                "give them locate=True for Line objects with .path and .lineno"
+            )
+        return exc, line
 
     def note(self, exc: Exception, item: Any) -> None:
         exc.add_note(f"in nanostream node {self.run.name!r}, processing item {short_repr(item)}")
@@ -194,6 +225,8 @@ class SyncStage(_Failures):
         self._now = now
         if self.kind == "generator":
             return self._generate(items, 0, 1, None, 0, room)
+        if self.kind == "expand":
+            return self._expand(items, 0, 1, None)
         return self._map(items, 0, 1)
 
     def resume(self, now: float, room: int) -> list[Any]:
@@ -202,6 +235,8 @@ class SyncStage(_Failures):
         items, pos, attempt = self._items, self._pos, self._attempt
         if self.kind == "generator":
             return self._generate(items, pos, attempt, self._open, self._released, room)
+        if self.kind == "expand":
+            return self._expand(items, pos, attempt, self._open)
         return self._map(items, pos, attempt)
 
     def _pause(self, items: list[Any], pos: int, attempt: int, delay: float = 0.0) -> None:
@@ -223,14 +258,16 @@ class SyncStage(_Failures):
             try:
                 results.extend(map(func, items if done == 0 else items[done:]))
                 break
-            except Exception as exc:
+            except Exception as failure:
                 index = pos + len(results)
-                item = items[index]
+                exc, item = self.single_out(failure, items, index)
                 if index != pos:
                     attempt = 1  # the attempt counted is that of items[pos] only
                 if self.raises:
                     self.note(exc, item)
-                    raise
+                    if exc is failure:
+                        raise
+                    raise exc from exc.__cause__  # rebuilt by the node, same cause
                 delay = self.retry_delay(exc, item, attempt, 0)
                 if delay is not None:
                     self._pause(items, index, attempt + 1, delay)
@@ -311,6 +348,32 @@ class SyncStage(_Failures):
         self.run.filtered += empty
         return out
 
+    def _expand(
+        self, items: list[Any], pos: int, attempt: int, open_: Iterator[Any] | None
+    ) -> list[Any]:
+        """The next batch of outputs (kind "expand"), whole; the item stays open until its
+        iterable of batches is exhausted."""
+        self.has_more = False
+        self.delay = 0.0
+        self._open = None
+        released = self._released if open_ is not None else 0
+        for index in range(pos, len(items)):
+            try:
+                batches = open_ if open_ is not None else iter(self.func(items[index]))
+                batch: list[Any] | None = next(batches, None)
+            except Exception as exc:
+                if self._failed(exc, items, index, attempt, released):
+                    return []  # a retry: the caller waits, then resumes at this item
+            else:
+                if batch is not None:
+                    self._open, self._released = batches, released + len(batch)
+                    self._pause(items, index, attempt)
+                    return batch
+                if not released:
+                    self.run.filtered += 1
+            open_, attempt, released = None, 1, 0
+        return []
+
     def _step(
         self,
         out: list[Any],
@@ -338,7 +401,7 @@ class SyncStage(_Failures):
         self, exc: Exception, items: list[Any], index: int, attempt: int, released: int
     ) -> bool:
         """Apply the policy to ``items[index]``; whether the call must stop (a retry waits)."""
-        item = items[index]
+        exc, item = self.single_out(exc, items, index)
         if self.raises:
             self.note(exc, item)
             raise exc
@@ -368,17 +431,20 @@ class AsyncStage(_Failures):
         """Process ``items`` in order, sending outputs and dead letters as they come."""
         run = self.run
         guarded = self.policy != "raise"
-        for item in items:
+        for index, item in enumerate(items):
             made = run.outbox.sent
             failed = run.skipped + run.dead_lettered
             if guarded:
-                await self._guarded(item, outbox)
+                await self._guarded(items, index, outbox)
             else:
                 try:
                     await self._streamed(item, outbox)
-                except Exception as exc:
-                    self.note(exc, item)
-                    raise
+                except Exception as failure:
+                    exc, shown = self.single_out(failure, items, index)
+                    self.note(exc, shown)
+                    if exc is failure:
+                        raise
+                    raise exc from exc.__cause__  # rebuilt by the node, same cause
             if run.outbox.sent == made and run.skipped + run.dead_lettered == failed:
                 run.filtered += 1
             if self.dead:
@@ -404,7 +470,8 @@ class AsyncStage(_Failures):
                 await outbox.wait_room()
             outbox.push(out)
 
-    async def _guarded(self, item: Any, outbox: Outbox) -> None:
+    async def _guarded(self, items: list[Any], index: int, outbox: Outbox) -> None:
+        item = items[index]
         attempt = 0
         limit = self.limit
         while True:
@@ -424,12 +491,14 @@ class AsyncStage(_Failures):
                     out = await self.func(item)
                     if out is not None:
                         held.append(out)
-            except Exception as exc:
-                delay = self.retry_delay(exc, item, attempt, released)
+            except Exception as failure:
+                exc, shown = self.single_out(failure, items, index)
+                delay = self.retry_delay(exc, shown, attempt, released)
                 if delay is not None:
                     await trio.sleep(delay)
                     continue
-                self.give_up(exc, item, attempt, released, trio.current_time())
+                self.give_up(exc, shown, attempt, released, trio.current_time())
                 return
-            await outbox.send_batch(held)
+            if held:  # (an empty send_batch awaits nothing: skipping it changes no scheduling)
+                await outbox.send_batch(held)
             return

@@ -89,6 +89,34 @@ class TestQuickBenchmark:
         assert all("+ 1 |" in row for row in rows), table  # the final checkpoint is counted
         assert "All count/sum checks passed." in table
 
+    def test_some_real_workloads_run_alone(self, tmp_path: Path) -> None:
+        """`run.py --quick --only real --rows tail,file_reader` runs those two rows only."""
+        output = tmp_path / "real.md"
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(BENCHMARKS / "run.py"),
+                "--quick",
+                "--only",
+                "real",
+                "--rows",
+                "tail,file_reader",
+                "--output",
+                str(output),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        table = output.read_text()
+        rows = [line for line in table.splitlines() if line.startswith("| text log lines")]
+        assert len(rows) == 2, table
+        assert "`TailFile(path, follow=False)` > counting sink" in rows[0]
+        assert "`LocalFileReader(serialize=True)` > counting sink" in rows[1]
+        assert "All count/sum checks passed." in table
+
     def test_checks_catch_a_wrong_result(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The expected count/sum match a brute-force pass, and a wrong total raises."""
         monkeypatch.syspath_prepend(str(BENCHMARKS))

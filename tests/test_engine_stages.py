@@ -260,6 +260,41 @@ class TestTimeSlices:
         # 100 chunks of 64, a real checkpoint about every other chunk.
         assert turns >= 40, turns
 
+    async def test_one_item_with_many_outputs_yields_and_hands_over_less(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A generator giving thousands of outputs for one item (a CSV chunk's rows) passes a
+        real scheduling point once a slice is used up, between resumptions, and the chain
+        asks fewer outputs of each resumption while a hand-over takes over half a slice."""
+        from nanostream_trio import _chain
+
+        # A clock that moves 0.6 ms per reading: every hand-over looks slow.
+        readings = iter(range(10**9))
+        monkeypatch.setattr(_chain, "_clock", lambda: next(readings) * 0.0006)
+
+        class Explode(NanoNode):
+            def process_item(self, item: int) -> Iterator[int]:
+                yield from range(item)
+
+        src, sink = FakeSource([6_400], name="src"), CollectingSink(name="sink")
+        _ = src > Explode(name="explode") > sink
+        turns = 0
+        done = False
+
+        async def other_task() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_task)
+            await Pipeline(src, stats_interval=None, stall_timeout=None).run()
+            done = True
+        assert sink.items == list(range(6_400))
+        # At 256 outputs per resumption (the inbox) 25 resumptions; at 16, 400.
+        assert turns >= 150, turns
+
 
 class TestMarkers:
     async def test_a_marker_comes_after_the_outputs_of_the_batches_before_it(self) -> None:

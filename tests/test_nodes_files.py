@@ -73,10 +73,14 @@ class TestWholeText:
 
 class TestPerLine:
     async def test_one_line_per_item_with_numbers(self, tmp_path: Path) -> None:
-        """serialize=True emits Lines without endings, numbered from 1."""
+        """serialize=True emits plain str lines without endings; with locate=True, Lines
+        numbered from 1."""
         target = tmp_path / "log.txt"
         target.write_bytes(b"alpha\r\nbeta\n\ngamma")
         sink, _ = await read([target], LocalFileReader(serialize=True))
+        assert sink.items == ["alpha", "beta", "", "gamma"]
+        assert {type(line) for line in sink.items} == {str}
+        sink, _ = await read([target], LocalFileReader(serialize=True, locate=True))
         assert sink.items == ["alpha", "beta", "", "gamma"]
         assert [line.lineno for line in sink.items] == [1, 2, 3, 4]
         assert all(isinstance(line, Line) and line.path == str(target) for line in sink.items)

@@ -83,10 +83,11 @@ class TestFollowing:
     async def test_existing_and_appended_lines(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:
-        """Lines present at start and lines appended later arrive in order, as Lines."""
+        """Lines present at start and lines appended later arrive in order, as Lines
+        with locate=True."""
         log = tmp_path / "app.log"
         log.write_text(numbered(1, 3))
-        tail, lines = make_tail(log)
+        tail, lines = make_tail(log, locate=True)
         async with running(tail):
             await lines.wait_for(2)
             append(log, numbered(3, 5))
@@ -164,7 +165,7 @@ class TestRotation:
         """Lines written just before a rename and into the new file all arrive, once each."""
         log = tmp_path / "app.log"
         log.write_text(numbered(1, 4))
-        tail, lines = make_tail(log)
+        tail, lines = make_tail(log, locate=True)
         async with running(tail):
             await lines.wait_for(3)
             append(log, numbered(4, 6))  # not read yet when the rotation happens
@@ -257,7 +258,7 @@ class TestRotation:
         """A file truncated to empty and written again is read from its start."""
         log = tmp_path / "app.log"
         log.write_text(numbered(1, 4))
-        tail, lines = make_tail(log)
+        tail, lines = make_tail(log, locate=True)
         async with running(tail):
             await lines.wait_for(3)
             os.truncate(log, 0)
@@ -460,7 +461,7 @@ class TestBadInput:
         """A line over max_line_bytes is dropped with a line_too_long event; the next arrive."""
         log = tmp_path / "app.log"
         log.write_text("short\n" + "x" * length + "\nafter\n")
-        tail, lines = make_tail(log, follow=False, max_line_bytes=1000, name="tail")
+        tail, lines = make_tail(log, follow=False, max_line_bytes=1000, name="tail", locate=True)
         with capture_logs() as logs:
             await Pipeline(tail, name="ingest").run()
         assert lines.items == ["short", "after"]

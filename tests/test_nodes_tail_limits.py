@@ -194,20 +194,20 @@ class TestLines:
         assert (caught.value.path, caught.value.line) == (str(log), 3)
         assert caught.value.content == b"bad \xff here\n"
 
-    async def test_locate_false_emits_plain_strings_and_lines_know_where_by_default(
+    async def test_plain_strings_by_default_and_lines_know_where_with_locate(
         self, tmp_path: Path, autojump_clock: trio.abc.Clock
     ) -> None:
-        """locate=False emits exact str lines (no per-line record), CRLF endings stripped;
-        by default lines read in several 64 KiB chunks know their path and consecutive line
-        numbers, and pickle as plain Line objects."""
+        """By default (locate=False) exact str lines (no per-line record), CRLF endings
+        stripped; with locate=True lines read in several 64 KiB chunks know their path and
+        consecutive line numbers, and pickle as plain Line objects."""
         log = tmp_path / "app.log"
         log.write_bytes(b"a\r\nb\nc")
-        tail, lines = make_tail(log, follow=False, locate=False)
+        tail, lines = make_tail(log, follow=False)
         await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
         assert lines.items == ["a", "b", "c"]
         assert {type(line) for line in lines.items} == {str}
         log.write_text(numbered(1, 20_001))
-        tail, lines = make_tail(log, follow=False)
+        tail, lines = make_tail(log, follow=False, locate=True)
         await Pipeline(tail, stats_interval=None, stall_timeout=None).run()
         assert lines.items == expected(1, 20_001)
         assert [line.lineno for line in lines.items] == list(range(1, 20_001))

@@ -45,7 +45,7 @@ from ._stages import _Staged
 __all__ = ["CSVReader", "CSVRecord"]
 
 #: Characters of a whole text parsed per slice (the lines of a slice are held as a list).
-SLICE_CHARS: Final = 1 << 16
+SLICE_CHARS: Final = 1 << 14
 
 #: Default for ``max_row_lines``: how many lines one row (a quoted field with line ends) may span.
 MAX_ROW_LINES: Final = 10

@@ -19,10 +19,11 @@ from __future__ import annotations
 import codecs
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from functools import partial
 from typing import Any, BinaryIO, Final, Unpack
 
+from .._items import Line, Lines
 from .._node import DeadLetterPort, EngineSettings, NanoNode, Port
 from .._policy import ErrorPolicy
 from .._threads import run_sync_in_thread
@@ -39,9 +40,9 @@ READ_CHUNK: Final = 1 << 18
 #: and each may be large, so memory is bounded by this many texts (see TextChunk).
 TEXT_CAPACITY: Final = 4
 
-#: Inbox of the per-line policy stage: the read stage hands over up to this many lines
-#: per trip to its worker thread (a trip costs tens of microseconds).
-LINES_CAPACITY: Final = 4096
+#: Inbox of the per-line policy stage, in blocks of lines (each up to READ_CHUNK bytes):
+#: the read stage hands over up to this many per trip to its worker thread.
+LINES_CAPACITY: Final = 4
 
 _streams = itertools.count(1)
 
@@ -58,24 +59,6 @@ class FileText(str):
     def __new__(cls, text: str = "", path: str | None = None) -> FileText:
         self = super().__new__(cls, text)
         self.path = path
-        return self
-
-
-class Line(str):
-    """One line of text (without its line ending) that knows its ``path`` and ``lineno``.
-
-    Attributes:
-        path: the file it was read from (``None`` if unknown).
-        lineno: its 1-based line number in that file.
-    """
-
-    path: str | None
-    lineno: int
-
-    def __new__(cls, text: str = "", path: str | None = None, lineno: int = 0) -> Line:
-        self = super().__new__(cls, text)
-        self.path = path
-        self.lineno = lineno
         return self
 
 
@@ -216,12 +199,16 @@ class _LineBlocks:
 
 
 class _ReadLines(NanoNode):
-    """Path in, one Line per line out, read and decoded a block at a time in a worker thread.
+    """Path in, the file's lines out a block at a time, read and decoded in a worker thread.
 
-    It never raises for bad input: a file it cannot open becomes an
-    :class:`_Unread` (the reader itself, which carries the error policy, tries
-    again and raises the error there) and a line it cannot decode a
-    :class:`_BadLine`.
+    A block is what one read gives (about :data:`READ_CHUNK` bytes of whole
+    lines): a :class:`~nanostream_trio._items.Lines` batch of plain ``str``
+    (or a list of :class:`Line` with ``locate=True``, of ``bytes`` with
+    ``binary=True``). A block with a line that does not decode is handed
+    over line by line instead, that line as a :class:`_BadLine`. It never
+    raises for bad input: a file it cannot open becomes an :class:`_Unread`
+    (the reader itself, which carries the error policy, tries again and
+    raises the error there).
     """
 
     def __init__(self, owner: LocalFileReader, capacity: int) -> None:
@@ -236,37 +223,55 @@ class _ReadLines(NanoNode):
             yield _Unread(item)
             return
         try:
-            yield from self.owner._lines_of(path, blocks)
+            for lines in self.owner._blocks_of(path, blocks):
+                if lines.__class__ is list and not self.owner._whole(lines):
+                    yield from lines
+                else:
+                    yield lines
         finally:
             blocks.close()
 
 
 class _LinePolicy(NanoNode):
-    """Lines pass; an undecodable line raises its error; a file the read stage could not
-    open is opened again here (and, if it opens now, read here, in the event loop).
+    """Blocks of lines in, each handed on whole (one batch, located); an undecodable line
+    raises its error; a file the read stage could not open is opened again here (and, if
+    it opens now, read here, in the event loop).
 
-    It carries the reader's error policy, dead letters and name. A plain
-    generator: no coroutine per line.
+    It carries the reader's error policy, dead letters and name. Its stage
+    "expands" each item into batches (see ``item_operation``): no call per line.
     """
 
     def __init__(self, owner: LocalFileReader) -> None:
         super().__init__(capacity=LINES_CAPACITY)
         self.owner = owner
 
-    def process_item(self, item: Any) -> Iterator[Any]:
+    def _ns_item_operation(self) -> tuple[str, Any]:
+        return "expand", self.process_item
+
+    def process_item(self, item: Any) -> Iterable[list[Any]]:
+        """The batches of lines ``item`` stands for."""
         kind = type(item)
+        if kind is Lines or kind is list:
+            return (item,)
         if kind is _BadLine:
             raise item.error
-        if kind is not _Unread:
-            yield item
-            return
-        path = as_path(item.original, self.name)
+        if kind is _Unread:
+            return self._read_again(item)
+        return ([item],)  # one line of a block that did not decode whole
+
+    def _read_again(self, unread: _Unread) -> Iterator[list[Any]]:
+        path = as_path(unread.original, self.name)
         blocks = _LineBlocks(path)  # raises the error again, through the policy
         try:
-            for line in self.owner._lines_of(path, blocks):
-                if type(line) is _BadLine:
-                    raise line.error
-                yield line
+            for lines in self.owner._blocks_of(path, blocks):
+                bad = next((line for line in lines if type(line) is _BadLine), None)
+                if bad is None:
+                    yield lines
+                    continue
+                good = lines[: lines.index(bad)]
+                if good:
+                    yield good
+                raise bad.error
         finally:
             blocks.close()
 
@@ -300,7 +305,15 @@ class LocalFileReader(NanoNode):
     Args:
         serialize: ``False`` (the seed's default): emit the file's whole
             text as one :class:`FileText` (or stream it, see above). ``True``:
-            emit one :class:`Line` per line, line ending removed.
+            emit one ``str`` per line, line ending removed, handed over a
+            block at a time with one location (file, first line number) for
+            the block: an error raised for a line by the node linked right
+            after this one names the file and line (JSONLinesParser in its
+            message, other nodes in a note), and its dead letter's ``item``
+            is a :class:`Line`.
+        locate: with ``serialize=True``, emit :class:`Line` objects (a
+            ``str`` with ``path`` and ``lineno``) instead of plain ``str``,
+            for nodes that read those (about three times the cost per line).
         binary: emit ``bytes`` instead of text (whole, or per line split on ``\\n``).
         encoding: text encoding (per line, an ASCII-compatible one such as UTF-8).
         errors: decoding error handler, as for :meth:`bytes.decode`;
@@ -313,6 +326,7 @@ class LocalFileReader(NanoNode):
         self,
         serialize: bool = False,
         *,
+        locate: bool = False,
         binary: bool = False,
         encoding: str = "utf-8",
         errors: str = "strict",
@@ -323,6 +337,7 @@ class LocalFileReader(NanoNode):
         self._ns_lines: _LinePolicy | None = None
         super().__init__(name, **engine)
         self.serialize = serialize
+        self.locate = locate
         self.binary = binary
         self.encoding = encoding
         self.errors = errors
@@ -466,21 +481,26 @@ class LocalFileReader(NanoNode):
         if good:
             yield TextChunk(path, first, "".join(good), stream=stream)
 
-    def _lines_of(self, path: str, blocks: _LineBlocks) -> Iterator[Any]:
-        """Every line of ``blocks`` as a Line (or bytes), a :class:`_BadLine` for one that
-        does not decode or for a read that fails (runs in a worker thread)."""
+    def _blocks_of(self, path: str, blocks: _LineBlocks) -> Iterator[list[Any]]:
+        """Every block of lines of ``blocks`` (see :class:`_ReadLines`); a read that fails
+        ends them with a :class:`_BadLine` (runs in a worker thread)."""
         lineno = 0
         while True:
             try:
                 lines = _take_lines(self, path, blocks, lineno)
             except OSError as exc:
                 exc.add_note(f"reading {path} failed after line {lineno}")
-                yield _BadLine(exc)
+                yield [_BadLine(exc)]
                 return
             if not lines:
                 return
-            yield from lines
+            yield lines
             lineno += len(lines)
+
+    @staticmethod
+    def _whole(lines: list[Any]) -> bool:
+        """Whether a block in a plain list has no undecodable line (it goes on whole)."""
+        return not any(type(line) is _BadLine for line in lines)
 
     def _decode_whole(self, path: str, data: bytes) -> FileText:
         if self._utf8:
@@ -528,6 +548,10 @@ def _take_lines(reader: LocalFileReader, path: str, blocks: _LineBlocks, before:
     if not texts[-1]:
         texts.pop()
     crlf = "\r" in text
+    if not reader.locate:
+        if crlf:
+            texts = [part[:-1] if part.endswith("\r") else part for part in texts]
+        return Lines(texts, path, before + 1)
     new = str.__new__
     lines: list[Any] = []
     append = lines.append

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Unpack
 import trio
 
 from .._exceptions import ConfigError, PipelineStateError
+from .._items import Line
 from .._node import NanoNode
 from .._policy import short_repr
 from ._errors import JSONLineError, describe_location
@@ -31,10 +32,11 @@ class JSONLinesParser(NanoNode):
     """Parse each incoming line (``str`` or ``bytes``) as one JSON value.
 
     A line that is not valid JSON raises :class:`JSONLineError`, whose message
-    gives the file and line number (for a :class:`Line` from LocalFileReader
-    or TailFile; otherwise the count of lines this node has received), the
-    parser's complaint and the line itself. The node's error policy decides
-    what happens to it; the other lines are unaffected.
+    gives the file and line number (for a line from TailFile or
+    LocalFileReader, linked directly, or for a :class:`Line`; otherwise the
+    count of lines this node has received), the parser's complaint and the
+    line itself. The node's error policy decides what happens to it; the
+    other lines are unaffected.
 
     Two kinds of line give no output, by design, and are counted (never lost
     silently): a JSON ``null`` (a node's ``None`` output means "nothing"),
@@ -84,6 +86,19 @@ class JSONLinesParser(NanoNode):
         if value is None:
             self.nulls += 1
         return value
+
+    def _ns_located_error(self, exc: Exception, line: Line) -> Exception | None:
+        """The error for ``line``, now that the engine has singled it out with its file
+        and line (TailFile and LocalFileReader hand over plain ``str`` lines, located
+        per batch); ``None`` keeps ``exc`` as it is."""
+        cause = exc.__cause__
+        if type(exc) is not JSONLineError or exc.path is not None:
+            return None
+        if not isinstance(cause, ValueError):
+            return None
+        located = self._error(line, cause)
+        located.__cause__ = cause
+        return located
 
     def _error(self, line: Any, exc: ValueError) -> JSONLineError:
         path = getattr(line, "path", None)

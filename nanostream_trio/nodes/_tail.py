@@ -21,8 +21,10 @@ is new):
    was truncated and written again between two polls), is read again from
    its start, NUL bytes before its first line skipped.
 4. *Read*: up to 64 KiB at a time is split and decoded in one go, and the
-   chunk's complete lines are handed to the engine as one ``Items`` list; a
-   partial last line is held until its line ending arrives.
+   chunk's complete lines are handed to the engine as one ``Lines`` batch
+   (plain ``str``, one location for the chunk; with ``locate=True`` an
+   ``Items`` list of ``Line`` objects); a partial last line is held until its
+   line ending arrives.
 
 At most ``max_open_files`` files are open: idle ones (read to their end) are
 closed and reopened when they grow, by name and identity.
@@ -56,7 +58,7 @@ from typing import Any, Literal, Unpack
 import trio
 
 from .._exceptions import ConfigError
-from .._items import Items
+from .._items import Items, Lines
 from .._node import NanoNode
 from ._stages import EngineOptions
 from ._tail_read import FINGERPRINT_BYTES, ChunkSplitter, Known, Tracked
@@ -104,6 +106,11 @@ def default_max_open_files() -> int:
     return max(1, min(MAX_OPEN_FILES, soft // 4))
 
 
+def _handed_over(lines: list[Any]) -> Items:
+    """A chunk's lines as the engine takes them: a located batch as it is, else Items."""
+    return lines if lines.__class__ is Lines else Items(lines)
+
+
 #: Polls a rotated file may go unfound (names moving) before it counts as lost.
 _MISSES = 5
 
@@ -111,13 +118,18 @@ _MISSES = 5
 class TailFile(NanoNode):
     """A source following a file, or all files matching a glob, and emitting their lines.
 
-    Emits one :class:`~nanostream_trio.nodes.Line` (a ``str`` with ``path``
-    and ``lineno``) per complete line, without its line ending, decoded with
-    ``encoding`` (undecodable bytes are replaced by default, so a line of
+    Emits one ``str`` per complete line, without its line ending, decoded
+    with ``encoding`` (undecodable bytes are replaced by default, so a line of
     binary garbage still arrives and a parser downstream can reject it with
     its line number). Lines are read, decoded and handed over a chunk (64 KiB)
-    at a time; ``locate=False`` emits plain ``str`` lines instead of
-    :class:`Line`, about twice as fast where nothing needs ``path``/``lineno``.
+    at a time, with one location (file, first line number) for the chunk
+    rather than one per line: an error raised for a line by the node linked
+    right after this one names the file and line (JSONLinesParser puts them in
+    its message; for other nodes they are a note on the exception), and its
+    dead letter's ``item`` is a :class:`~nanostream_trio.nodes.Line`. With
+    ``locate=True`` every line is a :class:`~nanostream_trio.nodes.Line` (a
+    ``str`` with ``path`` and ``lineno``), for nodes that read those; it costs
+    about three times as much per line.
 
     It follows ``tail -F`` semantics: rotation by rename and create,
     copy-truncate and plain truncation are detected (see the module notes in
@@ -168,7 +180,8 @@ class TailFile(NanoNode):
         max_open_files: files held open at most (default: 256, or a quarter of
             the soft ``RLIMIT_NOFILE`` if smaller); idle files beyond it are
             closed and reopened when they grow.
-        locate: emit :class:`Line` objects (default) or plain ``str``.
+        locate: emit :class:`Line` objects, or plain ``str`` located per chunk
+            (default; see above).
         name: the node's name.
         **engine: engine settings (see :class:`NanoNode`).
 
@@ -197,7 +210,7 @@ class TailFile(NanoNode):
         max_line_bytes: int = 1 << 20,
         rotate_wait: float = 5.0,
         max_open_files: int | None = None,
-        locate: bool = True,
+        locate: bool = False,
         name: str | None = None,
         **engine: Unpack[EngineOptions],
     ) -> None:
@@ -303,11 +316,11 @@ class TailFile(NanoNode):
                 # taken while suspended there covers exactly the lines handed out.
                 for lines in self._read(tracked):
                     emitted = True
-                    yield Items(lines)
+                    yield _handed_over(lines)
                 if not self.follow or (tracked.gone and self._quiet_long_enough(tracked)):
                     for lines in self._finish(tracked):
                         emitted = True
-                        yield Items(lines)
+                        yield _handed_over(lines)
                 if self._splitter.failure is not None:
                     raise self._splitter.failure
             if not self.follow and not emitted and not self._work_left():

@@ -3,9 +3,11 @@
 A read of up to 64 KiB is split, decoded and turned into lines in one go: the
 complete lines of the chunk are decoded with one ``bytes.decode`` and split
 with one ``str.split``; only the last, unterminated piece is held back as
-bytes. With ``locate=True`` each line becomes a :class:`_TailLine` (a
-:class:`~nanostream_trio.nodes.Line` made without a Python ``__new__``); with
-``locate=False`` the lines stay plain ``str``.
+bytes. By default the lines stay plain ``str``, handed over as one
+:class:`~nanostream_trio._items.Lines` batch per chunk (one location record:
+path and first line number); with ``locate=True`` each line becomes a
+:class:`_TailLine` (a :class:`~nanostream_trio.nodes.Line` made without a
+Python ``__new__``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from .._items import Line, Lines
 from ._errors import FileDecodeError
-from ._files import Line
 
 #: Bytes at a file's start used to recognise it (truncated and rewritten, or resumed).
 FINGERPRINT_BYTES = 256
@@ -106,7 +108,8 @@ class ChunkSplitter:
             raises :class:`FileDecodeError` naming the file and line (the
             lines before it in the same chunk are emitted first).
         max_line_bytes: longer lines are skipped with a ``line_too_long`` event.
-        locate: make :class:`Line` objects (``path``, ``lineno``) or plain ``str``.
+        locate: make :class:`Line` objects (``path``, ``lineno``), or plain ``str``
+            located per chunk (:class:`Lines`).
         log_event: the node's ``log_event``.
     """
 
@@ -198,7 +201,9 @@ class ChunkSplitter:
         parts = text.split("\n")
         parts.pop()
         tracked.lineno = first + len(parts) - 1
-        return self._located(tracked.path, parts, first) if self.locate else parts
+        if self.locate:
+            return self._located(tracked.path, parts, first)
+        return Lines(parts, tracked.path, first)
 
     def _without_long_lines(self, tracked: Tracked, pieces: list[bytes], first: int) -> list[Any]:
         out: list[Any] = []
@@ -229,6 +234,9 @@ class ChunkSplitter:
         lineno = tracked.lineno
         lines = self.lines(tracked, b"\n".join(run) + b"\n", first)
         tracked.lineno = lineno
+        if lines.__class__ is Lines:
+            # Runs with gaps between them (the long lines) cannot share one location.
+            return self._located(tracked.path, lines, first)
         return lines
 
     def _until_failure(
