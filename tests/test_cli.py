@@ -622,8 +622,8 @@ class TestCheckGraphNodes:
         assert result.returncode == 2
         assert result.stderr == (
             f"nanostream: error: {path}:3:12: nodes[0].args.serialise: node 'LocalFileReader' "
-            "(LocalFileReader) got unexpected argument 'serialise'; accepted: serialize, binary, "
-            "encoding, errors; did you mean 'serialize'?\n"
+            "(LocalFileReader) got unexpected argument 'serialise'; accepted: serialize, locate, "
+            "binary, encoding, errors; did you mean 'serialize'?\n"
         )
 
     @pytest.mark.parametrize("command", ["check", "run"])
@@ -779,7 +779,8 @@ class TestCheckGraphNodes:
         start = lines.index("LocalFileReader  [processor]  (nanostream_trio.nodes)")
         assert lines[start + 1].startswith("    Read the file at each incoming path")
         assert lines[start + 2] == (
-            "    arguments: serialize=False, binary=False, encoding='utf-8', errors='strict'"
+            "    arguments: serialize=False, locate=False, binary=False, encoding='utf-8', "
+            "errors='strict'"
         )
         assert "LocalDirectoryWatchdog  [source]  (nanostream_trio.nodes)" in lines
         assert "CSVReader  [composite]  (nanostream_trio.nodes)" in lines
