@@ -64,6 +64,12 @@ T = TypeVar("T")
 _SCHEMES: Final = ("redis://", "rediss://", "unix://")
 #: Most ids in one XACK (a long list is split).
 _ACK_CHUNK: Final = 5000
+#: ``_Link.call(give_up_after=)``: the link's own ``timeout``.
+_UNSET: Final = object()
+#: Seconds an ack keeps trying (the entries stay pending, delivered again, if it gives up).
+_ACK_TIMEOUT: Final = 10.0
+#: Seconds a shielded call may take beyond its BLOCK before it counts as a lost connection.
+_SHIELD_MARGIN: Final = 30.0
 #: Seconds between the empty yields of a source waiting for an ack (barriers pass at a yield).
 _ACK_POLL: Final = 0.02
 
@@ -113,7 +119,7 @@ def default_consumer() -> str:
 def _connection_errors() -> tuple[type[BaseException], ...]:
     import coredis.exceptions
 
-    return (coredis.exceptions.ConnectionError, TimeoutError, OSError)
+    return (coredis.exceptions.ConnectionError, TimeoutError, OSError, trio.TooSlowError)
 
 
 @contextlib.asynccontextmanager
@@ -130,8 +136,14 @@ async def _open_client(url: str) -> AsyncIterator[coredis.Redis[str]]:
         async with client:
             yield client
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        # One error (the body's, or a connection's seen by several tasks): the error itself.
+        first = group.exceptions[0]
+        if all(type(exc) is type(first) for exc in group.exceptions):
+            raise first from None
+        # A cancellation, and the connections it cut: the cancellation.
+        cancelled, rest = group.split(trio.Cancelled)
+        if cancelled is not None and (rest is None or rest.split(_connection_errors())[1] is None):
+            raise cancelled.exceptions[0] from None
         raise
 
 
@@ -156,6 +168,8 @@ class _Link:
         self.max_backoff = max_backoff
         self.timeout = timeout
         self.client: coredis.Redis[str] | None = None
+        #: Seconds one attempt may take, shielded from cancellation; None: not shielded.
+        self.shield: float | None = None
         self.reconnects = 0
         self.lost_since: float | None = None
 
@@ -178,61 +192,93 @@ class _Link:
         async with _open_client(self.url) as client:
             yield client
 
-    async def call(self, what: str, request: Callable[[Any], Awaitable[T]]) -> T:
+    async def call(
+        self,
+        what: str,
+        request: Callable[[Any], Awaitable[T]],
+        *,
+        give_up_after: float | object | None = _UNSET,
+    ) -> T:
         """``await request(client)``, retried with backoff while the connection is down.
+
+        ``give_up_after`` overrides the link's ``timeout`` for this call.
 
         Raises:
             coredis.exceptions.ConnectionError: still failing after ``timeout``
                 seconds (with a note saying so).
         """
+        limit = self.timeout if give_up_after is _UNSET else give_up_after
         errors = _connection_errors()
         failures = 0
         while True:
             try:
+                return await self._attempt(what, request, failures)
+            except errors as exc:
+                lost: BaseException = exc
+            except BaseExceptionGroup as group:
+                # Several of the pool's tasks saw the connection go.
+                matched, rest = group.split(errors)
+                if matched is None or rest is not None:
+                    raise
+                lost = matched.exceptions[0]
+            failures += 1
+            delay = self._lost(what, lost, failures, limit)
+            self.node.waiting_for = f"Redis at {self.url} (reconnecting)"  # type: ignore[attr-defined]
+            await trio.sleep(delay)
+
+    async def _attempt(self, what: str, request: Callable[[Any], Awaitable[T]], failures: int) -> T:
+        if self.shield is None:
+            async with self.client_now() as client:
+                result = await request(client)
+        else:
+            # A reply a cancellation would drop (entries delivered to this
+            # consumer, never emitted; an ack half done) is taken; a hung
+            # server is bounded.
+            with trio.CancelScope(shield=True), trio.fail_after(self.shield):
                 async with self.client_now() as client:
                     result = await request(client)
-            except errors as exc:
-                failures += 1
-                now = trio.current_time()
-                if self.lost_since is None:
-                    self.lost_since = now
-                    self.node.log_event(
-                        "redis_connection_lost",
-                        "warning",
-                        url=self.url,
-                        command=what,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-                if self.timeout is not None and now - self.lost_since >= self.timeout:
-                    exc.add_note(
-                        f"node {self.node.name!r}: Redis at {self.url} unreachable for "
-                        f"{now - self.lost_since:.1f} s ({failures} attempts of {what})"
-                    )
-                    raise
-                delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
-                self.node.waiting_for = f"Redis at {self.url} (reconnecting)"  # type: ignore[attr-defined]
-                await trio.sleep(delay)
-                continue
-            if self.lost_since is not None:
-                self.reconnects += 1
-                self.node.log_event(
-                    "redis_reconnected",
-                    url=self.url,
-                    command=what,
-                    attempts=failures + 1,
-                    downtime=trio.current_time() - self.lost_since,
-                )
-                self.lost_since = None
-                self.node.waiting_for = None  # type: ignore[attr-defined]
-            return result
+        if self.lost_since is not None:
+            self.reconnects += 1
+            self.node.log_event(
+                "redis_reconnected",
+                url=self.url,
+                command=what,
+                attempts=failures + 1,
+                downtime=trio.current_time() - self.lost_since,
+            )
+            self.lost_since = None
+            self.node.waiting_for = None  # type: ignore[attr-defined]
+        return result
 
-    async def command(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _lost(self, what: str, exc: BaseException, failures: int, limit: Any) -> float:
+        """Record a failed attempt; the seconds to wait, or raise ``exc`` past ``limit``."""
+        now = trio.current_time()
+        if self.lost_since is None:
+            self.lost_since = now
+            self.node.log_event(
+                "redis_connection_lost",
+                "warning",
+                url=self.url,
+                command=what,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        if limit is not None and now - self.lost_since >= limit:
+            exc.add_note(
+                f"node {self.node.name!r}: Redis at {self.url} unreachable for "
+                f"{now - self.lost_since:.1f} s ({failures} attempts of {what})"
+            )
+            raise exc
+        return float(min(self.backoff * 2 ** (failures - 1), self.max_backoff))
+
+    async def command(
+        self, name: str, *args: Any, give_up_after: float | object | None = _UNSET, **kwargs: Any
+    ) -> Any:
         """The client's method ``name`` called with the arguments, through :meth:`call`."""
 
         async def request(client: Any) -> Any:
             return await getattr(client, name)(*args, **kwargs)
 
-        return await self.call(name.upper(), request)
+        return await self.call(name.upper(), request, give_up_after=give_up_after)
 
 
 # -- the source ---------------------------------------------------------------------
@@ -419,6 +465,8 @@ class RedisStreamSource(NanoNode):
         #: What the node waits for while idle (in its ``statistics()`` entry), or None.
         self.waiting_for: str | None = None
         self._link = _Link(self, url, backoff, max_backoff, reconnect_timeout)
+        # A stop must not cut a read whose entries Redis has already handed to us.
+        self._link.shield = block + _SHIELD_MARGIN
         self._emitted: list[str] = []  # ids emitted since the last barrier
         self._unacked: deque[list[str]] = deque()  # ids before barriers, not acked yet
         self._ack_done = trio.Event()  # set (and replaced) by each ack
@@ -481,13 +529,18 @@ class RedisStreamSource(NanoNode):
         try:
             while done < len(ids):
                 chunk = ids[done : done + _ACK_CHUNK]
-                await self._link.command("xack", self.stream, self.group, chunk)
+                await self._link.command(
+                    "xack", self.stream, self.group, chunk, give_up_after=_ACK_TIMEOUT
+                )
                 done += len(chunk)
                 self._acked += len(chunk)
             self._ack_done.set()
             self._ack_done = trio.Event()
-        except _connection_errors() as exc:
+        except BaseException as exc:
+            # Not acked: they wait for the next checkpoint (or are delivered again).
             self._unacked.appendleft(ids[done:])
+            if not isinstance(exc, _connection_errors()):
+                raise
             self.log_event(
                 "redis_ack_failed",
                 "warning",
