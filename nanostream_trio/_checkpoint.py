@@ -390,6 +390,7 @@ class Checkpointer:
         node = run.node
         record: dict[str, Any] = {}
         if state is UNSET:
+            node._ns_checkpoint_n = self._snapshot_n(run, barrier)
             snapshot = _hook(node, "snapshot")
             state = await _call(run, snapshot) if snapshot is not None else None
         if state is not None:
@@ -414,6 +415,19 @@ class Checkpointer:
             if inbox is not None:
                 pending.alignment = max(pending.alignment, inbox.last_alignment)
             pending.add(run.name, record)
+
+    def _snapshot_n(self, run: NodeRun, barrier: Barrier | None) -> int:
+        """The checkpoint whose ack covers the state ``run`` reports now.
+
+        A final state completes the checkpoint in flight unless the node has
+        reported that one already; then it belongs to the next.
+        """
+        if barrier is not None:
+            return barrier.n
+        pending = self.pending
+        if pending is None:
+            return self.next_n
+        return pending.n if run.name in pending.missing else pending.n + 1
 
     def _final_n(self) -> int:
         # A final state completes the checkpoint in flight, if any, then the last one.

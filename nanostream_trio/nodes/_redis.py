@@ -36,7 +36,6 @@ import dataclasses
 import json
 import os
 import socket
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, Unpack
 
@@ -468,7 +467,8 @@ class RedisStreamSource(NanoNode):
         # A stop must not cut a read whose entries Redis has already handed to us.
         self._link.shield = block + _SHIELD_MARGIN
         self._emitted: list[str] = []  # ids emitted since the last barrier
-        self._unacked: deque[list[str]] = deque()  # ids before barriers, not acked yet
+        # Ids emitted before a barrier, by the checkpoint that acks them.
+        self._unacked: dict[int, list[str]] = {}
         self._ack_done = trio.Event()  # set (and replaced) by each ack
         self._reset_counters()
 
@@ -483,7 +483,7 @@ class RedisStreamSource(NanoNode):
         return RedisSourceStatistics(
             entries_read=self._read,
             acked=self._acked,
-            unacked=len(self._emitted) + sum(len(ids) for ids in self._unacked),
+            unacked=len(self._emitted) + sum(len(ids) for ids in self._unacked.values()),
             claimed=self._claimed,
             redelivered=self._redelivered,
             dead_lettered=self._dead,
@@ -500,7 +500,7 @@ class RedisStreamSource(NanoNode):
         """Start the run's counters (the client is opened by the node's session)."""
         self._reset_counters()
         self._emitted = []
-        self._unacked.clear()
+        self._unacked = {}
         self._ack_done = trio.Event()
 
     # -- checkpoints ----------------------------------------------------------------
@@ -511,7 +511,8 @@ class RedisStreamSource(NanoNode):
         Nothing is stored: Redis keeps the pending list, which a restart reads.
         """
         if self._emitted:
-            self._unacked.append(self._emitted)
+            n = self._ns_checkpoint_n if self._ns_checkpoint_n is not None else 0
+            self._unacked.setdefault(n, []).extend(self._emitted)
             self._emitted = []
 
     async def ack(self, n: int) -> None:
@@ -520,9 +521,8 @@ class RedisStreamSource(NanoNode):
         If Redis cannot be reached the ids wait for the next checkpoint (an
         entry left pending is delivered again, never lost).
         """
-        batches = list(self._unacked)
-        self._unacked.clear()
-        ids = [entry_id for batch in batches for entry_id in batch]
+        covered = [m for m in self._unacked if m <= n]
+        ids = [entry_id for m in covered for entry_id in self._unacked.pop(m)]
         if not ids:
             return
         done = 0
@@ -538,7 +538,7 @@ class RedisStreamSource(NanoNode):
             self._ack_done = trio.Event()
         except BaseException as exc:
             # Not acked: they wait for the next checkpoint (or are delivered again).
-            self._unacked.appendleft(ids[done:])
+            self._unacked.setdefault(n, [])[:0] = ids[done:]
             if not isinstance(exc, _connection_errors()):
                 raise
             self.log_event(
