@@ -433,3 +433,44 @@ class TestConnectionLoss:
             assert "redis_connection_lost" in kinds
             assert "redis_reconnected" in kinds
             assert source.statistics().reconnects + sink.statistics().reconnects >= 1
+
+
+class Numbers(NanoNode):
+    """Yields 0, 1, 2."""
+
+    async def generator(self) -> AsyncIterator[Any]:
+        for n in range(3):
+            await trio.lowlevel.checkpoint()
+            yield n
+
+
+class TestSinkPolicy:
+    """A send that keeps failing is raised from the item, so the node's on_error decides."""
+
+    async def test_unreachable_redis_skips_items_under_skip(self) -> None:
+        """With Redis down past reconnect_timeout, each item is skipped and the run ends."""
+        import socket
+
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        sink = RedisStreamSink(
+            f"redis://127.0.0.1:{port}",
+            "nowhere",
+            batch_size=1,
+            backoff=0.01,
+            reconnect_timeout=0.05,
+            on_error="skip",
+            name="out",
+        )
+        source = Numbers(name="numbers")
+        source > sink
+        with capture_logs() as events:
+            summary = await Pipeline(source).run()
+        assert summary["out"].skipped == 3
+        assert sink.statistics().entries_written == 0
+        lost = [e for e in events if e["event"] == "redis_connection_lost"]
+        assert lost
+        assert lost[0]["url"] == f"redis://127.0.0.1:{port}"
+        skipped = [e for e in events if e["event"] == "item_skipped"]
+        assert "unreachable for" in skipped[0]["traceback"]
