@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -70,6 +71,16 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _collect_coredis_leftovers() -> Iterator[None]:
+    """Collect garbage after each test, so coredis' unclosed streams warn under the marks above.
+
+    Otherwise their ResourceWarnings could surface in whatever test runs next.
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -68,7 +68,9 @@ _UNSET: Final = object()
 #: Seconds an ack keeps trying (the entries stay pending, delivered again, if it gives up).
 _ACK_TIMEOUT: Final = 10.0
 #: Seconds a shielded call may take beyond its BLOCK before it counts as a lost connection.
-_SHIELD_MARGIN: Final = 30.0
+_SHIELD_MARGIN: Final = 5.0
+#: Seconds to make a TCP connection before the attempt counts as failed.
+_CONNECT_TIMEOUT: Final = 5.0
 #: Seconds between the empty yields of a source waiting for an ack (barriers pass at a yield).
 _ACK_POLL: Final = 0.02
 
@@ -130,7 +132,9 @@ async def _open_client(url: str) -> AsyncIterator[coredis.Redis[str]]:
     """
     import coredis
 
-    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    client: coredis.Redis[str] = coredis.Redis.from_url(
+        url, decode_responses=True, connect_timeout=_CONNECT_TIMEOUT
+    )
     try:
         async with client:
             yield client
