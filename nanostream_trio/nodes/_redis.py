@@ -36,7 +36,7 @@ import dataclasses
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, Unpack
 
 import trio
@@ -558,8 +558,9 @@ class RedisStreamSource(NanoNode):
     async def generator(self) -> AsyncIterator[Any]:
         """Own pending entries, then claimed and new ones, until stopped."""
         await self._ensure_group()
-        async for batch in self._own_pending():
-            yield batch
+        async with contextlib.aclosing(self._own_pending()) as inner:
+            async for batch in inner:
+                yield batch
         now = trio.current_time()
         next_claim, next_info = now, now
         while True:
@@ -568,8 +569,9 @@ class RedisStreamSource(NanoNode):
                 await self._refresh_info()
                 next_info = now + self.info_interval
             if now >= next_claim:
-                async for batch in self._claim():
-                    yield batch
+                async with contextlib.aclosing(self._claim()) as inner:
+                    async for batch in inner:
+                        yield batch
                 next_claim = trio.current_time() + self.claim_interval
             batch = await self._read_new()
             yield batch
@@ -615,7 +617,7 @@ class RedisStreamSource(NanoNode):
             await self._ensure_group()
             return await self._link.command(name, *args, **kwargs)
 
-    async def _own_pending(self) -> AsyncIterator[Items]:
+    async def _own_pending(self) -> AsyncGenerator[Items, None]:
         """This consumer's pending entries (a previous run's), claimed back to itself."""
         start = "-"
         while True:
@@ -631,13 +633,14 @@ class RedisStreamSource(NanoNode):
             if not pending:
                 return
             counts = {str(p.identifier): int(p.delivered) for p in pending}
-            async for batch in self._redeliver(counts, claimed=False):
-                yield batch
+            async with contextlib.aclosing(self._redeliver(counts, claimed=False)) as inner:
+                async for batch in inner:
+                    yield batch
             if len(pending) < self.batch_size:
                 return
             start = f"({pending[-1].identifier!s}"
 
-    async def _claim(self) -> AsyncIterator[Items]:
+    async def _claim(self) -> AsyncGenerator[Items, None]:
         """Entries idle longer than ``claim_idle`` with other consumers, taken over."""
         cursor = "0-0"
         idle_ms = int(self.claim_idle * 1000)
@@ -663,8 +666,11 @@ class RedisStreamSource(NanoNode):
                     first=ids[0],
                     last=ids[-1],
                 )
-                async for batch in self._redeliver(await self._deliveries(ids), claimed=True):
-                    yield batch
+                async with contextlib.aclosing(
+                    self._redeliver(await self._deliveries(ids), claimed=True)
+                ) as inner:
+                    async for batch in inner:
+                        yield batch
             if cursor == "0-0":
                 return
 
@@ -678,7 +684,7 @@ class RedisStreamSource(NanoNode):
         wanted = set(ids)
         return {str(p.identifier): int(p.delivered) for p in pending if str(p.identifier) in wanted}
 
-    async def _redeliver(self, counts: dict[str, int], *, claimed: bool) -> AsyncIterator[Items]:
+    async def _redeliver(self, counts: dict[str, int], *, claimed: bool) -> AsyncGenerator[Items, None]:
         """Deliver pending entries again (``counts``: deliveries so far, by id).
 
         Entries over ``max_deliveries`` are dead-lettered. An entry on its last
@@ -702,10 +708,11 @@ class RedisStreamSource(NanoNode):
             if batch:
                 yield batch
                 if index > 0 or not rest:
-                    async for idle in self._until_acked():
-                        yield idle
+                    async with contextlib.aclosing(self._until_acked()) as inner:
+                        async for idle in inner:
+                            yield idle
 
-    async def _until_acked(self) -> AsyncIterator[Items]:
+    async def _until_acked(self) -> AsyncGenerator[Items, None]:
         """Empty ``Items()`` (so barriers pass) until every entry emitted has been acked."""
         while self._emitted or self._unacked:
             with trio.move_on_after(_ACK_POLL):
