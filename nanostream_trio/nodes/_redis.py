@@ -684,7 +684,9 @@ class RedisStreamSource(NanoNode):
         wanted = set(ids)
         return {str(p.identifier): int(p.delivered) for p in pending if str(p.identifier) in wanted}
 
-    async def _redeliver(self, counts: dict[str, int], *, claimed: bool) -> AsyncGenerator[Items, None]:
+    async def _redeliver(
+        self, counts: dict[str, int], *, claimed: bool
+    ) -> AsyncGenerator[Items, None]:
         """Deliver pending entries again (``counts``: deliveries so far, by id).
 
         Entries over ``max_deliveries`` are dead-lettered. An entry on its last
