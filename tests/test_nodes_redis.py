@@ -181,7 +181,13 @@ class TestSourceToSink:
         """5000 entries reach the output stream in order, and the group has none pending."""
         await add_entries(server.url, names["stream"], 5000)
         source = RedisStreamSource(
-            server.url, names["stream"], names["group"], "c1", ack_interval=0.2, name="src"
+            server.url,
+            names["stream"],
+            names["group"],
+            "c1",
+            ack_interval=0.2,
+            info_interval=0.1,
+            name="src",
         )
         sink = RedisStreamSink(server.url, names["out"], name="out")
         source > Map(lambda entry: {"n": entry["n"], "id": entry.id}) > sink
@@ -203,6 +209,13 @@ class TestSourceToSink:
             return source.statistics().acked == 5000
 
         await wait_until(counted, "5000 acks counted")
+
+        async def group_drained() -> bool:  # XINFO GROUPS, refreshed every info_interval
+            await trio.lowlevel.checkpoint()
+            stats = source.statistics()
+            return (stats.group_lag, stats.group_pending, stats.consumers) == (0, 0, 1)
+
+        await wait_until(group_drained, "the group's lag and pending count at 0 in statistics")
         pipeline.stop()
         written = await read_all(server.url, names["out"])
         assert [int(fields["n"]) for _, fields in written] == list(range(5000))
