@@ -283,11 +283,20 @@ async def run_processor(run: NodeRun) -> None:
         await run_finish(run, lambda chunk: chain.pass_on(0, chunk))
         return
     stage = AsyncStage(run, run.hold_limit())
+    # A node that buffers its writes (RedisStreamSink) sends them after each
+    # batch, so buffering never waits for items that are not coming.
+    after_batch = getattr(node, "_ns_after_batch", None)
 
     async def handle(batch: list[Any]) -> None:
         run.items_in += len(batch)
         run.last_progress = trio.current_time()
         await stage.process(batch, run.outbox)
+        if after_batch is not None:
+            try:
+                await after_batch()
+            except Exception as exc:
+                exc.add_note(f"in nanostream node {run.name!r}, after a batch of {len(batch)}")
+                raise
 
     await consume(run, handle, _barrier_handler([run], run.outbox))
     await run_finish(run, run.outbox.send_batch)

@@ -56,6 +56,8 @@ __all__ = [
     "UNSET",
     "CheckpointStore",
     "Checkpointer",
+    "MemoryStore",
+    "ack_interval",
     "check_checkpoint_options",
     "node_shape",
     "open_checkpointer",
@@ -261,6 +263,52 @@ class CheckpointStore:
         return sum(len(blob) for blob in blobs.values())
 
 
+class MemoryStore(CheckpointStore):
+    """A store that keeps nothing: barrier rounds that only exist to ack sources.
+
+    A pipeline without ``checkpoint=`` whose sources declare an
+    ``ack_interval`` (RedisStreamSource) still runs barrier rounds, so that a
+    source is acked once the items before a barrier have passed every node,
+    sinks included. Nothing is written and nothing is restored: a restart
+    starts from what the broker still holds unacked.
+    """
+
+    def __init__(self, pipeline: str) -> None:
+        super().__init__("(memory)", pipeline)
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+    async def load(self) -> None:
+        """Never a checkpoint to restore."""
+        await trio.lowlevel.checkpoint()
+
+    async def write(
+        self, n: int, shape: dict[str, Any], records: dict[str, dict[str, Any]], final: bool
+    ) -> int:
+        """Keep nothing; 0 bytes."""
+        await trio.lowlevel.checkpoint()
+        return 0
+
+
+def ack_interval(nodes: Iterable[NanoNode]) -> float | None:
+    """The shortest ``ack_interval`` the pipeline's sources declare, or None.
+
+    A source sets an ``ack_interval`` attribute (seconds) when it must be
+    acked after its items have passed the whole pipeline even without a
+    checkpoint store (see :class:`MemoryStore`).
+    """
+    intervals = [
+        interval
+        for node in nodes
+        if node._ns_kind == "source" and (interval := getattr(node, "ack_interval", None))
+    ]
+    return min(intervals) if intervals else None
+
+
 def _hook(node: NanoNode, name: str) -> Callable[..., Any] | None:
     hook = getattr(node, name, None)
     return hook if callable(hook) else None
@@ -311,6 +359,8 @@ class Checkpointer:
         self.runs = runs
         self.shape = shape
         self.log = log
+        # Rounds that only ack sources (a MemoryStore) are routine: debug events.
+        self._note = log.debug if isinstance(store, MemoryStore) else log.info
         self.next_n = 1
         self.restored: dict[str, dict[str, Any]] = {}
         self.restored_n: int | None = None
@@ -378,6 +428,7 @@ class Checkpointer:
         node = run.node
         record: dict[str, Any] = {}
         if state is UNSET:
+            node._ns_checkpoint_n = self._snapshot_n(run, barrier)
             snapshot = _hook(node, "snapshot")
             state = await _call(run, snapshot) if snapshot is not None else None
         if state is not None:
@@ -403,6 +454,19 @@ class Checkpointer:
                 pending.alignment = max(pending.alignment, inbox.last_alignment)
             pending.add(run.name, record)
 
+    def _snapshot_n(self, run: NodeRun, barrier: Barrier | None) -> int:
+        """The checkpoint whose ack covers the state ``run`` reports now.
+
+        A final state completes the checkpoint in flight unless the node has
+        reported that one already; then it belongs to the next.
+        """
+        if barrier is not None:
+            return barrier.n
+        pending = self.pending
+        if pending is None:
+            return self.next_n
+        return pending.n if run.name in pending.missing else pending.n + 1
+
     def _final_n(self) -> int:
         # A final state completes the checkpoint in flight, if any, then the last one.
         return self.pending.n if self.pending is not None else self.next_n
@@ -426,7 +490,7 @@ class Checkpointer:
             pending = self.pending = _Pending(n, (run.name for run in self.runs))
             for name, record in self.final.items():
                 pending.add(name, record)
-            self.log.info("checkpoint_started", checkpoint=n)
+            self._note("checkpoint_started", checkpoint=n)
             barrier = Barrier(n)
             for run in running:
                 if run.node._ns_kind == "source":
@@ -472,7 +536,7 @@ class Checkpointer:
             hook = _hook(run.node, "ack" if run.node._ns_kind == "source" else "commit")
             if hook is not None:
                 await _call(run, hook, pending.n, in_thread=False)
-        self.log.info(
+        self._note(
             "checkpoint_completed",
             checkpoint=pending.n,
             final=final,
@@ -545,11 +609,21 @@ async def open_checkpointer(
     log: Any,
     fault: Callable[[str, int, str | None], None] | None = None,
 ) -> AsyncIterator[Checkpointer | None]:
-    """The run's :class:`Checkpointer` over its open store (restored from), or None without one."""
+    """The run's :class:`Checkpointer` over its open store (restored from), or None without one.
+
+    Without a path, sources that declare an ``ack_interval`` get a
+    checkpointer over a :class:`MemoryStore` at that interval.
+    """
+    nodes = list(nodes)
+    store: CheckpointStore
     if path is None:
-        yield None
-        return
-    store = CheckpointStore(path, pipeline)
+        interval = ack_interval(nodes)
+        if interval is None:
+            yield None
+            return
+        store = MemoryStore(pipeline)
+    else:
+        store = CheckpointStore(path, pipeline)
     await store.open()
     try:
         checkpointer = Checkpointer(store, interval, runs, node_shape(nodes), log)

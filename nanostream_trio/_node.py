@@ -138,6 +138,9 @@ class NanoNode:
     _ns_blocking: bool | None
     # The logger of the run in progress (bound to pipeline and node), if any.
     _ns_log: Any
+    #: The checkpoint a ``snapshot()`` being called belongs to (set just before
+    #: the call), for a source that acks per checkpoint (RedisStreamSource).
+    _ns_checkpoint_n: int | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -189,6 +192,7 @@ class NanoNode:
         self._ns_capacity = DEFAULT_CAPACITY
         self._ns_blocking = None
         self._ns_log = None
+        self._ns_checkpoint_n = None
         return self
 
     def __init__(

@@ -122,7 +122,21 @@ class NodeRun:
     # -- task body ---------------------------------------------------------------
 
     async def run(self, ready: Callable[[], None]) -> None:
-        """The node's task: setup, work, teardown, with events at each step."""
+        """The node's task: setup, work, teardown, with events at each step.
+
+        A node class may define ``_ns_session()``, an async context manager
+        entered here around all of it, in the node's own task: for a client
+        that must live in a task group of its own (coredis' connection pool),
+        which ``setup()`` cannot open and ``teardown()`` close.
+        """
+        session = getattr(self.node, "_ns_session", None)
+        if session is None:
+            await self._run(ready)
+            return
+        async with session():
+            await self._run(ready)
+
+    async def _run(self, ready: Callable[[], None]) -> None:
         node = self.node
         self.status = "running"
         self.started_at = self.last_progress = trio.current_time()

@@ -32,7 +32,7 @@ class TestSurface:
             for obj in (getattr(nodes, name) for name in nodes.__all__)
             if isinstance(obj, type) and issubclass(obj, NanoNode)
         ]
-        assert len(node_classes) == 19
+        assert len(node_classes) == 21
         for cls in node_classes:
             assert resolve_node_class(f"nanostream_trio.nodes:{cls.__qualname__}") is cls
         assert "_CSVRows" not in nanostream_trio.registered_nodes()

@@ -5,6 +5,9 @@ Sources:
 * :class:`LocalDirectoryWatchdog` emits the paths of files that appear or change.
 * :class:`TailFile` follows a file or a glob like ``tail -F`` and emits lines.
 * :class:`SQLQuery` streams the rows of a query (once, or polling for new rows).
+* :class:`RedisStreamSource` reads a Redis stream as a member of a consumer
+  group (several processes share the work); :class:`RedisStreamSink` adds
+  items to a stream. They need the ``[redis]`` extra (coredis).
 
 Processors and sinks:
 
@@ -55,6 +58,11 @@ from ._http import HttpTemplateError as HttpTemplateError
 from ._jsonl import JSONLinesParser as JSONLinesParser
 from ._jsonl import JSONLinesWriter as JSONLinesWriter
 from ._printer import PrinterOfThings as PrinterOfThings
+from ._redis import RedisEntry as RedisEntry
+from ._redis import RedisSinkStatistics as RedisSinkStatistics
+from ._redis import RedisSourceStatistics as RedisSourceStatistics
+from ._redis import RedisStreamSink as RedisStreamSink
+from ._redis import RedisStreamSource as RedisStreamSource
 from ._sql import SQLQuery as SQLQuery
 from ._sql import SQLSink as SQLSink
 from ._tail import TailFile as TailFile
@@ -95,6 +103,11 @@ __all__ = [
     "MalformedInputError",
     "Map",
     "PrinterOfThings",
+    "RedisEntry",
+    "RedisSinkStatistics",
+    "RedisSourceStatistics",
+    "RedisStreamSink",
+    "RedisStreamSource",
     "SQLQuery",
     "SQLSink",
     "TailFile",
