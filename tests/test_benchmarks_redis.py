@@ -18,7 +18,7 @@ class TestQuickMode:
     """``python benchmarks/redis_streams.py --quick`` prints its table."""
 
     def test_quick_mode_prints_a_row_per_worker_count(self) -> None:
-        """It exits 0 with a markdown row for 1 and 2 workers, each with positive rates."""
+        """It exits 0 with a markdown row for 1 and 2 workers: positive rates, their ratios."""
         reason = skip_reason()
         if reason is not None:
             pytest.skip(reason)
@@ -32,9 +32,11 @@ class TestQuickMode:
             check=False,
         )
         assert result.returncode == 0, result.stderr
-        rows = re.findall(r"^\| (\d) \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \|$", result.stdout, re.M)
+        row = r"^\| (\d) \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+) \|$"
+        rows = re.findall(row, result.stdout, re.M)
         assert [row[0] for row in rows] == ["1", "2"], result.stdout
-        for _, ours, plain, ratio in rows:
-            assert int(ours.replace(",", "")) > 0
-            assert int(plain.replace(",", "")) > 0
-            assert float(ratio) > 0
+        for _, ours, plain, ratio, to_stream, stream_ratio in rows:
+            rates = [int(rate.replace(",", "")) for rate in (ours, plain, to_stream)]
+            assert all(rate > 0 for rate in rates), result.stdout
+            assert float(ratio) == pytest.approx(rates[0] / rates[1], abs=0.01)
+            assert float(stream_ratio) == pytest.approx(rates[2] / rates[1], abs=0.01)
