@@ -659,6 +659,31 @@ def _stalled_big_section(out: Callable[[str], None], quick: bool, runs: int) -> 
     out("")
 
 
+#: Sections measured by standalone scripts of their own: name -> (script, heading).
+STANDALONE = {
+    "connectors": ("connectors.py", "## Connectors (issue 12)"),
+    "redis": ("redis_streams.py", "## Redis Streams with 1, 2 and 4 workers (issue 11)"),
+}
+
+
+def _standalone_section(out: Callable[[str], None], name: str, quick: bool) -> None:
+    """Run ``benchmarks/<script>`` in a child process and put its table under a heading."""
+    script, heading = STANDALONE[name]
+    command = [sys.executable, str(HERE / script), *(["--quick"] if quick else [])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]))
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if not result.stdout.startswith("## "):  # a table without a heading of its own
+        out(heading)
+        out("")
+    if result.returncode != 0:
+        # A section that cannot run here (no redis-server, no httpx) says why; the rest stand.
+        reason = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:]
+        out(f"Not measured: `{script}` exited {result.returncode}: {' '.join(reason)}")
+    else:
+        out(result.stdout.strip())
+    out("")
+
+
 def _progress(done: str, started: float) -> None:
     print(f"[{time.perf_counter() - started:4.0f} s] done: {done}", file=sys.stderr)
 
@@ -789,6 +814,10 @@ def run_suite(quick: bool, runs: int | None, n: int | None) -> str:
         _progress("ticker under load", started)
     _stalled_big_section(out, quick, runs)
     _progress("stalled sink, 100 KB items", started)
+    if not quick:  # their --quick modes have tests of their own
+        for name in STANDALONE:
+            _standalone_section(out, name, quick)
+            _progress(name, started)
     if quick:
         out("(--quick: one process per section; memory figures there are not measurements.)")
         out("")
@@ -811,9 +840,13 @@ def run_section_only(
     section: str, quick: bool, runs: int | None, rows: list[str] | None = None
 ) -> str:
     """``--only checkpoints`` or ``--only real``: the generated files and one section alone
-    (``rows``: only these workloads of the real section, by name)."""
+    (``rows``: only these workloads of the real section, by name); ``--only connectors`` or
+    ``--only redis``: that standalone script's table."""
     started = time.perf_counter()
     lines: list[str] = [f"Machine: {_machine()}  ", ""]
+    if section in STANDALONE:
+        _standalone_section(lines.append, section, quick)
+        return "\n".join(lines) + "\n"
     with tempfile.TemporaryDirectory(prefix="nanostream-bench-") as directory:
         data = _generate_files(Path(directory), quick)
         _progress("generated the input files", started)
@@ -838,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", help="a paragraph to put under the title of the written file")
     parser.add_argument(
         "--only",
-        choices=["checkpoints", "real"],
+        choices=["checkpoints", "real", *STANDALONE],
         help="run one section alone (prints its table; writes a file only with --output)",
     )
     parser.add_argument(
