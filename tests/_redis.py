@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,10 +41,35 @@ def skip_reason() -> str | None:
     return None
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel gives outgoing connections (Linux: ``ip_local_port_range``)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
+            low, high = (int(part) for part in ports.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def _free_port() -> int:
-    with socket.socket() as probe:
+    """A free port outside the ephemeral range.
+
+    While a server is down for a restart, no outgoing connection (another
+    process's, or a client reconnecting to this very port, which can connect
+    to itself) may take its port as a local one and keep it from starting again.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in range(10000, 30000) if port not in ephemeral]
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as probe:  # every port is ephemeral here: any free one
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+        port = probe.getsockname()[1]
         return port
 
 
@@ -148,7 +174,16 @@ def redis_server(*, durable: bool = False) -> Iterator[RedisServer]:
     directory = tempfile.mkdtemp(prefix="nanostream-redis-")
     server = RedisServer(directory, _free_port(), durable=durable)
     try:
-        server.start()
+        for attempt in range(3):
+            try:
+                server.start()
+                break
+            except RuntimeError:
+                # The port was taken between the probe and the start (another worker's server).
+                if attempt == 2 or server.process is None or server.process.poll() is None:
+                    raise
+                server.port = _free_port()
+                server.url = f"redis://127.0.0.1:{server.port}"
         yield server
     finally:
         try:

@@ -435,6 +435,50 @@ class TestRedelivery:
         assert await group_pending(server.url, names["stream"], names["group"]) == 0
 
 
+class ReplyCutter:
+    """A TCP proxy to a Redis server that cuts the connection carrying the next XREADGROUP.
+
+    The command reaches Redis, which runs it (its entries now pending with the
+    consumer); its reply is dropped and the connection closed, as when a server
+    dies after a write and before its reply is sent. Later connections pass.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.url = ""
+        self.cut = trio.Event()
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.url = f"redis://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        task_status.started()
+        await trio.serve_listeners(self._relay, listeners)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        read_sent = trio.Event()
+        async with client, await trio.open_tcp_stream("127.0.0.1", self.target_port) as server:
+            async with trio.open_nursery() as nursery:
+
+                async def requests() -> None:
+                    while data := await client.receive_some():
+                        if not self.cut.is_set() and b"XREADGROUP" in data.upper():
+                            read_sent.set()
+                        await server.send_all(data)
+                    nursery.cancel_scope.cancel(reason="client closed")
+
+                async def replies() -> None:
+                    while data := await server.receive_some():
+                        if read_sent.is_set() and not self.cut.is_set():
+                            self.cut.set()
+                            nursery.cancel_scope.cancel(reason="reply cut")
+                            return
+                        await client.send_all(data)
+                    nursery.cancel_scope.cancel(reason="server closed")
+
+                nursery.start_soon(requests)
+                nursery.start_soon(replies)
+
+
 class TestConnectionLoss:
     """A Redis restart is survived: reconnect with backoff, nothing acked lost."""
 
@@ -484,6 +528,52 @@ class TestConnectionLoss:
             assert "redis_connection_lost" in kinds
             assert "redis_reconnected" in kinds
             assert source.statistics().reconnects + sink.statistics().reconnects >= 1
+
+    async def test_entries_of_a_lost_read_reply_are_read_again(
+        self, server: RedisServer, names: dict[str, str]
+    ) -> None:
+        """Entries Redis delivered in a reply the connection lost are re-read after reconnecting.
+
+        They are pending with this consumer, so no ``>`` read returns them;
+        ``claim_idle`` is an hour, so only the source's own recovery can.
+        """
+        await add_entries(server.url, names["stream"], 300)
+        cutter = ReplyCutter(server.port)
+        seen = Gate()
+        seen.opened.set()
+        with capture_logs() as events:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(cutter.serve)
+                source = RedisStreamSource(
+                    cutter.url,
+                    names["stream"],
+                    names["group"],
+                    "c1",
+                    batch_size=100,
+                    claim_idle=3600.0,
+                    ack_interval=0.1,
+                    backoff=0.01,
+                    name="src",
+                )
+                source > seen
+                pipeline = Pipeline(source)
+                async with trio.open_nursery() as pipelines:
+                    await pipelines.start(pipeline.run)
+
+                    async def all_acked() -> bool:
+                        if len(seen.seen) < 300:  # (the group may not exist yet)
+                            return False
+                        pending = await group_pending(server.url, names["stream"], names["group"])
+                        return pending == 0
+
+                    await wait_until(all_acked, "every entry seen and acked")
+                    pipeline.stop()
+                nursery.cancel_scope.cancel(reason="test finished")
+        assert cutter.cut.is_set()
+        assert sorted(seen.seen) == list(range(300))
+        assert source.statistics().redelivered == 100
+        lost = [e for e in events if e["event"] == "redis_connection_lost"]
+        assert [e["command"] for e in lost] == ["XREADGROUP"]
 
 
 class Numbers(NanoNode):

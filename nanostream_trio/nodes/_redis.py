@@ -131,9 +131,16 @@ async def _open_client(url: str) -> AsyncIterator[coredis.Redis[str]]:
     group; the engine and the node's error policy must see the original.
     """
     import coredis
+    import coredis.retry
 
+    # No retries inside coredis (its default retries any command twice): a
+    # retried XREADGROUP whose first reply was lost would hide that loss from
+    # _Link, whose retries are the ones that log, back off and recover.
     client: coredis.Redis[str] = coredis.Redis.from_url(
-        url, decode_responses=True, connect_timeout=_CONNECT_TIMEOUT
+        url,
+        decode_responses=True,
+        connect_timeout=_CONNECT_TIMEOUT,
+        retry_policy=coredis.retry.NoRetryPolicy(),
     )
     try:
         async with client:
@@ -371,7 +378,9 @@ class RedisStreamSource(NanoNode):
     Connection loss and Redis restarts: every call is retried with
     exponential backoff (``backoff`` to ``max_backoff``), with
     ``redis_connection_lost`` and ``redis_reconnected`` events; a group lost
-    with a restarted server's data is created again.
+    with a restarted server's data is created again. After a reconnection the
+    source re-reads its own pending entries that it has not emitted: those of
+    a read whose reply the connection took with it.
 
     Args:
         url: the server, ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
@@ -474,6 +483,7 @@ class RedisStreamSource(NanoNode):
         # Ids emitted before a barrier, by the checkpoint that acks them.
         self._unacked: dict[int, list[str]] = {}
         self._ack_done = trio.Event()  # set (and replaced) by each ack
+        self._acking: set[str] = set()  # ids of an XACK under way
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -505,6 +515,7 @@ class RedisStreamSource(NanoNode):
         self._reset_counters()
         self._emitted = []
         self._unacked = {}
+        self._acking = set()
         self._ack_done = trio.Event()
 
     # -- checkpoints ----------------------------------------------------------------
@@ -530,6 +541,7 @@ class RedisStreamSource(NanoNode):
         if not ids:
             return
         done = 0
+        self._acking.update(ids)
         try:
             while done < len(ids):
                 chunk = ids[done : done + _ACK_CHUNK]
@@ -552,6 +564,15 @@ class RedisStreamSource(NanoNode):
                 entries=len(ids) - done,
                 error=f"{type(exc).__name__}: {exc}",
             )
+        finally:
+            self._acking.difference_update(ids)
+
+    def _in_flight(self) -> set[str]:
+        """Ids emitted and not acknowledged yet (still pending with this consumer in Redis)."""
+        in_flight = set(self._emitted).union(self._acking)
+        for ids in self._unacked.values():
+            in_flight.update(ids)
+        return in_flight
 
     # -- reading ----------------------------------------------------------------------
 
@@ -563,7 +584,15 @@ class RedisStreamSource(NanoNode):
                 yield batch
         now = trio.current_time()
         next_claim, next_info = now, now
+        reconnects = self._link.reconnects
         while True:
+            if self._link.reconnects != reconnects:
+                # A reply lost with the connection (XREADGROUP, XCLAIM) leaves its
+                # entries pending with this consumer, never emitted: read them again.
+                reconnects = self._link.reconnects
+                async with contextlib.aclosing(self._own_pending()) as inner:
+                    async for batch in inner:
+                        yield batch
             now = trio.current_time()
             if now >= next_info:
                 await self._refresh_info()
@@ -618,7 +647,11 @@ class RedisStreamSource(NanoNode):
             return await self._link.command(name, *args, **kwargs)
 
     async def _own_pending(self) -> AsyncGenerator[Items, None]:
-        """This consumer's pending entries (a previous run's), claimed back to itself."""
+        """This consumer's pending entries not in flight, claimed back to itself.
+
+        At the start they are a previous run's; after a reconnection, entries
+        whose delivery reply the lost connection took.
+        """
         start = "-"
         while True:
             pending = await self._call_group(
@@ -632,10 +665,16 @@ class RedisStreamSource(NanoNode):
             )
             if not pending:
                 return
-            counts = {str(p.identifier): int(p.delivered) for p in pending}
-            async with contextlib.aclosing(self._redeliver(counts, claimed=False)) as inner:
-                async for batch in inner:
-                    yield batch
+            in_flight = self._in_flight()
+            counts = {
+                str(p.identifier): int(p.delivered)
+                for p in pending
+                if str(p.identifier) not in in_flight
+            }
+            if counts:
+                async with contextlib.aclosing(self._redeliver(counts, claimed=False)) as inner:
+                    async for batch in inner:
+                        yield batch
             if len(pending) < self.batch_size:
                 return
             start = f"({pending[-1].identifier!s}"
