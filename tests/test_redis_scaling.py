@@ -17,7 +17,7 @@ import trio
 from _redis import RedisServer, redis_server, skip_reason
 
 #: Entries in the shared stream.
-ENTRIES = 20_000
+ENTRIES = 100_000
 #: Seconds an entry stays with a dead consumer before another takes it over.
 CLAIM_IDLE = 2.0
 CLAIM_INTERVAL = 0.25
