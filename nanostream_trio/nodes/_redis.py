@@ -105,6 +105,13 @@ def _check_positive(node: str, **values: Any) -> None:
             raise ConfigError(msg, node=node, key=key)
 
 
+def _check_count(node: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"node {node!r} got {key}={value!r}; expected a whole number >= 1"
+        raise ConfigError(msg, node=node, key=key)
+    return value
+
+
 def _check_name(node: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         msg = f"node {node!r} got {key}={value!r}; expected a non-empty string"
@@ -450,10 +457,8 @@ class RedisStreamSource(NanoNode):
             if dead_letter_stream is None
             else _check_name(self.name, "dead_letter_stream", dead_letter_stream)
         )
-        for key, count in (("batch_size", batch_size), ("max_deliveries", max_deliveries)):
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                msg = f"node {self.name!r} got {key}={count!r}; expected a whole number >= 1"
-                raise ConfigError(msg, node=self.name, key=key)
+        _check_count(self.name, "batch_size", batch_size)
+        _check_count(self.name, "max_deliveries", max_deliveries)
         _check_positive(
             self.name,
             block=block,
@@ -949,12 +954,9 @@ class RedisStreamSink(NanoNode):
         _require_coredis(self.name)
         self.url = _check_url(self.name, url)
         self.stream = _check_name(self.name, "stream", stream)
-        for key, count in (("batch_size", batch_size), ("maxlen", maxlen)):
-            if count is None and key == "maxlen":
-                continue
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                msg = f"node {self.name!r} got {key}={count!r}; expected a whole number >= 1"
-                raise ConfigError(msg, node=self.name, key=key)
+        _check_count(self.name, "batch_size", batch_size)
+        if maxlen is not None:
+            _check_count(self.name, "maxlen", maxlen)
         _check_positive(
             self.name, backoff=backoff, max_backoff=max_backoff, reconnect_timeout=reconnect_timeout
         )
